@@ -1,0 +1,77 @@
+"""Reading YAML config files with `${VAR}` interpolation and errors that name the file, the line and the problem."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file is invalid; the message names the file, the place and the problem."""
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _LineLoader(yaml.SafeLoader):
+    """Safe loader that remembers the line of every mapping, so errors can point at it."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
+    mapping = yaml.SafeLoader.construct_mapping(loader, node, deep=True)
+    return LineDict(mapping, line=node.start_mark.line + 1)
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+class LineDict(dict):
+    """A dict from YAML that knows the line it started on."""
+
+    def __init__(self, *args: Any, line: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.line = line
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+
+
+def where(path: Path, node: Any) -> str:
+    line = getattr(node, "line", None)
+    return f"{path}:{line}" if line else str(path)
+
+
+def interpolate(value: Any, *, env: Mapping[str, str] | None = None, place: str = "") -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string of a YAML value."""
+    env = os.environ if env is None else env
+    if isinstance(value, str):
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{place}: environment variable {name} is not set")
+
+        return _VAR.sub(substitute, value)
+    if isinstance(value, dict):
+        result = LineDict({k: interpolate(v, env=env, place=place) for k, v in value.items()}, line=getattr(value, "line", None))
+        return result
+    if isinstance(value, list):
+        return [interpolate(v, env=env, place=place) for v in value]
+    return value

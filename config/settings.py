@@ -1,0 +1,35 @@
+"""Runtime settings from the environment (HANDOFF_*), with defaults that run the embedded set-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CONFIG_DIR = Path(__file__).resolve().parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HANDOFF_", extra="ignore")
+
+    home: Path = Field(default=Path(".handoff"), description="Working directory for the embedded database and logs")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default is a SQLite file in home")
+    sources_file: Path = Field(default=CONFIG_DIR / "sources.yaml")
+    batch_size: int = Field(default=5000, ge=1, description="Activities written per database transaction")
+    max_payload_bytes: int = Field(default=64 * 1024, ge=1024)
+    future_tolerance_minutes: float = Field(default=10, ge=0)
+    http_connect_timeout: float = Field(default=5.0, gt=0)
+    http_read_timeout: float = Field(default=60.0, gt=0)
+    http_max_attempts: int = Field(default=6, ge=1)
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'handoff.db').as_posix()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,66 @@
+"""Start all stand-ins over one synthetic world and say how to point Handoff's sources at them."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from sandbox.faults import RequestFaults
+from sandbox.server import BackgroundServer
+from sandbox.world import TOOLS, World, WorldSpec, generate
+
+
+@dataclass
+class Sandbox:
+    world: World
+    servers: dict[str, BackgroundServer]
+    faults: dict[str, RequestFaults]
+    credentials: dict[str, dict[str, str]]
+    env: dict[str, str] = field(default_factory=dict)
+
+    def url(self, tool: str) -> str:
+        return self.servers[tool].url
+
+    def stop(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def tool_module(tool: str):
+    return importlib.import_module(f"sandbox.{tool}")
+
+
+def start_sandbox(
+    spec: WorldSpec | None = None,
+    *,
+    world: World | None = None,
+    faults: dict[str, RequestFaults] | None = None,
+    ports: dict[str, int] | None = None,
+    tools: tuple[str, ...] = TOOLS,
+    host: str = "127.0.0.1",
+) -> Sandbox:
+    """Serve each tool's stand-in on its own port (0 = any free port). `env` holds the variables that
+    config/sources.yaml reads, so `os.environ.update(sandbox.env)` points the product at the stand-ins."""
+    world = world or generate(spec or WorldSpec())
+    faults = {tool: (faults or {}).get(tool) or RequestFaults() for tool in tools}
+    servers: dict[str, BackgroundServer] = {}
+    credentials: dict[str, dict[str, str]] = {}
+    env: dict[str, str] = {}
+    try:
+        for tool in tools:
+            module = tool_module(tool)
+            credentials[tool] = module.new_credentials()
+            app = module.create_app(world, faults[tool], credentials[tool])
+            servers[tool] = BackgroundServer(app, host=host, port=(ports or {}).get(tool, 0)).start()
+            env.update(module.source_env(servers[tool].url, credentials[tool]))
+    except BaseException:
+        for server in servers.values():
+            server.stop()
+        raise
+    return Sandbox(world=world, servers=servers, faults=faults, credentials=credentials, env=env)

@@ -1,0 +1,122 @@
+"""Writing one ingested batch atomically: leads, activities, quarantine and the source watermark together."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, func, select
+
+from domain.activity import ActivityRecord, PersonRecord, Rejection
+from domain.identity import Identity
+from store.bulk import insert_for
+from store.leads import resolve_leads
+from store.tables import Activity, Quarantine, SourceWatermark
+
+activity_t = Activity.__table__
+quarantine_t = Quarantine.__table__
+watermark_t = SourceWatermark.__table__
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    """Rows this batch added; whatever else was fetched was already stored (a duplicate)."""
+
+    new: int
+    quarantined: int
+
+
+def get_watermark(engine: Engine, source: str) -> datetime | None:
+    with engine.connect() as conn:
+        return conn.execute(select(watermark_t.c.watermark).where(watermark_t.c.source == source)).scalar_one_or_none()
+
+
+def write_batch(
+    engine: Engine,
+    *,
+    source: str,
+    activities: list[ActivityRecord],
+    people: list[PersonRecord],
+    rejections: list[Rejection],
+    checkpoint: datetime | None,
+    now: datetime,
+    run_id: str | None = None,
+) -> BatchCounts:
+    """One transaction: a crash before commit leaves nothing of the batch, after commit all of it and its watermark."""
+    with engine.begin() as conn:
+        unique: dict[str, ActivityRecord] = {}
+        for record in activities:
+            unique.setdefault(record.external_id, record)
+        batch = list(unique.values())
+        identities = [Identity(p.source, p.source_contact_id, p.email) for p in people]
+        identities += [Identity(a.source, a.source_contact_id, a.email) for a in batch]
+        lead_of = resolve_leads(conn, identities, people, now)
+        rows = []
+        unresolved: list[Rejection] = []
+        for a in batch:
+            lead_id = lead_of(Identity(a.source, a.source_contact_id, a.email))
+            if lead_id is None:
+                unresolved.append(Rejection(a.source, a.external_id, "identity could not be resolved to a lead", a.raw_json))
+                continue
+            rows.append(
+                {
+                    "source": a.source,
+                    "external_id": a.external_id,
+                    "lead_id": lead_id,
+                    "type": a.type.value,
+                    "asset": a.asset,
+                    "campaign": a.campaign,
+                    "occurred_at": a.occurred_at,
+                    "ingested_at": now,
+                    "raw": a.raw_json,
+                }
+            )
+        new = _insert_activities(conn, rows)
+        quarantined = _quarantine(conn, rejections + unresolved, now, run_id)
+        if checkpoint is not None:
+            _advance_watermark(conn, source, checkpoint, now, run_id)
+    return BatchCounts(new=new, quarantined=quarantined)
+
+
+def _insert_activities(conn: Connection, rows: list[dict]) -> int:
+    if not rows:
+        return 0
+    stmt = insert_for(conn, activity_t).on_conflict_do_nothing(index_elements=["source", "external_id"])
+    return len(conn.execute(stmt.returning(activity_t.c.id), rows).all())
+
+
+def _digest(rejection: Rejection) -> str:
+    return hashlib.sha256(f"{rejection.external_id}\x00{rejection.reason}\x00{rejection.raw_json}".encode()).hexdigest()
+
+
+def _quarantine(conn: Connection, rejections: list[Rejection], now: datetime, run_id: str | None) -> int:
+    """Rejected records, once each: a record re-read in the overlap window is not quarantined again."""
+    if not rejections:
+        return 0
+    rows = {}
+    for r in rejections:
+        digest = _digest(r)
+        rows[(r.source, digest)] = {
+            "source": r.source,
+            "external_id": r.external_id,
+            "reason": r.reason,
+            "raw": r.raw_json,
+            "digest": digest,
+            "quarantined_at": now,
+            "run_id": run_id,
+        }
+    stmt = insert_for(conn, quarantine_t).on_conflict_do_nothing(index_elements=["source", "digest"])
+    return len(conn.execute(stmt.returning(quarantine_t.c.id), list(rows.values())).all())
+
+
+def _advance_watermark(conn: Connection, source: str, checkpoint: datetime, now: datetime, run_id: str | None) -> None:
+    """Watermarks only move forward, so a re-read of old data never rewinds them."""
+    stmt = insert_for(conn, watermark_t).values(source=source, watermark=checkpoint, updated_at=now, run_id=run_id)
+    newer = func.coalesce(watermark_t.c.watermark < stmt.excluded.watermark, True)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["source"],
+        set_={"watermark": stmt.excluded.watermark, "updated_at": stmt.excluded.updated_at, "run_id": stmt.excluded.run_id},
+        where=newer,
+    )
+    conn.execute(stmt)
