@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,6 +26,7 @@ class BatchCounts:
 
     new: int
     quarantined: int
+    leads_created: int = 0
 
 
 def get_watermark(engine: Engine, source: str) -> datetime | None:
@@ -51,7 +53,7 @@ def write_batch(
         batch = list(unique.values())
         identities = [Identity(p.source, p.source_contact_id, p.email) for p in people]
         identities += [Identity(a.source, a.source_contact_id, a.email) for a in batch]
-        lead_of = resolve_leads(conn, identities, people, now)
+        lead_of, leads_created = resolve_leads(conn, identities, people, now)
         rows = []
         unresolved: list[Rejection] = []
         for a in batch:
@@ -76,7 +78,7 @@ def write_batch(
         quarantined = _quarantine(conn, rejections + unresolved, now, run_id)
         if checkpoint is not None:
             _advance_watermark(conn, source, checkpoint, now, run_id)
-    return BatchCounts(new=new, quarantined=quarantined)
+    return BatchCounts(new=new, quarantined=quarantined, leads_created=leads_created)
 
 
 def _insert_activities(conn: Connection, rows: list[dict]) -> int:
@@ -120,3 +122,25 @@ def _advance_watermark(conn: Connection, source: str, checkpoint: datetime, now:
         where=newer,
     )
     conn.execute(stmt)
+
+
+
+def quarantine_reasons(engine: Engine, run_id: str, limit: int = 10) -> list[tuple[str, str, int]]:
+    """(source, reason, count) of what a run quarantined, most frequent first; reasons that differ only in
+    a quoted value or a number (a line number, a size) count as one."""
+    query = (
+        select(quarantine_t.c.source, quarantine_t.c.reason, func.count())
+        .where(quarantine_t.c.run_id == run_id)
+        .group_by(quarantine_t.c.source, quarantine_t.c.reason)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    counts: dict[tuple[str, str], int] = {}
+    for source, reason, n in rows:
+        key = (source, _GENERIC.sub("…", reason))
+        counts[key] = counts.get(key, 0) + n
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
+    return [(source, reason, n) for (source, reason), n in ranked]
+
+
+_GENERIC = re.compile(r"'[^']*'|\"[^\"]*\"|\d+(\.\d+)?")

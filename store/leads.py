@@ -68,8 +68,9 @@ def _create(conn: Connection, new_leads: list[NewLead], now: datetime) -> dict[i
 
 def resolve_leads(
     conn: Connection, identities: list[Identity], people: Iterable[PersonRecord], now: datetime
-) -> Callable[[Identity], int | None]:
-    """Make every identity resolve to one stored lead and return the lookup. Runs inside the caller's transaction."""
+) -> tuple[Callable[[Identity], int | None], int]:
+    """Make every identity resolve to one stored lead; returns the lookup and how many leads were created.
+    Runs inside the caller's transaction."""
     lead_by_email, lead_by_contact, email_of_lead = _existing(conn, identities)
     plan = plan_resolution(identities, lead_by_email, lead_by_contact, email_of_lead)
     created = _create(conn, list(plan.new_leads.values()), now)
@@ -104,7 +105,7 @@ def resolve_leads(
         ref = plan.lead_for(identity)
         return None if ref is None else lead_id(ref)
 
-    return lookup
+    return lookup, len(created)
 
 
 def _update_fields(conn: Connection, plan, people: Iterable[PersonRecord], lead_id, now: datetime) -> None:

@@ -34,3 +34,21 @@ def current(url: str) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database is not at the revision this code expects."""
+
+
+def head() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def require_head(url: str) -> None:
+    """Fail fast, with the fix in the message, when the database was never migrated or is behind."""
+    found, expected = current(url), head()
+    if found != expected:
+        state = "has no Handoff schema" if found is None else f"is at revision {found}"
+        raise SchemaOutOfDate(f"the database {state}; this version needs {expected}: run `handoff db upgrade`")

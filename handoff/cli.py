@@ -1,0 +1,159 @@
+"""The `handoff` command: run flows, start the stand-ins, migrate the database, run the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+
+app = typer.Typer(help="Handoff: move leads from marketing to sales, exactly once.", no_args_is_help=True)
+run_app = typer.Typer(help="Run a flow once, now, against the configured Prefect API.", no_args_is_help=True)
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+app.add_typer(db_app, name="db")
+# Wide enough for the run-summary tables when the output is a pipe or a CI log.
+console = Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _settings():
+    from config.settings import get_settings
+
+    return get_settings()
+
+
+def _instant(value: Optional[str], option: str) -> Optional[datetime]:
+    if value is None:
+        return None
+    from domain.activity import parse_instant
+
+    moment = parse_instant(value)
+    if moment is None:
+        raise typer.BadParameter(f"not an ISO-8601 time: {value!r}", param_hint=option)
+    return moment
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database at HANDOFF_DATABASE_URL to the latest schema."""
+    from sqlalchemy.engine import make_url
+
+    from store.migrate import current, upgrade
+
+    url = _settings().resolved_database_url()
+    upgrade(url)
+    console.print(f"database {make_url(url).render_as_string(hide_password=True)} is at revision {current(url)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's schema revision."""
+    from store.migrate import current, head
+
+    found = current(_settings().resolved_database_url())
+    console.print(f"revision {found or 'none'} (latest {head()})")
+
+
+def _print_ingest(summary) -> None:
+    console.print(Markdown(summary.markdown))
+
+
+@run_app.command("ingest")
+def run_ingest(
+    source: list[str] = typer.Option(None, "--source", "-s", help="Only these sources (repeatable)."),
+    since: Optional[str] = typer.Option(None, help="Re-read from this time instead of the watermark (backfill)."),
+    now: Optional[str] = typer.Option(None, help="The run's clock (ISO-8601); default: now."),
+) -> None:
+    """Pull new activities from every enabled source once."""
+    from flows.ingest import IngestFailed, ingest
+    from handoff.prefect_server import prefect_api
+
+    with prefect_api(_settings().home / "prefect"):
+        try:
+            summary = ingest(sources=source or None, since=_instant(since, "--since"), now=_instant(now, "--now"))
+        except IngestFailed as failed:
+            _print_ingest(failed.summary)
+            console.print(f"[red]{failed}[/red]")
+            raise typer.Exit(1) from None
+    _print_ingest(summary)
+
+
+def _parse_faults(values: list[str]):
+    from sandbox.faults import RequestFaults
+
+    faults: dict[str, RequestFaults] = {}
+    for value in values or []:
+        try:
+            target, amount = value.split("=", 1)
+            tool, switch = target.split(".", 1)
+            faults.setdefault(tool, RequestFaults()).update(**{switch: amount})
+        except ValueError as exc:
+            raise typer.BadParameter(f"{value!r}: expected TOOL.SWITCH=VALUE ({exc})", param_hint="--fault") from None
+    return faults
+
+
+@app.command()
+def sandbox(
+    seed: int = typer.Option(7, help="World seed: the same seed gives the same people and activities."),
+    people: int = typer.Option(2_000, help="People in the world."),
+    activities: int = typer.Option(20_000, help="Activities across all tools."),
+    weeks: int = typer.Option(8, help="Weeks of history."),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8701, help="Marketo's port; HubSpot and Mautic take the next two (0: any free ports)."),
+    malformed_rate: float = typer.Option(0.0, help="Share of records served malformed."),
+    duplicate_rate: float = typer.Option(0.0, help="Share of records served twice."),
+    late_rate: float = typer.Option(0.0, help="Share of activities that show up hours late."),
+    fault: list[str] = typer.Option(None, help="Request fault, e.g. marketo.rate_limit_every=10 (repeatable)."),
+    export: Optional[Path] = typer.Option(None, help="Also write a JSON Lines export (badge scans) here."),
+) -> None:
+    """Start the Marketo, HubSpot and Mautic stand-ins and print how to point Handoff at them, until stopped."""
+    from sandbox.exports import write_badge_scans
+    from sandbox.stack import start_sandbox
+    from sandbox.world import TOOLS, WorldSpec, generate
+
+    end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    spec = WorldSpec(seed=seed, people=people, activities=activities, weeks=weeks, end=end, malformed_rate=malformed_rate,
+                     duplicate_rate=duplicate_rate, late_rate=late_rate)
+    world = generate(spec)
+    ports = {tool: (port + i if port else 0) for i, tool in enumerate(TOOLS)}
+    box = start_sandbox(world=world, faults=_parse_faults(fault), ports=ports, host=host)
+    env = dict(box.env)
+    if export:
+        write_badge_scans(world, export)
+        env.update({"HANDOFF_JSONL_ENABLED": "true", "HANDOFF_JSONL_PATH": str(export.resolve())})
+    console.print(f"[bold]Stand-ins over {people} people and {len(world.events)} activities (seed {seed})[/bold]")
+    for tool in TOOLS:
+        console.print(f"  {tool:8} {box.url(tool)}")
+    console.print("\nPoint Handoff at them (sandbox credentials, valid until this process stops):")
+    for name, value in env.items():
+        print(f"export {name}={value}")
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    console.print("\nServing; Ctrl-C to stop.")
+    stopped.wait()
+    box.stop()
+
+
+@app.command()
+def demo(
+    people: int = typer.Option(2_000, help="People in the demo world."),
+    activities: int = typer.Option(20_000, help="Activities in the demo world."),
+    seed: int = typer.Option(7),
+) -> None:
+    """Ingest from the stand-ins (with faults switched on) into a fresh SQLite database, twice, and print
+    what happened: the second run finds nothing new."""
+    from handoff.demo import run_demo
+
+    raise typer.Exit(run_demo(console, people=people, activities=activities, seed=seed))
+
+
+if __name__ == "__main__":
+    app()

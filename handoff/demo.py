@@ -1,0 +1,113 @@
+"""`handoff demo`: the main job end to end on the embedded default, narrated for a first-time reader."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+from rich.markdown import Markdown
+
+DEMO_FAULTS = {
+    "marketo": {"rate_limit_every": 9, "empty_page_every": 5, "expire_token_every": 13},
+    "hubspot": {"rate_limit_every": 7, "expire_token_every": 11},
+    "mautic": {"server_error_every": 6},
+}
+
+
+def _fresh_database(home: Path) -> str:
+    path = home / "demo.db"
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return f"sqlite:///{path.as_posix()}"
+
+
+def run_demo(console: Console, *, people: int, activities: int, seed: int) -> int:
+    home = Path(os.environ.get("HANDOFF_HOME", ".handoff"))
+    home.mkdir(parents=True, exist_ok=True)
+    # The demo owns its database: it never touches the one HANDOFF_DATABASE_URL names.
+    os.environ["HANDOFF_DATABASE_URL"] = _fresh_database(home)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+    from handoff.prefect_server import LocalPrefectServer
+
+    server = None
+    server_error: list[BaseException] = []
+    if not os.environ.get("PREFECT_API_URL"):
+        server = LocalPrefectServer(home / "prefect")
+
+        def start_server() -> None:
+            try:
+                server.start()
+            except BaseException as exc:  # reported below, after the world is built
+                server_error.append(exc)
+
+        starter = threading.Thread(target=start_server, daemon=True)
+        starter.start()
+        console.print("Starting a local Prefect server ...")
+
+    from sandbox.exports import write_badge_scans
+    from sandbox.faults import RequestFaults
+    from sandbox.stack import start_sandbox
+    from sandbox.world import WorldSpec, generate
+    from store.migrate import upgrade
+
+    end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    world = generate(
+        WorldSpec(seed=seed, people=people, activities=activities, end=end,
+                  malformed_rate=0.004, duplicate_rate=0.01, late_rate=0.01, late_by_hours=2)
+    )
+    faults = {tool: RequestFaults(**switches) for tool, switches in DEMO_FAULTS.items()}
+    box = start_sandbox(world=world, faults=faults)
+    try:
+        os.environ.update(box.env)
+        export = home / "exports" / "revops-summit-scans.jsonl"
+        scans = write_badge_scans(world, export)
+        os.environ.update({"HANDOFF_JSONL_ENABLED": "true", "HANDOFF_JSONL_PATH": str(export)})
+        upgrade(os.environ["HANDOFF_DATABASE_URL"])
+        console.print(
+            f"[bold]World:[/bold] {people} people, {len(world.events)} activities over {world.spec.weeks} weeks, "
+            f"served by Marketo, HubSpot and Mautic stand-ins (rate limits, 5xx, expiring tokens, malformed and "
+            f"duplicate records switched on), plus a file of {scans} trade-show badge scans."
+        )
+        if server is not None:
+            starter.join()
+            if server_error:
+                raise server_error[0]
+            os.environ["PREFECT_API_URL"] = server.api_url
+        return _narrate(console, box, server.api_url if server else os.environ["PREFECT_API_URL"])
+    finally:
+        box.stop()
+        if server is not None:
+            server.stop()
+
+
+def _narrate(console: Console, box, api_url: str) -> int:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.ingest import IngestFailed, ingest
+    from handoff.prefect_server import drain_prefect_clients
+    from handoff.report import lead_overview
+
+    def run(title: str) -> bool:
+        console.rule(title)
+        try:
+            summary = ingest(now=box.world.now)
+        except IngestFailed as failed:
+            console.print(Markdown(failed.summary.markdown))
+            console.print(f"[red]{failed}[/red]")
+            return False
+        console.print(Markdown(summary.markdown))
+        return True
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        ok = run("Run 1: first ingest")
+        ok = run("Run 2: the same data again (exactly once: nothing new)") and ok
+        box.world.advance(hours=3)
+        ok = run("Run 3: three hours later (late-arriving activities picked up by the overlap window)") and ok
+        drain_prefect_clients()
+    console.rule("The leads")
+    console.print(Markdown(lead_overview()))
+    return 0 if ok else 1

@@ -1,0 +1,51 @@
+"""Run summaries as Prefect artifacts: what ops engineers read after each run."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Sequence
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from config.settings import get_settings
+from store.engine import get_engine
+from store.ingest import quarantine_reasons
+from tasks.ingest import SourceSummary
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"
+
+
+def ingest_markdown(now: datetime, sources: Sequence[SourceSummary], reasons: list[tuple[str, str, int]]) -> str:
+    lines = [
+        f"# Ingest at {_when(now)}",
+        "",
+        "| source | status | fetched | new | duplicate | quarantined | new leads | watermark | seconds |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for s in sources:
+        status = s.status if not s.error else f"{s.status}: {s.error}"
+        lines.append(
+            f"| {s.source} | {status.replace('|', '/')} | {s.fetched} | {s.new} | {s.duplicate} | {s.quarantined} "
+            f"| {s.leads_created} | {_when(s.watermark)} | {s.seconds:.1f} |"
+        )
+    total = lambda field: sum(getattr(s, field) for s in sources)  # noqa: E731
+    lines.append(
+        f"| **total** | | {total('fetched')} | {total('new')} | {total('duplicate')} | {total('quarantined')} "
+        f"| {total('leads_created')} | | |"
+    )
+    if reasons:
+        lines += ["", "## Quarantined this run", "", "| source | reason | records |", "|---|---|---:|"]
+        lines += [f"| {source} | {reason.replace('|', '/')} | {n} |" for source, reason, n in reasons]
+    return "\n".join(lines) + "\n"
+
+
+@task(cache_policy=NO_CACHE)
+def publish_ingest_summary(now: datetime, sources: list[SourceSummary], run_id: str | None) -> str:
+    reasons = quarantine_reasons(get_engine(get_settings().resolved_database_url()), run_id) if run_id else []
+    markdown = ingest_markdown(now, sources, reasons)
+    create_markdown_artifact(key="ingest-summary", markdown=markdown, description="Activities ingested per source")
+    return markdown
