@@ -17,6 +17,21 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 log = logging.getLogger("handoff.http")
 
 
+class _RedactQueryStrings(logging.Filter):
+    """urllib3 logs each request's full URL at DEBUG; query strings can carry credentials (OAuth token
+    endpoints take client secrets as parameters), so they are cut from those records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                arg.split("?", 1)[0] + "?<redacted>" if isinstance(arg, str) and "?" in arg else arg for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_RedactQueryStrings())
+
+
 class ConnectorError(Exception):
     """An edge failed; the message names the service and path, never a credential."""
 

@@ -102,3 +102,46 @@ def sandbox_factory():
 
 
 __all__ = ["NOW", "RequestFaults", "WorldSpec"]
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One real local Prefect server for the whole session; flows in this process report to it."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+
+    from handoff.prefect_server import LocalPrefectServer, drain_prefect_clients
+
+    server = LocalPrefectServer(tmp_path_factory.mktemp("prefect")).start()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+            yield server
+            drain_prefect_clients()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def handoff_env(monkeypatch, tmp_path, database_url):
+    """Point the product's settings at this test's database and home; returns a function that also applies a
+    sandbox's variables (and anything else) to the environment the sources file reads."""
+    from config.settings import get_settings
+
+    monkeypatch.setenv("HANDOFF_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HANDOFF_DATABASE_URL", database_url)
+    for name in list(os.environ):
+        if name.startswith("HANDOFF_") and name.endswith("_ENABLED"):
+            monkeypatch.delenv(name)
+    get_settings.cache_clear()
+
+    def apply(*envs: dict[str, str], **extra: str) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for env in envs:
+            merged.update(env)
+        merged.update(extra)
+        for name, value in merged.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        return merged
+
+    yield apply
+    get_settings.cache_clear()
