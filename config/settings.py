@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     http_connect_timeout: float = Field(default=5.0, gt=0)
     http_read_timeout: float = Field(default=60.0, gt=0)
     http_max_attempts: int = Field(default=6, ge=1)
+    http_backoff_base: float = Field(default=0.5, ge=0, description="First retry waits up to this long")
+    http_backoff_cap: float = Field(default=30.0, ge=0, description="Longest backoff between attempts")
+    http_max_retry_after: float = Field(default=300.0, ge=0, description="Longest wait honoured from Retry-After")
+    ingest_retry_delays: list[float] = Field(
+        default=[10.0, 60.0], description="Task-level retries of a source (JSON list of seconds), after HTTP retries"
+    )
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -70,15 +70,17 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 @dataclass(frozen=True)
 class Backoff:
-    """Exponential backoff with full jitter, capped; an API's own Retry-After wins when it is longer."""
+    """Exponential backoff with full jitter, capped at `cap`; a wait the API asks for (Retry-After, a rate
+    limit window) wins when longer, up to `max_asked` so a bogus header cannot stall a run for hours."""
 
     base: float = 0.5
     cap: float = 30.0
     max_attempts: int = 6
+    max_asked: float = 300.0
 
     def wait(self, attempt: int, asked: float | None) -> float:
         jittered = random.uniform(0, min(self.cap, self.base * 2 ** (attempt - 1)))
-        return min(max(jittered, asked or 0.0), max(self.cap, asked or 0.0))
+        return max(jittered, min(asked or 0.0, self.max_asked))
 
 
 Check = Callable[[requests.Response], None]

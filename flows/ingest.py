@@ -54,7 +54,9 @@ def ingest(sources: list[str] | None = None, since: datetime | None = None, now:
     run_id = flow_run.get_id()
     check_database()
     configs = enabled_sources(sources)
-    futures = [(config, ingest_source.submit(config, now, run_id, since)) for config in configs]
+    delays = get_settings().ingest_retry_delays
+    attempt = ingest_source.with_options(retries=len(delays), retry_delay_seconds=delays or 0)
+    futures = [(config, attempt.submit(config, now, run_id, since)) for config in configs]
     results: list[SourceSummary] = []
     for config, future in futures:
         try:

@@ -82,7 +82,12 @@ def ingest_source_once(
         config,
         secrets,
         timeout=(settings.http_connect_timeout, settings.http_read_timeout),
-        backoff=Backoff(max_attempts=settings.http_max_attempts),
+        backoff=Backoff(
+            base=settings.http_backoff_base,
+            cap=settings.http_backoff_cap,
+            max_attempts=settings.http_max_attempts,
+            max_asked=settings.http_max_retry_after,
+        ),
     )
     tolerance = timedelta(minutes=settings.future_tolerance_minutes)
     try:

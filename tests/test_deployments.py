@@ -1,0 +1,52 @@
+"""deployments.yaml declares what the schedules run, and Prefect accepts it as written."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOYMENTS = ROOT / "deployments.yaml"
+
+
+def declared() -> list[dict]:
+    return yaml.safe_load(DEPLOYMENTS.read_text())["deployments"]
+
+
+def test_every_entrypoint_names_a_prefect_flow_in_flows():
+    from prefect import Flow
+
+    for deployment in declared():
+        path, name = deployment["entrypoint"].split(":")
+        assert path.startswith("flows/")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        assert isinstance(getattr(module, name), Flow)
+
+
+@pytest.mark.slow
+def test_prefect_deploys_the_file_with_a_five_minute_schedule_and_one_run_at_a_time(prefect_server):
+    from prefect import get_client
+
+    env = {**os.environ, "PREFECT_API_URL": prefect_server.api_url, "HANDOFF_PROJECT_DIR": str(ROOT)}
+    prefect = [sys.executable, "-m", "prefect"]
+    subprocess.run([*prefect, "work-pool", "create", "handoff", "--type", "process", "--overwrite"],
+                   env=env, cwd=ROOT, check=True, capture_output=True)
+    deployed = subprocess.run([*prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(DEPLOYMENTS)],
+                              env=env, cwd=ROOT, capture_output=True, text=True)
+    assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("ingest/ingest-every-5-minutes")
+    assert deployment.entrypoint == "flows/ingest.py:ingest"
+    [schedule] = deployment.schedules
+    assert schedule.active and schedule.schedule.interval == timedelta(minutes=5)
+    assert deployment.global_concurrency_limit.limit == 1
+    assert deployment.concurrency_options.collision_strategy == "CANCEL_NEW"
+    assert deployment.work_pool_name == "handoff"
