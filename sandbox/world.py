@@ -119,6 +119,10 @@ class World:
         """Move the stand-ins' clock: late activities whose time has come become visible."""
         self.clock += int(hours * 3600)
 
+    def timeline(self, tool: str) -> list[Event]:
+        """All of a tool's events, visible or not yet, oldest first (the same list every call: bisect it)."""
+        return self._by_tool[tool]
+
     def tool_events(self, tool: str, since: datetime | None = None) -> list[Event]:
         """Events a tool shows now, oldest first, from `since` on; late ones appear once the clock passes them."""
         events = self._by_tool[tool]

@@ -61,7 +61,8 @@ def test_a_run_killed_midway_and_run_again_ends_with_the_rows_of_a_clean_run(
     )
     try:
         deadline = time.monotonic() + 120
-        while activity_count(engine) < 300:
+        # Kill once batches are committed and at least one of them moved a watermark.
+        while activity_count(engine) < 300 or not any(get_watermark(engine, tool) for tool in TOOLS):
             assert child.poll() is None, "the run finished before it could be killed"
             assert time.monotonic() < deadline, "the run committed nothing in time"
             time.sleep(0.05)
@@ -100,7 +101,7 @@ def test_a_run_failing_partway_then_run_again_ends_with_the_rows_of_a_clean_run(
     monkeypatch.setattr(tasks.ingest, "write_batch", failing_write)
     with pytest.raises(IngestFailed) as failed:
         ingest(now=box.world.now)
-    assert {s.status for s in failed.value.summary.sources} == {"error"}
+    assert "error" in {s.status for s in failed.value.summary.sources}
     assert 0 < activity_count(engine) < sum(expected["activities"].values())
 
     monkeypatch.setattr(tasks.ingest, "write_batch", real_write)

@@ -1,0 +1,370 @@
+"""Marketo REST client: an OAuth client-credentials token, the paging-token activity feed (oldest first) and
+batched lead lookups, normalized into Handoff's activities and people."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime, timezone
+from json.decoder import scanstring
+from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
+
+import requests
+
+from config.sources import SourceConfig
+from connectors.http import Backoff, HttpClient, PermanentError, TokenExpired, TransientError, retry_after_seconds
+from connectors.marketing.base import Page, newest
+from domain.activity import ActivityRecord, ActivityType, PersonRecord, Rejection, build_activity, normalize_email
+
+MAX_BATCH = 300  # activities per page and lead ids per lookup
+MAX_TYPE_IDS = 10
+RATE_WINDOW_SECONDS = 20.0  # 606: at most 100 calls in any 20 s
+RENEW_MARGIN_SECONDS = 60.0
+MAX_STALLED_PAGES = 1000  # empty pages that hand back the same token before we call the feed stuck
+
+VISIT_WEBPAGE = "Visit Webpage"
+FILL_OUT_FORM = "Fill Out Form"
+PROGRAM_STATUS = "Change Status in Progression"
+EMAIL_TYPES = {
+    "Open Email": ActivityType.EMAIL_OPEN,
+    "Click Email": ActivityType.EMAIL_CLICK,
+    "Email Bounced": ActivityType.EMAIL_BOUNCE,
+    "Unsubscribe Email": ActivityType.UNSUBSCRIBE,
+}
+KNOWN_TYPES = (VISIT_WEBPAGE, FILL_OUT_FORM, PROGRAM_STATUS, *EMAIL_TYPES)
+
+TOKEN_CODES = {"601", "602"}
+RETRY_CODES = {"500", "502", "604", "608", "611", "614", "615", "713", "719"}
+
+# Marketo lead field (REST name) -> PersonRecord field; product interest is a custom field named in the options.
+LEAD_FIELDS = {
+    "firstName": "first_name", "lastName": "last_name", "company": "company", "title": "title",
+    "industry": "industry", "numberOfEmployees": "company_size", "country": "country",
+    "leadSource": "lead_source_channel",
+}
+
+
+def _attribute(record: dict[str, Any], name: str) -> Any:
+    for attribute in record.get("attributes") or ():
+        if attribute.get("name") == name:
+            return attribute.get("value")
+    return None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_decode_value = json.JSONDecoder().raw_decode
+
+
+def split_envelope(text: str, array_key: str = "result") -> tuple[dict[str, Any], list[tuple[Any, str]]]:
+    """A JSON object whose `array_key` array is decoded item by item, each item kept with its own JSON text: a
+    record's raw payload is then the service's exact text, never re-serialized. Other members decode as usual."""
+    skip = _WHITESPACE.match
+    envelope: dict[str, Any] = {}
+    items: list[tuple[Any, str]] = []
+    i = skip(text, 0).end()
+    if text[i:i + 1] != "{":
+        raise ValueError("not a JSON object")
+    i = skip(text, i + 1).end()
+    if text[i:i + 1] == "}":
+        return envelope, items
+    while True:
+        if text[i:i + 1] != '"':
+            raise ValueError(f"expected a member name at {i}")
+        key, i = scanstring(text, i + 1)
+        i = skip(text, i).end()
+        if text[i:i + 1] != ":":
+            raise ValueError(f"expected ':' at {i}")
+        i = skip(text, i + 1).end()
+        if key == array_key and text[i:i + 1] == "[":
+            i = skip(text, i + 1).end()
+            if text[i:i + 1] == "]":
+                i += 1
+            else:
+                while True:
+                    value, end = _decode_value(text, i)
+                    items.append((value, text[i:end]))
+                    i = skip(text, end).end()
+                    sep, i = text[i:i + 1], i + 1
+                    if sep == "]":
+                        break
+                    if sep != ",":
+                        raise ValueError(f"expected ',' or ']' at {i - 1}")
+                    i = skip(text, i).end()
+            envelope[key] = None
+        else:
+            envelope[key], i = _decode_value(text, i)
+        i = skip(text, i).end()
+        sep, i = text[i:i + 1], i + 1
+        if sep == "}":
+            return envelope, items
+        if sep != ",":
+            raise ValueError(f"expected ',' or '}}' at {i - 1}")
+        i = skip(text, i).end()
+
+
+def _envelope_error(where: str, code: str, message: str) -> Exception:
+    """Marketo's response-level error codes (HTTP 200, success false) as Handoff's error kinds."""
+    if code in TOKEN_CODES:
+        return TokenExpired(f"{where}: access token refused ({code} {message})")
+    if code == "606":
+        return TransientError(f"{where}: rate limited ({code} {message})", retry_after=RATE_WINDOW_SECONDS)
+    if code in RETRY_CODES:
+        return TransientError(f"{where}: {code} {message}")
+    if code == "607":
+        return PermanentError(f"{where}: daily API quota reached (607); Marketo resets it at midnight US Central time")
+    return PermanentError(f"{where}: Marketo error {code}: {message}")
+
+
+class MarketoSource:
+    """One Marketo instance. The activity feed is read from a date-based paging token; Marketo returns activities
+    oldest first, so every page carries the newest time seen so far as its checkpoint."""
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        secrets: dict[str, str],
+        *,
+        timeout: tuple[float, float] = (5.0, 60.0),
+        backoff: Backoff = Backoff(),
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if not config.base_url:
+            raise PermanentError(f"{config.name}: base_url is required")
+        missing = [key for key in ("client_id", "client_secret") if not (secrets or {}).get(key)]
+        if missing:
+            raise PermanentError(f"{config.name}: missing Marketo credentials: {', '.join(missing)}")
+        self.name = config.name
+        self.__client_id = secrets["client_id"]
+        self.__client_secret = secrets["client_secret"]
+        self._base_url = config.base_url
+        self._timeout = timeout
+        self._clock = clock
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self._http = HttpClient(
+            config.name, config.base_url, timeout=timeout, backoff=backoff, sleep=sleep,
+            authorize=self._authorize, reauthorize=self._drop_token,
+        )
+        self._forms = config.form_rules()
+        self.batch_size = min(MAX_BATCH, config.page_size or MAX_BATCH)
+        options = config.options
+        self._product_field = str(options.get("product_interest_field", "productInterest"))
+        self._attended = frozenset(options.get("attended_statuses", ("Attended", "Attended On-demand")))
+        self._backfill_since = str(options.get("backfill_since", "1970-01-01T00:00:00Z"))
+        self._types: dict[int, str] | None = None
+        self._fields: str | None = None
+        self._people: dict[Any, PersonRecord | None] = {}
+
+    # --- the feed ---
+
+    def pages(self, since: datetime | None) -> Iterator[Page]:
+        types = self._activity_types()
+        type_ids = ",".join(str(i) for i in sorted(types))
+        start = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if since else self._backfill_since
+        token = self._get("/rest/v1/activities/pagingtoken.json", {"sinceDatetime": start}).get("nextPageToken")
+        if not token:
+            raise PermanentError(f"{self.name}: the paging token response has no nextPageToken")
+        latest: datetime | None = None
+        stalled = 0
+        while True:
+            body, records = self._get_records(
+                "/rest/v1/activities.json",
+                {"nextPageToken": token, "activityTypeIds": type_ids, "batchSize": self.batch_size},
+            )
+            more = bool(body.get("moreResult"))
+            next_token = body.get("nextPageToken") or token
+            stalled = stalled + 1 if not records and next_token == token else 0
+            if stalled >= MAX_STALLED_PAGES:
+                raise TransientError(f"{self.name}: the activity feed returned {stalled} empty pages without moving on")
+            token = next_token
+            if records or not more:
+                page = self._page(records, types)
+                latest = newest(latest, page.activities)
+                page.checkpoint = latest
+                yield page
+            if not more:
+                return
+
+    def _page(self, records: list[tuple[Any, str]], types: dict[int, str]) -> Page:
+        page = Page(fetched=len(records))
+        page.people = self._lookup_leads({r.get("leadId") for r, _ in records if isinstance(r, dict)})
+        for record, raw in records:
+            if not isinstance(record, dict):
+                page.rejected.append(Rejection(self.name, None, "an activity must be a JSON object", raw))
+                continue
+            result = self._activity(record, raw, types)
+            if result is None:
+                page.fetched -= 1
+            elif type(result) is ActivityRecord:
+                page.activities.append(result)
+            else:
+                page.rejected.append(result)
+        return page
+
+    def _activity(self, record: dict[str, Any], raw: str, types: dict[int, str]) -> ActivityRecord | Rejection | None:
+        """One activity, or None for a program status change that is not attendance (nothing to score)."""
+        type_id = record.get("activityTypeId")
+        native = types.get(type_id)
+        value = record.get("primaryAttributeValue")
+        asset = campaign = None
+        if native is None:
+            kind: Any = f"activityTypeId {type_id!r}, not in types.json"
+        elif native in EMAIL_TYPES:
+            kind = EMAIL_TYPES[native]
+            program, dot, email_name = (value or "").partition(".")  # Marketo names program e-mails "Program.Email"
+            asset, campaign = (email_name, program) if dot else (value, None)
+        elif native == VISIT_WEBPAGE:
+            kind = ActivityType.PAGE_VIEW
+            asset = _attribute(record, "Webpage URL")
+            if not asset and value:
+                slash = value.find("/")
+                asset = value[slash:] if slash >= 0 else "/"
+        elif native == FILL_OUT_FORM:
+            kind, asset = self._forms.classify(value or "")
+        else:
+            if _attribute(record, "New Status") not in self._attended:
+                return None
+            kind, asset = ActivityType.WEBINAR_ATTENDED, value
+        lead_id = record.get("leadId")
+        person = self._people.get(lead_id)
+        return build_activity(
+            source=self.name,
+            external_id=record.get("marketoGUID") or record.get("id"),
+            type_name=kind,
+            occurred_at=record.get("activityDate"),
+            raw=raw,
+            email=person.email if person is not None else None,
+            source_contact_id=lead_id,
+            asset=asset,
+            campaign=campaign,
+        )
+
+    # --- reference data and people ---
+
+    def _activity_types(self) -> dict[int, str]:
+        """Type ids by name from types.json: ids are looked up, not assumed."""
+        if self._types is None:
+            listed = self._get("/rest/v1/activities/types.json").get("result") or []
+            self._types = {t["id"]: t["name"] for t in listed if isinstance(t, dict) and t.get("name") in KNOWN_TYPES}
+            if not self._types:
+                raise PermanentError(f"{self.name}: types.json lists none of the activity types Handoff reads")
+            if len(self._types) > MAX_TYPE_IDS:
+                raise PermanentError(f"{self.name}: more than {MAX_TYPE_IDS} activity types to request")
+        return self._types
+
+    def _lead_fields(self) -> str:
+        """The lead fields to request: those of ours that describe.json says this instance has."""
+        if self._fields is None:
+            described = self._get("/rest/v1/leads/describe.json").get("result") or []
+            rest = [f.get("rest") for f in described if isinstance(f, dict)]
+            available = {r.get("name") for r in rest if isinstance(r, dict)}
+            wanted = ["id", "email", *LEAD_FIELDS, self._product_field]
+            self._fields = ",".join(name for name in wanted if name in available or name in ("id", "email"))
+        return self._fields
+
+    def _lookup_leads(self, lead_ids: set[Any]) -> list[PersonRecord]:
+        """People not seen yet in this run, fetched up to 300 ids a call; the cache also answers each activity's
+        e-mail."""
+        todo = sorted(i for i in lead_ids if isinstance(i, int) and i not in self._people)
+        found: list[PersonRecord] = []
+        for start in range(0, len(todo), MAX_BATCH):
+            chunk = todo[start:start + MAX_BATCH]
+            params = {"filterType": "id", "filterValues": ",".join(map(str, chunk)), "fields": self._lead_fields()}
+            for lead in self._get("/rest/v1/leads.json", params).get("result") or []:
+                person = self._person(lead)
+                self._people[lead.get("id")] = person
+                found.append(person)
+            for lead_id in chunk:
+                self._people.setdefault(lead_id, None)
+        return found
+
+    def _person(self, lead: dict[str, Any]) -> PersonRecord:
+        fields = {ours: lead.get(theirs) for theirs, ours in LEAD_FIELDS.items()}
+        fields["company_size"] = _int(fields["company_size"])
+        return PersonRecord(
+            source=self.name,
+            source_contact_id=str(lead.get("id")),
+            email=normalize_email(lead.get("email")),
+            product_interest=lead.get(self._product_field),
+            **fields,
+        )
+
+    # --- HTTP, tokens and Marketo's envelopes ---
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._get_records(path, params)[0]
+
+    def _get_records(
+        self, path: str, params: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
+        """The envelope and its `result` items, each with its own JSON text; parsed once, inside the retry loop."""
+        response = self._http.request("GET", path, params=params, check=self._check)
+        return response.marketo_body  # type: ignore[attr-defined]
+
+    def _check(self, response: requests.Response) -> None:
+        where = f"{self.name} GET {urlsplit(response.url).path}"
+        try:
+            envelope, items = split_envelope(response.content.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise TransientError(f"{where}: the response is not a JSON object (HTTP {response.status_code})") from None
+        if envelope.get("success") is False:
+            errors = envelope.get("errors")
+            first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+            raise _envelope_error(where, str(first.get("code", "")), str(first.get("message", ""))[:200])
+        envelope["result"] = [value for value, _ in items]
+        response.marketo_body = (envelope, items)  # type: ignore[attr-defined]  # read by _get_records
+
+    def _authorize(self, headers: dict[str, str]) -> None:
+        if self._token is None or self._clock() >= self._renew_at:
+            self._fetch_token()
+        headers["Authorization"] = f"Bearer {self._token}"
+
+    def _drop_token(self) -> None:
+        self._token = None
+
+    def _fetch_token(self) -> None:
+        """Client-credentials grant, sent as a form body so the secret never sits in a URL. Runs inside the
+        HttpClient's attempt, so a transient failure here is retried with the request that needed the token."""
+        where = f"{self.name} POST /identity/oauth/token"
+        form = {"grant_type": "client_credentials", "client_id": self.__client_id,
+                "client_secret": self.__client_secret}
+        url = f"{self._base_url}/identity/oauth/token"
+        try:
+            response = self._http.session.post(url, data=form, timeout=self._timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise TransientError(f"{where}: {type(exc).__name__}") from None
+        status = response.status_code
+        if status in (400, 401, 403):
+            reason = ""
+            try:
+                reason = str(response.json().get("error", ""))[:80]
+            except (ValueError, AttributeError):
+                pass
+            raise PermanentError(f"{where}: the client id / secret were refused (HTTP {status} {reason})".rstrip())
+        if status in (408, 429) or status >= 500:
+            asked = retry_after_seconds(response.headers.get("Retry-After"))
+            raise TransientError(f"{where}: HTTP {status}", retry_after=asked)
+        if status >= 300:
+            raise PermanentError(f"{where}: HTTP {status}")
+        try:
+            body = response.json()
+            token, lifespan = body["access_token"], float(body.get("expires_in") or 0)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise TransientError(f"{where}: no access token in the response") from None
+        now = self._clock()
+        # Identity hands back the same token until it lapses: then use it to the end rather than asking again.
+        margin = 0.0 if token == self._token else min(RENEW_MARGIN_SECONDS, lifespan / 2)
+        self._token, self._renew_at = token, now + lifespan - margin
+
+    def close(self) -> None:
+        self._http.close()
