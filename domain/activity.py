@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any, Iterable
+
+import orjson
 
 
 class ActivityType(StrEnum):
@@ -126,9 +127,12 @@ class Rejection:
     raw_json: str
 
 
+_RAW_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
 def dump_raw(raw: Any) -> str:
     """Compact, stable JSON text for a raw payload; unserializable values become strings."""
-    return json.dumps(raw, separators=(",", ":"), sort_keys=True, default=str)
+    return orjson.dumps(raw, option=_RAW_OPTIONS, default=str).decode()
 
 
 def build_activity(

@@ -92,6 +92,8 @@ def ingest_source_once(
     tolerance = timedelta(minutes=settings.future_tolerance_minutes)
     try:
         for batch in merge_pages(prefetch(source.pages(since)), settings.batch_size):
+            # A record dated in the future is quarantined below; it must not drag the watermark past the clock.
+            checkpoint = min(batch.checkpoint, now) if batch.checkpoint else None
             accepted, late_rejects = screen(
                 batch.activities, now=now, max_payload_bytes=settings.max_payload_bytes, future_tolerance=tolerance
             )
@@ -101,7 +103,7 @@ def ingest_source_once(
                 activities=accepted,
                 people=batch.people,
                 rejections=batch.rejected + late_rejects,
-                checkpoint=batch.checkpoint,
+                checkpoint=checkpoint,
                 now=now,
                 run_id=run_id,
             )
@@ -110,8 +112,8 @@ def ingest_source_once(
             summary.new += counts.new
             summary.quarantined += counts.quarantined
             summary.leads_created += counts.leads_created
-            if batch.checkpoint and (summary.watermark is None or batch.checkpoint > summary.watermark):
-                summary.watermark = batch.checkpoint
+            if checkpoint and (summary.watermark is None or checkpoint > summary.watermark):
+                summary.watermark = checkpoint
             if log:
                 log.info("%s: batch %d committed (%d fetched, %d new)", config.name, summary.batches, batch.fetched, counts.new)
     except PermanentError as exc:
