@@ -87,8 +87,10 @@ Check = Callable[[requests.Response], None]
 
 
 class HttpClient:
-    """`check` inspects each response and raises TransientError / TokenExpired / PermanentError; `authorize`
-    adds credentials to a request's headers and `reauthorize` is called once a token is refused."""
+    """`check` sees every response first and raises TransientError / TokenExpired / PermanentError for the
+    service's own signals (errors in 200 envelopes, a 401 that means bad credentials, a rate-limit policy);
+    what it lets through gets the generic status mapping. `authorize` adds credentials to a request's
+    headers and `reauthorize` is called once a token is refused."""
 
     def __init__(
         self,
@@ -141,9 +143,9 @@ class HttpClient:
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise TransientError(f"{where}: {type(exc).__name__}") from None
-            self._check_status(response, where)
             if check:
                 check(response)
+            self._check_status(response, where)
             return response
 
         def before_sleep(state: RetryCallState) -> None:

@@ -62,7 +62,8 @@ def ingest(sources: list[str] | None = None, since: datetime | None = None, now:
         try:
             results.append(future.result())
         except Exception as exc:  # noqa: BLE001 - one source's failure must not hide the others' summaries
-            results.append(SourceSummary(source=config.name, status="error", error=f"{type(exc).__name__}: {exc}"))
+            first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            results.append(SourceSummary(source=config.name, status="error", error=f"{type(exc).__name__}: {first_line}"))
     summary = IngestSummary(now=now, run_id=run_id, sources=results)
     summary.markdown = publish_ingest_summary(now, results, run_id)
     if summary.failed:

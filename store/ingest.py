@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.exc import DBAPIError
 
 from domain.activity import ActivityRecord, PersonRecord, Rejection
 from domain.identity import Identity
@@ -18,6 +20,9 @@ from store.tables import Activity, Quarantine, SourceWatermark
 activity_t = Activity.__table__
 quarantine_t = Quarantine.__table__
 watermark_t = SourceWatermark.__table__
+
+
+TRANSIENT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,13 @@ def get_watermark(engine: Engine, source: str) -> datetime | None:
         return conn.execute(select(watermark_t.c.watermark).where(watermark_t.c.source == source)).scalar_one_or_none()
 
 
+def is_transient(exc: DBAPIError) -> bool:
+    """A deadlock or serialization failure (PostgreSQL) or a lock timeout (SQLite): the transaction was rolled
+    back whole, so running it again is safe."""
+    code = getattr(exc.orig, "sqlstate", None)
+    return code in ("40P01", "40001") or "database is locked" in str(exc.orig)
+
+
 def write_batch(
     engine: Engine,
     *,
@@ -45,7 +57,20 @@ def write_batch(
     now: datetime,
     run_id: str | None = None,
 ) -> BatchCounts:
-    """One transaction: a crash before commit leaves nothing of the batch, after commit all of it and its watermark."""
+    """One transaction: a crash before commit leaves nothing of the batch, after commit all of it and its watermark.
+    A transaction that lost a deadlock to a concurrent batch is run again."""
+    attempt = 1
+    while True:
+        try:
+            return _write_batch(engine, source, activities, people, rejections, checkpoint, now, run_id)
+        except DBAPIError as exc:
+            if attempt >= TRANSIENT_ATTEMPTS or not is_transient(exc):
+                raise
+            time.sleep(0.05 * attempt)
+            attempt += 1
+
+
+def _write_batch(engine, source, activities, people, rejections, checkpoint, now, run_id) -> BatchCounts:
     with engine.begin() as conn:
         unique: dict[str, ActivityRecord] = {}
         for record in activities:

@@ -6,7 +6,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Callable, Iterable
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from domain.activity import PERSON_FIELDS, PersonRecord
 from domain.identity import Identity, NewLead, plan_resolution
@@ -50,7 +50,8 @@ def _create(conn: Connection, new_leads: list[NewLead], now: datetime) -> dict[i
     with_email = [lead for lead in new_leads if lead.email is not None]
     if with_email:
         stmt = insert_for(conn, lead_t).on_conflict_do_nothing(index_elements=["email"])
-        conn.execute(stmt, [{"email": lead.email, "created_at": now, "updated_at": now} for lead in with_email])
+        rows = sorted(({"email": lead.email, "created_at": now, "updated_at": now} for lead in with_email), key=lambda r: r["email"])
+        conn.execute(stmt, rows)
         ids: dict[str, int] = {}
         for part in chunks([lead.email for lead in with_email]):
             ids.update(
@@ -83,10 +84,10 @@ def resolve_leads(
             update(lead_t)
             .where(lead_t.c.id == bindparam("b_id"), lead_t.c.email.is_(None))
             .values(email=bindparam("b_email"), updated_at=now),
-            [{"b_id": lid, "b_email": email} for lid, email in plan.email_claims.items()],
+            [{"b_id": lid, "b_email": email} for lid, email in sorted(plan.email_claims.items())],
         )
     if plan.merges:
-        moves = [{"b_from": src, "b_into": dst} for src, dst in plan.merges.items()]
+        moves = [{"b_from": src, "b_into": dst} for src, dst in sorted(plan.merges.items())]
         conn.execute(update(activity_t).where(activity_t.c.lead_id == bindparam("b_from")).values(lead_id=bindparam("b_into")), moves)
         conn.execute(update(contact_t).where(contact_t.c.lead_id == bindparam("b_from")).values(lead_id=bindparam("b_into")), moves)
         conn.execute(
@@ -97,7 +98,7 @@ def resolve_leads(
         stmt = insert_for(conn, contact_t)
         stmt = stmt.on_conflict_do_update(index_elements=["source", "contact_id"], set_={"lead_id": stmt.excluded.lead_id})
         conn.execute(
-            stmt, [{"source": s, "contact_id": c, "lead_id": lead_id(ref)} for (s, c), ref in plan.links.items()]
+            stmt, [{"source": s, "contact_id": c, "lead_id": lead_id(ref)} for (s, c), ref in sorted(plan.links.items())]
         )
     _update_fields(conn, plan, people, lead_id, now)
 
@@ -109,17 +110,16 @@ def resolve_leads(
 
 
 def _update_fields(conn: Connection, plan, people: Iterable[PersonRecord], lead_id, now: datetime) -> None:
-    """Latest non-empty value wins, field by field, grouped so each distinct field set is one executemany."""
+    """Latest non-empty value wins, field by field: one executemany, in lead-id order so concurrent batches
+    lock rows in the same order and cannot deadlock."""
     merged: dict[int, dict] = {}
     for person in people:
         ref = plan.lead_for(Identity(person.source, person.source_contact_id, person.email))
         fields = person.fields()
         if ref is not None and fields:
             merged.setdefault(lead_id(ref), {}).update(fields)
-    groups: dict[tuple[str, ...], list[dict]] = defaultdict(list)
-    for lid, fields in merged.items():
-        names = tuple(name for name in PERSON_FIELDS if name in fields)
-        groups[names].append({"b_id": lid, **{f"b_{name}": fields[name] for name in names}})
-    for names, rows in groups.items():
-        values = {name: bindparam(f"b_{name}") for name in names}
-        conn.execute(update(lead_t).where(lead_t.c.id == bindparam("b_id")).values(**values, updated_at=now), rows)
+    if not merged:
+        return
+    rows = [{"b_id": lid, **{f"b_{name}": fields.get(name) for name in PERSON_FIELDS}} for lid, fields in sorted(merged.items())]
+    values = {name: func.coalesce(bindparam(f"b_{name}", type_=lead_t.c[name].type), lead_t.c[name]) for name in PERSON_FIELDS}
+    conn.execute(update(lead_t).where(lead_t.c.id == bindparam("b_id")).values(**values, updated_at=now), rows)

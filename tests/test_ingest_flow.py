@@ -130,7 +130,7 @@ def test_a_source_with_wrong_credentials_fails_alone_and_raises_an_alertable_eve
 def test_the_run_summary_is_published_as_a_markdown_artifact(prefect_server, handoff_env, engine, sandbox_factory):
     from prefect import get_client
 
-    box = sandbox_factory(WorldSpec(seed=2, people=40, activities=300, malformed_rate=0.05), tools=("mautic",))
+    box = sandbox_factory(WorldSpec(seed=2, people=40, activities=300, malformed_rate=0.2), tools=("mautic",))
     handoff_env(box.env, FAST)
     summary = ingest(now=box.world.now)
 

@@ -77,14 +77,11 @@ class HubSpotSource:
         self._token: str | None = None
         self._token_renew_at = 0.0
         self._fresh_token = False
-        session = requests.Session()
-        session.hooks["response"].append(self._refuse)
         self._http = HttpClient(
             "hubspot",
             config.base_url or DEFAULT_BASE_URL,
             timeout=timeout,
             backoff=backoff,
-            session=session,
             sleep=sleep,
             authorize=self._authorize,
             reauthorize=self._reauthorize,
@@ -343,16 +340,19 @@ class HubSpotSource:
         self._fresh_token = True
 
     def _check(self, response: requests.Response) -> None:
-        """A successful response: note that the token works, and pause when the burst budget is spent."""
+        """HubSpot's own 401 and 429 signals; on success, note that the token works and pause when the burst
+        budget is spent."""
+        if response.status_code in (401, 429):
+            self._refuse(response)
+        if response.status_code >= 400:
+            return
         self._fresh_token = False
         if response.headers.get("X-HubSpot-RateLimit-Remaining") == "0":
             self._sleep(_interval(response))
 
-    def _refuse(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
-        """Response hook: HubSpot's own 429 and 401 signals, read before the generic status mapping sees them."""
+    def _refuse(self, response: requests.Response) -> None:
+        """Raise for a 401 or 429 by what HubSpot's body says: policy, expiry, or a refused token."""
         status = response.status_code
-        if status not in (401, 429):
-            return response
         where = f"hubspot {response.request.method} {urlsplit(response.url).path}"
         body = _body(response)
         if status == 429:

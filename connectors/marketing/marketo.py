@@ -312,6 +312,8 @@ class MarketoSource:
         return response.marketo_body  # type: ignore[attr-defined]
 
     def _check(self, response: requests.Response) -> None:
+        if response.status_code != 200:
+            return  # Marketo's own signals come in 200 envelopes; the rest is the generic status mapping's
         where = f"{self.name} GET {urlsplit(response.url).path}"
         try:
             envelope, items = split_envelope(response.content.decode("utf-8"))
