@@ -30,6 +30,9 @@ def run_demo(console: Console, *, people: int, activities: int, seed: int) -> in
     # The demo owns its database: it never touches the one HANDOFF_DATABASE_URL names.
     os.environ["HANDOFF_DATABASE_URL"] = _fresh_database(home)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The stand-ins' rate-limit windows are simulated (every Nth call is refused): honour their waits for at
+    # most a second, or Marketo's 20-second window would make the demo minutes long.
+    os.environ["HANDOFF_HTTP_MAX_RETRY_AFTER"] = "1"
 
     from handoff.prefect_server import LocalPrefectServer
 
