@@ -4,8 +4,10 @@ on SQLite and PostgreSQL, beside the ceiling of merely fetching and parsing the 
     python -m bench.ingest [--people 100000] [--activities 1000000] [--databases sqlite,postgresql]
 
 The stand-ins run in their own process; each measured phase runs in a fresh process, so its peak
-memory (max RSS) is its own. The ceiling replays, with a bare `requests` session and `json` parsing,
-exactly the HTTP requests the first end-to-end run made (recorded as they were sent).
+memory (max RSS, the largest of the phase process and its worker processes) is its own, and CPU time
+is counted for the phase (with its workers) and for the stand-ins during it. The connectors-alone
+phase records every request it sends; the ceiling replays exactly those with a bare `requests`
+session and JSON parsing.
 """
 
 from __future__ import annotations
@@ -28,34 +30,71 @@ POSTGRES_ADMIN = os.environ.get("HANDOFF_BENCH_POSTGRES_URL", "postgresql+psycop
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process and of the largest worker process it waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, workers) / 1024
+
+
+def cpu_seconds() -> float:
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
 # ---------------------------------------------------------------- phases (each in its own process)
 
-def phase_e2e(record: str | None) -> dict:
-    """Run the ingest flow once against the configured database; optionally record every request sent."""
+def _record_requests(sent: list[tuple]) -> None:
+    """Keep every successful request as it went on the wire, for the ceiling to replay."""
+    import requests
+
+    original = requests.Session.send
+
+    def recording_send(self, request, **kwargs):
+        response = original(self, request, **kwargs)
+        if response.status_code == 200:
+            sent.append((request.method, request.url, dict(request.headers), request.body))
+        return response
+
+    requests.Session.send = recording_send
+
+
+def phase_connectors(record: str) -> dict:
+    """The connectors alone, one thread per source: fetch, parse and normalize, nothing stored."""
+    from config.settings import get_settings
+    from config.sources import load_sources
+    from connectors.marketing import build_source
+    from tasks.secrets import resolve_secrets
+
     sent: list[tuple] = []
-    if record:
-        import requests
+    _record_requests(sent)
+    counts: dict[str, int] = {}
 
-        original = requests.Session.send
+    def drain(config) -> None:
+        source = build_source(config, resolve_secrets(config))
+        counts[config.name] = sum(page.fetched for page in source.pages(None))
+        source.close()
 
-        def recording_send(self, request, **kwargs):
-            response = original(self, request, **kwargs)
-            if response.status_code == 200:
-                sent.append((request.method, request.url, dict(request.headers), request.body))
-            return response
+    started = time.perf_counter()
+    threads = [threading.Thread(target=drain, args=(c,)) for c in load_sources(get_settings().sources_file)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    Path(record).write_bytes(pickle.dumps(sent))
+    fetched = sum(counts.values())
+    return {"phase": "connectors", "fetched": fetched, "seconds": round(seconds, 2), "per_second": round(fetched / seconds),
+            "peak_rss_mb": round(peak_rss_mb()), "cpu_seconds": round(cpu_seconds(), 1), "requests": len(sent)}
 
-        requests.Session.send = recording_send
 
+def phase_e2e() -> dict:
+    """Run the ingest flow once against the configured database."""
     from flows.ingest import ingest
 
     started = time.perf_counter()
     summary = ingest()
     seconds = time.perf_counter() - started
-    if record:
-        Path(record).write_bytes(pickle.dumps(sent))
+    cpu = cpu_seconds()
     fetched = sum(s.fetched for s in summary.sources)
     return {
         "phase": "e2e",
@@ -64,8 +103,8 @@ def phase_e2e(record: str | None) -> dict:
         "seconds": round(seconds, 2),
         "per_second": round(fetched / seconds),
         "peak_rss_mb": round(peak_rss_mb()),
+        "cpu_seconds": round(cpu, 1),
         "sources": {s.source: {"fetched": s.fetched, "seconds": s.seconds} for s in summary.sources},
-        "requests": len(sent) if record else None,
     }
 
 
@@ -96,6 +135,7 @@ def phase_ceiling(record: str, fetched: int) -> dict:
     seconds = time.perf_counter() - started
     return {
         "phase": "ceiling",
+        "cpu_seconds": round(cpu_seconds(), 1),
         "requests": len(sent),
         "errors": errors[:5],
         "seconds": round(seconds, 2),
@@ -140,12 +180,29 @@ def fresh_database(kind: str, workdir: Path) -> str:
     return url
 
 
-def run_phase(args: list[str], env: dict[str, str]) -> dict:
+def _process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_jiffies() -> tuple[int, int]:
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+def run_phase(args: list[str], env: dict[str, str], sandbox_pid: int) -> dict:
+    server_before = _process_cpu(sandbox_pid)
+    busy_before, total_before = _machine_jiffies()
     result = subprocess.run([sys.executable, "-m", "bench.ingest", *args], cwd=ROOT, env=env, capture_output=True, text=True)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
         raise RuntimeError(f"phase {args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    measured = json.loads(lines[-1])
+    measured["stand_in_cpu_seconds"] = round(_process_cpu(sandbox_pid) - server_before, 1)
+    busy_after, total_after = _machine_jiffies()
+    measured["machine_busy"] = round((busy_after - busy_before) / max(1, total_after - total_before), 2)
+    return measured
 
 
 def main() -> None:
@@ -154,12 +211,15 @@ def main() -> None:
     parser.add_argument("--activities", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--databases", default="sqlite,postgresql")
-    parser.add_argument("--phase", choices=["e2e", "ceiling"], help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=["connectors", "e2e", "ceiling"], help=argparse.SUPPRESS)
     parser.add_argument("--record", help=argparse.SUPPRESS)
     parser.add_argument("--fetched", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.phase == "connectors":
+        print(json.dumps(phase_connectors(args.record)))
+        return
     if args.phase == "e2e":
-        print(json.dumps(phase_e2e(args.record)))
+        print(json.dumps(phase_e2e()))
         return
     if args.phase == "ceiling":
         print(json.dumps(phase_ceiling(args.record, args.fetched)))
@@ -178,35 +238,39 @@ def main() -> None:
     try:
         base_env = {**os.environ, **sandbox_env, "PREFECT_API_URL": server.api_url, "HANDOFF_HOME": str(workdir),
                     "PREFECT_LOGGING_LEVEL": "WARNING"}
-        first = True
+        print("connectors alone (fetch + parse + normalize), recording the requests ...", flush=True)
+        connectors = run_phase(["--phase", "connectors", "--record", record], base_env, sandbox.pid)
+        print(f"  {connectors}", flush=True)
+        print("ceiling: replaying the same requests, fetch + json parse only ...", flush=True)
+        ceiling = run_phase(["--phase", "ceiling", "--record", record, "--fetched", str(connectors["fetched"])],
+                            base_env, sandbox.pid)
+        print(f"  {ceiling}", flush=True)
+        results += [("ceiling: fetch + parse", ceiling), ("connectors: + normalize", connectors)]
         for kind in [d.strip() for d in args.databases.split(",") if d.strip()]:
-            url = fresh_database(kind, workdir)
-            env = {**base_env, "HANDOFF_DATABASE_URL": url}
+            env = {**base_env, "HANDOFF_DATABASE_URL": fresh_database(kind, workdir)}
             print(f"end to end into {kind} ...", flush=True)
-            result = run_phase(["--phase", "e2e", *(["--record", record] if first else [])], env)
+            result = run_phase(["--phase", "e2e"], env, sandbox.pid)
             results.append((f"end to end -> {kind}", result))
-            if first:
-                print("ceiling: replaying the same requests, fetch + json parse only ...", flush=True)
-                ceiling = run_phase(["--phase", "ceiling", "--record", record, "--fetched", str(result["fetched"])], env)
-                results.append(("ceiling: fetch + parse", ceiling))
-                first = False
+            print(f"  {result}", flush=True)
     finally:
         server.stop()
         sandbox.terminate()
         sandbox.wait(timeout=30)
 
-    ceiling = next((r for name, r in results if name.startswith("ceiling")), None)
+    ceiling = results[0][1]
     print()
-    print(f"{'phase':28} {'activities':>11} {'seconds':>8} {'activities/s':>13} {'of ceiling':>11} {'peak RSS MB':>12}")
+    print(f"{'phase':26} {'activities':>11} {'seconds':>8} {'activities/s':>13} {'of ceiling':>11} "
+          f"{'peak RSS MB':>12} {'client CPU s':>13} {'stand-in CPU s':>15} {'machine busy':>13}")
     for name, r in results:
-        share = f"{r['per_second'] / ceiling['per_second']:.2f}x" if ceiling else "-"
-        count = r.get("fetched") or (ceiling and results[0][1]["fetched"])
-        print(f"{name:28} {count:>11,} {r['seconds']:>8.1f} {r['per_second']:>13,} {share:>11} {r['peak_rss_mb']:>12}")
+        count = r.get("fetched") or results[1][1]["fetched"]
+        print(f"{name:26} {count:>11,} {r['seconds']:>8.1f} {r['per_second']:>13,} "
+              f"{r['per_second'] / ceiling['per_second']:>10.2f}x {r['peak_rss_mb']:>12} "
+              f"{r.get('cpu_seconds', '-'):>13} {r['stand_in_cpu_seconds']:>15} {r['machine_busy']:>12.0%}")
     for name, r in results:
         if r.get("sources"):
             per = ", ".join(f"{k} {v['fetched']:,} in {v['seconds']:.0f}s" for k, v in r["sources"].items())
             print(f"  {name}: {per}")
-    if ceiling and ceiling["errors"]:
+    if ceiling["errors"]:
         print(f"  ceiling replay errors: {ceiling['errors']}")
 
 

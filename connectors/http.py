@@ -4,6 +4,7 @@ re-authentication on an expired token, and error messages that never carry crede
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -110,6 +111,14 @@ class HttpClient:
         self.backoff = backoff
         self.session = session or requests.Session()
         self.session.headers.setdefault("User-Agent", "handoff/0.1")
+        if self.session.trust_env:
+            # requests re-reads proxy and CA settings from the environment on every request (a scan of
+            # os.environ each time); read them once here instead, so they still apply.
+            self.session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if bundle:
+                self.session.verify = bundle
+            self.session.trust_env = False
         self.sleep = sleep
         self.authorize = authorize
         self.reauthorize = reauthorize

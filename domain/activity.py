@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, Iterable
 
 import orjson
@@ -29,6 +30,8 @@ class ActivityType(StrEnum):
     CONTACT_SALES = "contact_sales"
 
 
+_TYPES = {kind.value: kind for kind in ActivityType}
+
 PERSON_FIELDS = (
     "first_name",
     "last_name",
@@ -44,12 +47,15 @@ PERSON_FIELDS = (
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def normalize_email(value: Any) -> str | None:
-    """Lower-cased, trimmed e-mail, or None when the value is not an e-mail address."""
-    if not isinstance(value, str):
-        return None
+@lru_cache(maxsize=262_144)
+def _normalized(value: str) -> str | None:
     email = value.strip().lower()
     return email if _EMAIL.match(email) else None
+
+
+def normalize_email(value: Any) -> str | None:
+    """Lower-cased, trimmed e-mail, or None when the value is not an e-mail address."""
+    return _normalized(value) if isinstance(value, str) else None
 
 
 def parse_instant(value: Any) -> datetime | None:
@@ -67,12 +73,14 @@ def parse_instant(value: Any) -> datetime | None:
         text = value.strip()
         if text.isdigit():
             return parse_instant(int(text))
-        if text.endswith("Z"):
+        if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
             return None
+        if moment.tzinfo is timezone.utc:
+            return moment  # the common case: already UTC
     else:
         return None
     if moment.tzinfo is None:
@@ -101,9 +109,10 @@ class PersonRecord:
         return {name: getattr(self, name) for name in PERSON_FIELDS if getattr(self, name) is not None}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ActivityRecord:
-    """One marketing activity, keyed by (source, external_id)."""
+    """One marketing activity, keyed by (source, external_id). Not frozen only because frozen dataclasses are
+    five times slower to build (a million per benchmark run); nothing mutates one."""
 
     source: str
     external_id: str
@@ -153,9 +162,8 @@ def build_activity(
     ext = None if external_id is None or external_id == "" else str(external_id)
     if ext is None:
         return Rejection(source, None, "missing external id", raw_json)
-    try:
-        kind = ActivityType(type_name)
-    except ValueError:
+    kind = _TYPES.get(type_name) if isinstance(type_name, str) else None
+    if kind is None:
         return Rejection(source, ext, f"unknown activity type {type_name!r}", raw_json)
     moment = parse_instant(occurred_at)
     if moment is None:

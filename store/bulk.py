@@ -1,16 +1,14 @@
-"""Set-based helpers shared by the store: dialect-aware INSERT .. ON CONFLICT and chunked IN lists."""
+"""Set-based helpers shared by the store, at driver level for the hot paths: a list of keys looked up in one
+statement, rows staged in bulk (COPY on PostgreSQL, executemany on SQLite), INSERT .. ON CONFLICT."""
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence, TypeVar
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
 
+import orjson
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
-
-T = TypeVar("T")
-
-# SQLite allows 32766 bound parameters; PostgreSQL 65535. Stay well below both.
-IN_CHUNK = 900
 
 
 def insert_for(conn: Connection, table: Table):
@@ -23,12 +21,79 @@ def insert_for(conn: Connection, table: Table):
     raise NotImplementedError(f"unsupported database dialect {dialect!r}")
 
 
-def chunks(items: Sequence[T] | Iterable[T], size: int = IN_CHUNK) -> Iterator[list[T]]:
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _sqlite_time(value: datetime | None) -> str | None:
+    # The text SQLAlchemy's SQLite DATETIME stores (naive UTC, microseconds always), so raw and ORM writes
+    # compare equal; isoformat is twice as fast as strftime.
+    if value is None:
+        return None
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    return value.isoformat(" ", "microseconds")[:26]
+
+
+def db_time(conn: Connection) -> Callable[[datetime | None], Any]:
+    """How an aware datetime is passed to this connection's driver for a raw (driver-level) write."""
+    return _sqlite_time if conn.dialect.name == "sqlite" else (lambda value: value)
+
+
+def _is_sqlite(conn: Connection) -> bool:
+    dialect = conn.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        raise NotImplementedError(f"unsupported database dialect {dialect!r}")
+    return dialect == "sqlite"
+
+
+def select_where_in(conn: Connection, sql: str, keys: Sequence[Any], *params: Any) -> list[tuple]:
+    """Run `sql`, whose `{keys}` stands for "IN the list of keys", with any number of keys as one parameter:
+    a JSON array read by json_each on SQLite, an array on PostgreSQL. `params` come before the keys, as `?`."""
+    if not keys:
+        return []
+    cursor = conn.connection.cursor()  # the driver's own rows: no result wrapping on this hot path
+    try:
+        if _is_sqlite(conn):
+            cursor.execute(sql.format(keys="IN (SELECT value FROM json_each(?))"), (*params, orjson.dumps(list(keys)).decode()))
+        else:
+            cursor.execute(sql.replace("?", "%s").format(keys="= ANY(%s)"), (*params, list(keys)))
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def stage(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple]) -> str:
+    """Load rows into an empty temporary table shaped like `table` (for this transaction); returns its name."""
+    name = f"{table.name}_stage"
+    names = ", ".join(columns)
+    if _is_sqlite(conn):
+        conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {name} AS SELECT * FROM {table.name} WHERE 0")
+        conn.exec_driver_sql(f"DELETE FROM {name}")
+        conn.exec_driver_sql(f"INSERT INTO {name} ({names}) VALUES ({_placeholders(len(columns))})", rows)
+        return name
+    with conn.connection.driver_connection.cursor() as cursor:
+        # CREATE TABLE AS copies the columns without their constraints: a staged row may leave columns empty.
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ON COMMIT DELETE ROWS AS SELECT * FROM {table.name} WITH NO DATA")
+        cursor.execute(f"TRUNCATE {name}")  # a second use in the same transaction starts empty
+        with cursor.copy(f"COPY {name} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    return name
+
+
+def insert_rows(
+    conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple], conflict: Sequence[str], on_conflict: str = "DO NOTHING"
+) -> int:
+    """INSERT rows (tuples in `columns` order, times converted with `db_time`) with `ON CONFLICT (conflict)
+    on_conflict`; returns the rows inserted or updated. Executemany on SQLite, COPY + INSERT .. SELECT on
+    PostgreSQL. In `on_conflict`, `excluded.` names the incoming row and `{table}.` the stored one."""
+    if not rows:
+        return 0
+    names = ", ".join(columns)
+    clause = f"ON CONFLICT ({', '.join(conflict)}) {on_conflict.format(table=table.name)}"
+    if _is_sqlite(conn):
+        sql = f"INSERT INTO {table.name} ({names}) VALUES ({_placeholders(len(columns))}) {clause}"
+        return conn.exec_driver_sql(sql, rows).rowcount
+    staged = stage(conn, table, columns, rows)
+    return conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staged} {clause}").rowcount

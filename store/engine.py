@@ -42,6 +42,10 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
+            # Bulk batches touch index pages all over: a 64 MB page cache and checkpoints every ~40 MB of WAL
+            # (not every 4 MB) write each page once instead of many times.
+            cursor.execute("PRAGMA cache_size=-65536")
+            cursor.execute("PRAGMA wal_autocheckpoint=10000")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -51,4 +55,6 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    # No server-side prepared statements: a generic plan for `email IN (...900 values...)` on a table whose
+    # statistics lag behind a bulk load picks sequential scans, seconds per batch instead of milliseconds.
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True, connect_args={"prepare_threshold": None})

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from domain.activity import ActivityRecord, PersonRecord, Rejection
 from domain.identity import Identity
-from store.bulk import insert_for
+from store.bulk import db_time, insert_for, insert_rows
 from store.leads import resolve_leads
 from store.tables import Activity, Quarantine, SourceWatermark
 
@@ -72,33 +72,31 @@ def write_batch(
 
 def _write_batch(engine, source, activities, people, rejections, checkpoint, now, run_id) -> BatchCounts:
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Commit without waiting for the WAL flush: a crash can lose only whole batches, data and watermark
+            # together, and the next run fetches them again; nothing outside the database saw them.
+            conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
         unique: dict[str, ActivityRecord] = {}
         for record in activities:
             unique.setdefault(record.external_id, record)
         batch = list(unique.values())
+        # Resolve each distinct way a person is named once, not once per activity.
+        named = {(a.source, a.source_contact_id, a.email): None for a in batch}
         identities = [Identity(p.source, p.source_contact_id, p.email) for p in people]
-        identities += [Identity(a.source, a.source_contact_id, a.email) for a in batch]
+        identities += [Identity(*key) for key in named]
         lead_of, leads_created = resolve_leads(conn, identities, people, now)
+        lead_ids = {key: lead_of(Identity(*key)) for key in named}
+        to_db = db_time(conn)
+        ingested_at = to_db(now)
         rows = []
         unresolved: list[Rejection] = []
         for a in batch:
-            lead_id = lead_of(Identity(a.source, a.source_contact_id, a.email))
+            lead_id = lead_ids[(a.source, a.source_contact_id, a.email)]
             if lead_id is None:
                 unresolved.append(Rejection(a.source, a.external_id, "identity could not be resolved to a lead", a.raw_json))
                 continue
-            rows.append(
-                {
-                    "source": a.source,
-                    "external_id": a.external_id,
-                    "lead_id": lead_id,
-                    "type": a.type.value,
-                    "asset": a.asset,
-                    "campaign": a.campaign,
-                    "occurred_at": a.occurred_at,
-                    "ingested_at": now,
-                    "raw": a.raw_json,
-                }
-            )
+            rows.append((a.source, a.external_id, lead_id, a.type.value, a.asset, a.campaign, to_db(a.occurred_at),
+                         ingested_at, a.raw_json))
         new = _insert_activities(conn, rows)
         quarantined = _quarantine(conn, rejections + unresolved, now, run_id)
         if checkpoint is not None:
@@ -106,11 +104,11 @@ def _write_batch(engine, source, activities, people, rejections, checkpoint, now
     return BatchCounts(new=new, quarantined=quarantined, leads_created=leads_created)
 
 
-def _insert_activities(conn: Connection, rows: list[dict]) -> int:
-    if not rows:
-        return 0
-    stmt = insert_for(conn, activity_t).on_conflict_do_nothing(index_elements=["source", "external_id"])
-    return len(conn.execute(stmt.returning(activity_t.c.id), rows).all())
+ACTIVITY_COLUMNS = ("source", "external_id", "lead_id", "type", "asset", "campaign", "occurred_at", "ingested_at", "raw")
+
+
+def _insert_activities(conn: Connection, rows: list[tuple]) -> int:
+    return insert_rows(conn, activity_t, ACTIVITY_COLUMNS, rows, conflict=("source", "external_id"))
 
 
 def _digest(rejection: Rejection) -> str:

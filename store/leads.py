@@ -6,11 +6,11 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Callable, Iterable
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, update
 
 from domain.activity import PERSON_FIELDS, PersonRecord
 from domain.identity import Identity, NewLead, plan_resolution
-from store.bulk import chunks, insert_for
+from store.bulk import db_time, insert_rows, select_where_in, stage
 from store.tables import Activity, Lead, LeadContact
 
 lead_t = Lead.__table__
@@ -24,40 +24,31 @@ def _existing(conn: Connection, identities: list[Identity]):
     for i in identities:
         if i.contact_id is not None:
             contacts[i.source].add(i.contact_id)
-    lead_by_email: dict[str, int] = {}
-    for part in chunks(emails):
-        lead_by_email.update(
-            (email, lead_id)
-            for lead_id, email in conn.execute(select(lead_t.c.id, lead_t.c.email).where(lead_t.c.email.in_(part)))
-        )
+    lead_by_email = {email: lead_id for lead_id, email in _leads_by_email(conn, emails)}
     lead_by_contact: dict[tuple[str, str], int] = {}
     for source, ids in contacts.items():
-        for part in chunks(sorted(ids)):
-            query = select(contact_t.c.contact_id, contact_t.c.lead_id).where(
-                contact_t.c.source == source, contact_t.c.contact_id.in_(part)
-            )
-            lead_by_contact.update(((source, cid), lead_id) for cid, lead_id in conn.execute(query))
+        rows = select_where_in(conn, "SELECT contact_id, lead_id FROM lead_contact WHERE source = ? AND contact_id {keys}",
+                               sorted(ids), source)
+        lead_by_contact.update(((source, cid), lead_id) for cid, lead_id in rows)
     email_of_lead: dict[int, str | None] = {lead_id: email for email, lead_id in lead_by_email.items()}
     unknown = sorted(set(lead_by_contact.values()) - set(email_of_lead))
-    for part in chunks(unknown):
-        email_of_lead.update(conn.execute(select(lead_t.c.id, lead_t.c.email).where(lead_t.c.id.in_(part))).all())
+    email_of_lead.update(select_where_in(conn, "SELECT id, email FROM lead WHERE id {keys}", unknown))
     return lead_by_email, lead_by_contact, email_of_lead
+
+
+def _leads_by_email(conn: Connection, emails: list[str]) -> list[tuple[int, str]]:
+    return select_where_in(conn, "SELECT id, email FROM lead WHERE email {keys}", emails)
 
 
 def _create(conn: Connection, new_leads: list[NewLead], now: datetime) -> dict[int, int]:
     """Insert new leads; an e-mail another writer inserted meanwhile is looked up instead. Returns id(NewLead) -> id."""
     created: dict[int, int] = {}
-    with_email = [lead for lead in new_leads if lead.email is not None]
+    with_email = sorted((lead for lead in new_leads if lead.email is not None), key=lambda lead: lead.email)
     if with_email:
-        stmt = insert_for(conn, lead_t).on_conflict_do_nothing(index_elements=["email"])
-        rows = sorted(({"email": lead.email, "created_at": now, "updated_at": now} for lead in with_email), key=lambda r: r["email"])
-        conn.execute(stmt, rows)
-        ids: dict[str, int] = {}
-        for part in chunks([lead.email for lead in with_email]):
-            ids.update(
-                (email, lead_id)
-                for lead_id, email in conn.execute(select(lead_t.c.id, lead_t.c.email).where(lead_t.c.email.in_(part)))
-            )
+        stamp = db_time(conn)(now)
+        insert_rows(conn, lead_t, ("email", "created_at", "updated_at"), [(lead.email, stamp, stamp) for lead in with_email],
+                    conflict=("email",))
+        ids = {email: lead_id for lead_id, email in _leads_by_email(conn, [lead.email for lead in with_email])}
         created.update((id(lead), ids[lead.email]) for lead in with_email)
     anonymous = [lead for lead in new_leads if lead.email is None]
     if anonymous:
@@ -72,6 +63,7 @@ def resolve_leads(
 ) -> tuple[Callable[[Identity], int | None], int]:
     """Make every identity resolve to one stored lead; returns the lookup and how many leads were created.
     Runs inside the caller's transaction."""
+    identities = list(dict.fromkeys(identities))  # a person named by many activities is resolved once
     lead_by_email, lead_by_contact, email_of_lead = _existing(conn, identities)
     plan = plan_resolution(identities, lead_by_email, lead_by_contact, email_of_lead)
     created = _create(conn, list(plan.new_leads.values()), now)
@@ -95,23 +87,25 @@ def resolve_leads(
             moves,
         )
     if plan.links:
-        stmt = insert_for(conn, contact_t)
-        stmt = stmt.on_conflict_do_update(index_elements=["source", "contact_id"], set_={"lead_id": stmt.excluded.lead_id})
-        conn.execute(
-            stmt, [{"source": s, "contact_id": c, "lead_id": lead_id(ref)} for (s, c), ref in sorted(plan.links.items())]
-        )
+        links = sorted((s, c, lead_id(ref)) for (s, c), ref in plan.links.items())
+        insert_rows(conn, contact_t, ("source", "contact_id", "lead_id"), links, conflict=("source", "contact_id"),
+                    on_conflict="DO UPDATE SET lead_id = excluded.lead_id WHERE {table}.lead_id <> excluded.lead_id")
     _update_fields(conn, plan, people, lead_id, now)
 
+    resolved: dict[Identity, int | None] = {}
+
     def lookup(identity: Identity) -> int | None:
-        ref = plan.lead_for(identity)
-        return None if ref is None else lead_id(ref)
+        if identity not in resolved:
+            ref = plan.lead_for(identity)
+            resolved[identity] = None if ref is None else lead_id(ref)
+        return resolved[identity]
 
     return lookup, len(created)
 
 
 def _update_fields(conn: Connection, plan, people: Iterable[PersonRecord], lead_id, now: datetime) -> None:
-    """Latest non-empty value wins, field by field: one executemany, in lead-id order so concurrent batches
-    lock rows in the same order and cannot deadlock."""
+    """Latest non-empty value wins, field by field, set-wise from staged rows; a lead whose fields are already
+    so is not written. Rows go in lead-id order so concurrent batches lock them alike and cannot deadlock."""
     merged: dict[int, dict] = {}
     for person in people:
         ref = plan.lead_for(Identity(person.source, person.source_contact_id, person.email))
@@ -120,6 +114,14 @@ def _update_fields(conn: Connection, plan, people: Iterable[PersonRecord], lead_
             merged.setdefault(lead_id(ref), {}).update(fields)
     if not merged:
         return
-    rows = [{"b_id": lid, **{f"b_{name}": fields.get(name) for name in PERSON_FIELDS}} for lid, fields in sorted(merged.items())]
-    values = {name: func.coalesce(bindparam(f"b_{name}", type_=lead_t.c[name].type), lead_t.c[name]) for name in PERSON_FIELDS}
-    conn.execute(update(lead_t).where(lead_t.c.id == bindparam("b_id")).values(**values, updated_at=now), rows)
+    stamp = db_time(conn)(now)
+    rows = [(lid, *(fields.get(name) for name in PERSON_FIELDS), stamp) for lid, fields in sorted(merged.items())]
+    staged = stage(conn, lead_t, ("id", *PERSON_FIELDS, "updated_at"), rows)
+    value = {name: f"COALESCE(s.{name}, lead.{name})" for name in PERSON_FIELDS}
+    changed = " OR ".join(f"lead.{name} IS DISTINCT FROM {value[name]}" for name in PERSON_FIELDS)
+    if conn.dialect.name == "sqlite":
+        changed = changed.replace("IS DISTINCT FROM", "IS NOT")
+    assignments = ", ".join(f"{name} = {value[name]}" for name in PERSON_FIELDS)
+    conn.exec_driver_sql(
+        f"UPDATE lead SET {assignments}, updated_at = s.updated_at FROM {staged} AS s WHERE lead.id = s.id AND ({changed})"
+    )

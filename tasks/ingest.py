@@ -17,6 +17,7 @@ from config.sources import SourceConfig
 from connectors.http import Backoff, ConnectorError, PermanentError
 from connectors.marketing import build_source
 from connectors.marketing.base import Page, prefetch
+from connectors.marketing.worker import pages_in_subprocess
 from domain.activity import screen
 from store.engine import get_engine
 from store.ingest import get_watermark, write_batch
@@ -56,6 +57,14 @@ def merge_pages(pages: Iterable[Page], size: int) -> Iterator[Page]:
         yield batch
 
 
+def _pages_in_thread(config: SourceConfig, secrets: dict[str, str], since: datetime | None, *, timeout, backoff):
+    source = build_source(config, secrets, timeout=timeout, backoff=backoff)
+    try:
+        yield from prefetch(source.pages(since))
+    finally:
+        source.close()
+
+
 def ingest_source_once(
     config: SourceConfig,
     secrets: dict[str, str],
@@ -78,20 +87,18 @@ def ingest_source_once(
     if since is None and watermark is not None:
         since = watermark - timedelta(minutes=config.overlap_minutes)
     summary = SourceSummary(source=config.name, since=since, watermark=watermark)
-    source = build_source(
-        config,
-        secrets,
-        timeout=(settings.http_connect_timeout, settings.http_read_timeout),
-        backoff=Backoff(
-            base=settings.http_backoff_base,
-            cap=settings.http_backoff_cap,
-            max_attempts=settings.http_max_attempts,
-            max_asked=settings.http_max_retry_after,
-        ),
+    timeout = (settings.http_connect_timeout, settings.http_read_timeout)
+    backoff = Backoff(
+        base=settings.http_backoff_base,
+        cap=settings.http_backoff_cap,
+        max_attempts=settings.http_max_attempts,
+        max_asked=settings.http_max_retry_after,
     )
     tolerance = timedelta(minutes=settings.future_tolerance_minutes)
+    fetch = pages_in_subprocess if settings.fetch_in_subprocess else _pages_in_thread
+    pages = fetch(config, secrets, since, timeout=timeout, backoff=backoff)
     try:
-        for batch in merge_pages(prefetch(source.pages(since)), settings.batch_size):
+        for batch in merge_pages(pages, settings.batch_size):
             # A record dated in the future is quarantined below; it must not drag the watermark past the clock.
             checkpoint = min(batch.checkpoint, now) if batch.checkpoint else None
             accepted, late_rejects = screen(
@@ -119,7 +126,7 @@ def ingest_source_once(
     except PermanentError as exc:
         summary.status, summary.error = "failed", str(exc)
     finally:
-        source.close()
+        pages.close()
         summary.duplicate = summary.fetched - summary.new - summary.quarantined
         summary.seconds = round(time.perf_counter() - started, 3)
     return summary

@@ -246,7 +246,7 @@ def test_a_token_is_renewed_before_it_expires(sandbox_factory):
     box = sandbox_factory(WorldSpec(people=60, activities=700), tools=("marketo",))
     clock = FakeClock()
     state_of(box).clock = clock
-    source = source_for(box, clock=clock, page_size=50)
+    source = source_for(box, clock=clock, page_size=50, options={"pages_ahead": 0})  # in lockstep with the clock
     pages = source.pages(None)
     next(pages)
     first = set(state_of(box).tokens)
@@ -264,7 +264,8 @@ def test_an_expired_token_is_renewed_on_602(sandbox_factory):
     box = sandbox_factory(WorldSpec(people=60, activities=700), tools=("marketo",))
     state = state_of(box)
     state.clock = FakeClock()
-    source = source_for(box, page_size=50)  # its own clock never moves, so only the 602 tells it
+    # its own clock never moves, so only the 602 tells it; one thread, so exactly one request meets it
+    source = source_for(box, page_size=50, options={"pages_ahead": 0})
     pages = source.pages(None)
     next(pages)
     state.clock.now += 3601
@@ -285,7 +286,7 @@ def test_daily_quota_607_ends_the_run_with_a_permanent_error_and_no_retries(sand
     box = sandbox_factory(FAULTY, tools=("marketo",))
     state_of(box).daily_quota = 4
     with pytest.raises(PermanentError, match="607") as raised:
-        fetch(source_for(box, page_size=60))
+        fetch(source_for(box, page_size=60, options={"pages_ahead": 0}))
     assert state_of(box).errors == {"607": 1}
     assert box.credentials["marketo"]["client_secret"] not in str(raised.value)
 

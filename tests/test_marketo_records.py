@@ -10,7 +10,7 @@ import pytest
 
 from config.sources import SourceConfig
 from connectors.http import PermanentError, TokenExpired, TransientError
-from connectors.marketing.marketo import MarketoSource, _envelope_error, split_envelope
+from connectors.marketing.marketo import MarketoSource, _envelope_error
 from domain.activity import ActivityRecord, ActivityType, PersonRecord, Rejection
 
 TYPES = {1: "Visit Webpage", 2: "Fill Out Form", 10: "Open Email", 11: "Click Email", 104: "Change Status in Progression"}
@@ -36,20 +36,7 @@ def normalize(source: MarketoSource, rec: dict):
     return source._activity(rec, json.dumps(rec), TYPES)
 
 
-def test_the_envelope_reader_keeps_each_records_own_text_and_decodes_the_rest():
-    text = ' { "requestId" : "e42b#1", "result" : [ {"id": 1, "a": [1, {"b": "]"}]} ,{"id":2} ] ,\n "success":true,' \
-           ' "moreResult": false }'
-    envelope, items = split_envelope(text)
-    assert envelope == {"requestId": "e42b#1", "result": None, "success": True, "moreResult": False}
-    assert items == [({"id": 1, "a": [1, {"b": "]"}]}, '{"id": 1, "a": [1, {"b": "]"}]}'), ({"id": 2}, '{"id":2}')]
-    assert split_envelope('{"success":true,"result":[]}') == ({"success": True, "result": None}, [])
-    assert split_envelope('{"success":false,"errors":[{"code":"601"}]}')[0]["errors"] == [{"code": "601"}]
-    for broken in ("[1]", '{"result":[{"id":1}', '{"a" 1}', ""):
-        with pytest.raises(ValueError):
-            split_envelope(broken)
-
-
-def test_an_activity_keeps_its_wire_text_as_raw_payload_and_the_lead_email(source):
+def test_an_activity_keeps_its_record_as_raw_payload_and_the_lead_email(source):
     rec = record(10, "Nurture Q4.Welcome to the newsletter")
     result = normalize(source, rec)
     assert isinstance(result, ActivityRecord)
@@ -81,7 +68,7 @@ def test_only_attendance_among_program_status_changes_is_an_activity(source):
     assert (attended.type, attended.asset, attended.campaign) == (ActivityType.WEBINAR_ATTENDED, "Pipeline Alignment Live", None)
     assert normalize(source, record(104, "Pipeline Alignment Live", ("New Status", "Registered"))) is None
     registered = record(104, "Pipeline Alignment Live", ("New Status", "Registered"))
-    page = source._page([(registered, json.dumps(registered))], TYPES)
+    page = source._page([registered], TYPES)
     assert (page.fetched, page.activities, page.rejected) == (0, [], [])
 
 
@@ -96,8 +83,8 @@ def test_an_activity_without_a_lead_or_with_a_zero_date_is_rejected(source):
     del anonymous["leadId"]
     assert normalize(source, anonymous).reason == "missing identity: no e-mail and no contact id"
     assert "unparseable occurred_at" in normalize(source, record(1, "www.x.example/", activityDate="0000-00-00T00:00:00Z")).reason
-    page = source._page([([1, 2], "[1,2]")], TYPES)
-    assert page.rejected[0].reason == "an activity must be a JSON object"
+    page = source._page([[1, 2]], TYPES)
+    assert (page.rejected[0].reason, page.rejected[0].raw_json) == ("an activity must be a JSON object", "[1,2]")
 
 
 @pytest.mark.parametrize(

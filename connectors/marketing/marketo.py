@@ -3,20 +3,18 @@ batched lead lookups, normalized into Handoff's activities and people."""
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from datetime import datetime, timezone
-from json.decoder import scanstring
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
+import orjson
 import requests
 
 from config.sources import SourceConfig
 from connectors.http import Backoff, HttpClient, PermanentError, TokenExpired, TransientError, retry_after_seconds
-from connectors.marketing.base import Page, newest
-from domain.activity import ActivityRecord, ActivityType, PersonRecord, Rejection, build_activity, normalize_email
+from connectors.marketing.base import Page, newest, prefetch
+from domain.activity import ActivityRecord, ActivityType, PersonRecord, Rejection, build_activity, dump_raw, normalize_email
 
 MAX_BATCH = 300  # activities per page and lead ids per lookup
 MAX_TYPE_IDS = 10
@@ -58,57 +56,6 @@ def _int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
-_decode_value = json.JSONDecoder().raw_decode
-
-
-def split_envelope(text: str, array_key: str = "result") -> tuple[dict[str, Any], list[tuple[Any, str]]]:
-    """A JSON object whose `array_key` array is decoded item by item, each item kept with its own JSON text: a
-    record's raw payload is then the service's exact text, never re-serialized. Other members decode as usual."""
-    skip = _WHITESPACE.match
-    envelope: dict[str, Any] = {}
-    items: list[tuple[Any, str]] = []
-    i = skip(text, 0).end()
-    if text[i:i + 1] != "{":
-        raise ValueError("not a JSON object")
-    i = skip(text, i + 1).end()
-    if text[i:i + 1] == "}":
-        return envelope, items
-    while True:
-        if text[i:i + 1] != '"':
-            raise ValueError(f"expected a member name at {i}")
-        key, i = scanstring(text, i + 1)
-        i = skip(text, i).end()
-        if text[i:i + 1] != ":":
-            raise ValueError(f"expected ':' at {i}")
-        i = skip(text, i + 1).end()
-        if key == array_key and text[i:i + 1] == "[":
-            i = skip(text, i + 1).end()
-            if text[i:i + 1] == "]":
-                i += 1
-            else:
-                while True:
-                    value, end = _decode_value(text, i)
-                    items.append((value, text[i:end]))
-                    i = skip(text, end).end()
-                    sep, i = text[i:i + 1], i + 1
-                    if sep == "]":
-                        break
-                    if sep != ",":
-                        raise ValueError(f"expected ',' or ']' at {i - 1}")
-                    i = skip(text, i).end()
-            envelope[key] = None
-        else:
-            envelope[key], i = _decode_value(text, i)
-        i = skip(text, i).end()
-        sep, i = text[i:i + 1], i + 1
-        if sep == "}":
-            return envelope, items
-        if sep != ",":
-            raise ValueError(f"expected ',' or '}}' at {i - 1}")
-        i = skip(text, i).end()
 
 
 def _envelope_error(where: str, code: str, message: str) -> Exception:
@@ -161,6 +108,7 @@ class MarketoSource:
         self._product_field = str(options.get("product_interest_field", "productInterest"))
         self._attended = frozenset(options.get("attended_statuses", ("Attended", "Attended On-demand")))
         self._backfill_since = str(options.get("backfill_since", "1970-01-01T00:00:00Z"))
+        self._pages_ahead = int(options.get("pages_ahead", 3))  # 0: fetch and look up in one thread, in turn
         self._types: dict[int, str] | None = None
         self._fields: str | None = None
         self._people: dict[Any, PersonRecord | None] = {}
@@ -175,6 +123,16 @@ class MarketoSource:
         if not token:
             raise PermanentError(f"{self.name}: the paging token response has no nextPageToken")
         latest: datetime | None = None
+        # The feed is fetched a few pages ahead in its own thread, so lead lookups overlap the next fetch.
+        feed = self._feed(token, type_ids)
+        for records in prefetch(feed, depth=self._pages_ahead) if self._pages_ahead else feed:
+            page = self._page(records, types)
+            latest = newest(latest, page.activities)
+            page.checkpoint = latest
+            yield page
+
+    def _feed(self, token: str, type_ids: str) -> Iterator[list[Any]]:
+        """The records of each non-empty page of the activity feed, and of its last page."""
         stalled = 0
         while True:
             body, records = self._get_records(
@@ -188,17 +146,15 @@ class MarketoSource:
                 raise TransientError(f"{self.name}: the activity feed returned {stalled} empty pages without moving on")
             token = next_token
             if records or not more:
-                page = self._page(records, types)
-                latest = newest(latest, page.activities)
-                page.checkpoint = latest
-                yield page
+                yield records
             if not more:
                 return
 
-    def _page(self, records: list[tuple[Any, str]], types: dict[int, str]) -> Page:
+    def _page(self, records: list[Any], types: dict[int, str]) -> Page:
         page = Page(fetched=len(records))
-        page.people = self._lookup_leads({r.get("leadId") for r, _ in records if isinstance(r, dict)})
-        for record, raw in records:
+        page.people = self._lookup_leads({r.get("leadId") for r in records if isinstance(r, dict)})
+        for record in records:
+            raw = dump_raw(record)
             if not isinstance(record, dict):
                 page.rejected.append(Rejection(self.name, None, "an activity must be a JSON object", raw))
                 continue
@@ -304,27 +260,27 @@ class MarketoSource:
     def _get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return self._get_records(path, params)[0]
 
-    def _get_records(
-        self, path: str, params: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
-        """The envelope and its `result` items, each with its own JSON text; parsed once, inside the retry loop."""
+    def _get_records(self, path: str, params: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Any]]:
+        """The envelope and its `result` items; parsed once, inside the retry loop."""
         response = self._http.request("GET", path, params=params, check=self._check)
-        return response.marketo_body  # type: ignore[attr-defined]
+        body = response.marketo_body  # type: ignore[attr-defined]
+        return body, body.get("result") or []
 
     def _check(self, response: requests.Response) -> None:
         if response.status_code != 200:
             return  # Marketo's own signals come in 200 envelopes; the rest is the generic status mapping's
         where = f"{self.name} GET {urlsplit(response.url).path}"
         try:
-            envelope, items = split_envelope(response.content.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise TransientError(f"{where}: the response is not a JSON object (HTTP {response.status_code})") from None
+            envelope = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            envelope = None
+        if not isinstance(envelope, dict):
+            raise TransientError(f"{where}: the response is not a JSON object (HTTP {response.status_code})")
         if envelope.get("success") is False:
             errors = envelope.get("errors")
             first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
             raise _envelope_error(where, str(first.get("code", "")), str(first.get("message", ""))[:200])
-        envelope["result"] = [value for value, _ in items]
-        response.marketo_body = (envelope, items)  # type: ignore[attr-defined]  # read by _get_records
+        response.marketo_body = envelope  # type: ignore[attr-defined]  # read by _get_records
 
     def _authorize(self, headers: dict[str, str]) -> None:
         if self._token is None or self._clock() >= self._renew_at:

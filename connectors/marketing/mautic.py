@@ -22,7 +22,7 @@ import requests
 
 from config.sources import SourceConfig
 from connectors.http import Backoff, HttpClient, PermanentError, TransientError, retry_after_seconds
-from connectors.marketing.base import Page, newest
+from connectors.marketing.base import Page, newest, prefetch
 from domain.activity import (
     ActivityRecord,
     ActivityType,
@@ -110,20 +110,25 @@ class MauticSource:
                 since += timedelta(microseconds=1_000_000 - since.microsecond)
             params["filters[dateFrom]"] = since.strftime("%Y-%m-%dT%H:%M:%S+00:00")
         latest = checkpoint = None
+        # Pages are fetched ahead in their own thread, so contact and e-mail lookups overlap the next fetch.
+        for number, data, events, last in prefetch(self._feed(params), depth=3):
+            page, reached = self._page(events, _as_int(data.get("limit"), self._page_size))
+            latest = newest(latest, page.activities)
+            reached = latest if last or reached is _ALL else reached
+            if reached is not None and (checkpoint is None or reached > checkpoint):
+                checkpoint = reached
+            page.checkpoint = checkpoint
+            yield page
+
+    def _feed(self, params: dict[str, Any]) -> Iterator[tuple[int, dict, list, bool]]:
         number = 1
         while True:
             data = self._get("/api/contacts/activity", {**params, "page": number})
             events = data.get("events") or []
             if not isinstance(events, list):
                 raise PermanentError(f"{self.name}: /api/contacts/activity: `events` is not a list")
-            page, reached = self._page(events, _as_int(data.get("limit"), self._page_size))
-            latest = newest(latest, page.activities)
             last = not events or number >= _as_int(data.get("maxPages"), 1)
-            reached = latest if last or reached is _ALL else reached
-            if reached is not None and (checkpoint is None or reached > checkpoint):
-                checkpoint = reached
-            page.checkpoint = checkpoint
-            yield page
+            yield number, data, events, last
             if last:
                 return
             number += 1

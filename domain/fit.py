@@ -1,0 +1,82 @@
+"""Fit: how closely a lead matches the ideal customer profile, as points per field and a grade A-D."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from domain.rules import GRADES, FitModel, FitRule
+
+_WORD_GAPS = re.compile(r"[^\w]+")
+
+
+@dataclass(frozen=True)
+class FitLine:
+    field: str
+    value: Any
+    points: int  # centipoints
+
+
+@dataclass(frozen=True)
+class FitAssessment:
+    points: int
+    grade: str
+    lines: tuple[FitLine, ...]
+    disqualified: str | None = None  # the reason, when a disqualifier says this lead must not reach sales
+    capped_by: str | None = None  # the reason, when a disqualifier capped the grade
+
+
+def _rule_points(rule: FitRule, value: Any) -> int | None:
+    """Points of the first matching entry; None when nothing matches (or the value is missing)."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    lowered = text.lower()
+    for expected, points in rule.values:
+        if expected.lower() == lowered:
+            return points
+    if rule.ranges:
+        try:
+            number = int(float(text))
+        except ValueError:
+            number = None
+        if number is not None:
+            for low, high, points in rule.ranges:
+                if (low is None or number >= low) and (high is None or number <= high):
+                    return points
+    padded = f" {_WORD_GAPS.sub(' ', lowered)} "
+    for words, points in rule.keywords:
+        if any(f" {w.lower()} " in padded for w in words):  # whole words: "VP" is not in "MVP"
+            return points
+    return None
+
+
+def grade_for(points: int, model: FitModel) -> str:
+    for grade, least in model.grade_thresholds:
+        if points >= least:
+            return grade
+    return "D"
+
+
+def assess_fit(fields: Mapping[str, Any], email: str | None, model: FitModel) -> FitAssessment:
+    lines = []
+    for rule in model.rules:
+        points = _rule_points(rule, fields.get(rule.field))
+        if points is not None:
+            lines.append(FitLine(rule.field, fields.get(rule.field), points))
+    total = sum(line.points for line in lines)
+    grade = grade_for(total, model)
+    domain = email.rsplit("@", 1)[-1].lower() if email and "@" in email else None
+    disqualified = capped_by = None
+    for rule in model.disqualifiers:
+        hit = (domain is not None and domain in rule.email_domains) or (
+            rule.field is not None and str(fields.get(rule.field) or "").lower() in {v.lower() for v in rule.values}
+        )
+        if not hit:
+            continue
+        if rule.effect == "disqualify":
+            disqualified = disqualified or rule.reason
+        elif rule.max_grade and GRADES.index(grade) < GRADES.index(rule.max_grade):
+            grade, capped_by = rule.max_grade, rule.reason
+    return FitAssessment(points=total, grade=grade, lines=tuple(lines), disqualified=disqualified, capped_by=capped_by)
