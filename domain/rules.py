@@ -16,6 +16,7 @@ from typing import Any
 from domain.activity import ActivityType
 
 CENTS = 100  # centipoints per point
+DECAY_TABLE_DAYS = 3650  # ages are counted up to ten years; older points keep the ten-year share
 MICROS = 1_000_000  # decay factors are integer millionths
 
 
@@ -81,6 +82,7 @@ class DecayPolicy:
         """Share of its points a contribution keeps at this age, in millionths (exact, integer)."""
         if age_days <= 0:
             return MICROS
+        age_days = min(age_days, DECAY_TABLE_DAYS)
         if self.half_life_days:
             factor = Decimal(0.5) ** (Decimal(age_days) / self.half_life_days)
             return int((factor * MICROS).quantize(Decimal(1), rounding=ROUND_HALF_UP))

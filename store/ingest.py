@@ -15,6 +15,7 @@ from domain.activity import ActivityRecord, PersonRecord, Rejection
 from domain.identity import Identity
 from store.bulk import db_time, insert_for, insert_rows
 from store.leads import resolve_leads
+from store.scoring import mark_dirty
 from store.tables import Activity, Quarantine, SourceWatermark
 
 activity_t = Activity.__table__
@@ -98,6 +99,8 @@ def _write_batch(engine, source, activities, people, rejections, checkpoint, now
             rows.append((a.source, a.external_id, lead_id, a.type.value, a.asset, a.campaign, to_db(a.occurred_at),
                          ingested_at, a.raw_json))
         new = _insert_activities(conn, rows)
+        touched = {lead_of(identity) for identity in identities} - {None}
+        mark_dirty(conn, touched, now)  # their scores, fit or stage may have moved
         quarantined = _quarantine(conn, rejections + unresolved, now, run_id)
         if checkpoint is not None:
             _advance_watermark(conn, source, checkpoint, now, run_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from store.types import UTCDateTime
@@ -95,3 +95,144 @@ class Quarantine(SQLModel, table=True):
     digest: str = Field(sa_column=Column(String(64), nullable=False))
     quarantined_at: datetime = Field(sa_column=utc_column(nullable=False, index=True))
     run_id: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+
+
+class LeadDirty(SQLModel, table=True):
+    """Leads whose activities or fields changed since they were last scored; `marked_at` tells a lead marked
+    again while being scored from one that was not."""
+
+    __tablename__ = "lead_dirty"
+
+    lead_id: int = Field(sa_column=Column(Integer, ForeignKey("lead.id"), primary_key=True))
+    marked_at: datetime = Field(sa_column=utc_column(nullable=False))
+
+
+class RulebookVersion(SQLModel, table=True):
+    """Every rulebook that scored leads, by content digest, with the rules as they were."""
+
+    __tablename__ = "rulebook_version"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    digest: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    created_at: datetime = Field(sa_column=utc_column(nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    rules: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class ScoreRule(SQLModel, table=True):
+    """A version's scoring rules in the shape the set-wise scoring query joins on."""
+
+    __tablename__ = "score_rule"
+    __table_args__ = (Index("ix_score_rule_match", "version_id", "type", "asset"),)
+
+    version_id: int = Field(sa_column=Column(Integer, ForeignKey("rulebook_version.id"), primary_key=True))
+    rule_id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    action: str = Field(sa_column=Column(String(600), nullable=False))
+    type: str = Field(sa_column=Column(String(40), nullable=False))
+    asset: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
+    points: int = Field(sa_column=Column(Integer, nullable=False))
+    cap: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    repeat_kind: str = Field(sa_column=Column(String(10), nullable=False))
+    per_day: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+
+
+class DecayFactor(SQLModel, table=True):
+    """A version's decay as a table: the share of its points (millionths) a contribution keeps at an age."""
+
+    __tablename__ = "decay_factor"
+
+    version_id: int = Field(sa_column=Column(Integer, ForeignKey("rulebook_version.id"), primary_key=True))
+    age_days: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    factor_micros: int = Field(sa_column=Column(Integer, nullable=False))
+
+
+class ScoreLedger(SQLModel, table=True):
+    """Every point a lead holds: which activity earned how many under which rule of which rulebook version
+    (centipoints, after repeat rules and caps, before decay)."""
+
+    __tablename__ = "score_ledger"
+
+    lead_id: int = Field(sa_column=Column(Integer, ForeignKey("lead.id"), primary_key=True))
+    activity_id: int = Field(sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True))
+    version_id: int = Field(sa_column=Column(Integer, nullable=False))
+    rule_id: int = Field(sa_column=Column(Integer, nullable=False))
+    points: int = Field(sa_column=Column(Integer, nullable=False))
+    occurred_epoch: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class LeadState(SQLModel, table=True):
+    """Where a lead stands: score, fit, lifecycle stage, and the MQL trigger's state."""
+
+    __tablename__ = "lead_state"
+    __table_args__ = (Index("ix_lead_state_stage", "stage"),)
+
+    lead_id: int = Field(sa_column=Column(Integer, ForeignKey("lead.id"), primary_key=True))
+    version_id: int = Field(sa_column=Column(Integer, nullable=False))
+    score: int = Field(sa_column=Column(Integer, nullable=False))
+    peak_score: int = Field(sa_column=Column(Integer, nullable=False))
+    fit_points: int = Field(sa_column=Column(Integer, nullable=False))
+    fit_grade: str = Field(sa_column=Column(String(1), nullable=False))
+    stage: str = Field(sa_column=Column(String(20), nullable=False))
+    stage_changed_at: datetime = Field(sa_column=utc_column(nullable=False))
+    mql_armed: bool = Field(sa_column=Column(Boolean, nullable=False))
+    crossings: int = Field(sa_column=Column(Integer, nullable=False))
+    cold: bool = Field(sa_column=Column(Boolean, nullable=False))
+    qualified_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    scored_at: datetime = Field(sa_column=utc_column(nullable=False))
+
+
+class StageChange(SQLModel, table=True):
+    """Every lifecycle move: when, from, to, and why."""
+
+    __tablename__ = "stage_change"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    lead_id: int = Field(sa_column=Column(Integer, ForeignKey("lead.id"), nullable=False, index=True))
+    changed_at: datetime = Field(sa_column=utc_column(nullable=False, index=True))
+    from_stage: str | None = Field(default=None, sa_column=Column(String(20), nullable=True))
+    to_stage: str = Field(sa_column=Column(String(20), nullable=False))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    version_id: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    run_id: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+
+
+class LeadEvent(SQLModel, table=True):
+    """An outbox of lead events (an MQL crossing, ...): written with the state change, published after, once."""
+
+    __tablename__ = "lead_event"
+    __table_args__ = (UniqueConstraint("lead_id", "kind", "crossing", name="uq_lead_event_crossing"),)
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    event_id: str = Field(sa_column=Column(String(36), nullable=False, unique=True))
+    lead_id: int = Field(sa_column=Column(Integer, ForeignKey("lead.id"), nullable=False))
+    kind: str = Field(sa_column=Column(String(40), nullable=False))
+    crossing: int = Field(sa_column=Column(Integer, nullable=False))
+    occurred_at: datetime = Field(sa_column=utc_column(nullable=False))
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    run_id: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    published_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True, index=True))
+
+
+class HandoffQueue(SQLModel, table=True):
+    """Work queued for the next rooms (routing, CRM sync) by a lead event, once per event and queue."""
+
+    __tablename__ = "handoff_queue"
+    __table_args__ = (UniqueConstraint("lead_event_id", "queue", name="uq_handoff_queue_event"),)
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    lead_event_id: int = Field(sa_column=Column(Integer, ForeignKey("lead_event.id"), nullable=False))
+    lead_id: int = Field(sa_column=Column(Integer, ForeignKey("lead.id"), nullable=False, index=True))
+    queue: str = Field(sa_column=Column(String(20), nullable=False))
+    created_at: datetime = Field(sa_column=utc_column(nullable=False))
+    done_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+class ScoringState(SQLModel, table=True):
+    """The scoring run's own bookmarks: the rulebook version in force and the last decay pass."""
+
+    __tablename__ = "scoring_state"
+
+    key: str = Field(sa_column=Column(String(20), primary_key=True))
+    version_id: int = Field(sa_column=Column(Integer, ForeignKey("rulebook_version.id"), nullable=False))
+    decayed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    updated_at: datetime = Field(sa_column=utc_column(nullable=False))

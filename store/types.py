@@ -28,3 +28,8 @@ class UTCDateTime(TypeDecorator):
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def from_db_time(value) -> datetime | None:
+    """An aware UTC datetime from what a driver returns for a UTCDateTime column read with raw SQL."""
+    return UTCDateTime().process_result_value(value, None)

@@ -49,3 +49,43 @@ def publish_ingest_summary(now: datetime, sources: list[SourceSummary], run_id: 
     markdown = ingest_markdown(now, sources, reasons)
     create_markdown_artifact(key="ingest-summary", markdown=markdown, description="Activities ingested per source")
     return markdown
+
+
+def score_markdown(summary: dict, limit: int = 25) -> str:
+    outcome = summary["outcome"]
+    mode = summary["mode"] + (f" ({summary['reason']})" if summary.get("reason") else "")
+    changed_stage = sum(outcome["stage_changes"].values())
+    lines = [
+        f"# Scoring at {_when(_instant(summary['now']))}: {mode}",
+        "",
+        f"Rulebook version {summary['version_id']} (`{summary['rulebook_digest'][:12]}`)",
+        "",
+        "| leads scored | score changed | stage changes | new MQLs | cold | ledger rows rebuilt | events published |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {outcome['leads']} | {outcome['score_changed']} | {changed_stage} | {len(outcome['new_mqls'])} | "
+        f"{outcome['cold']} | {outcome['ledger_rows']} | {summary['events_published']} |",
+    ]
+    if outcome["stage_changes"]:
+        lines += ["", "## Stage changes", "", "| change | leads |", "|---|---:|"]
+        ranked = sorted(outcome["stage_changes"].items(), key=lambda item: (-item[1], item[0]))
+        lines += [f"| {kind} | {n} |" for kind, n in ranked]
+    if outcome["new_mqls"]:
+        lines += ["", "## New MQLs", "", "| lead | e-mail | score | fit | why | top reasons |", "|---:|---|---:|---|---|---|"]
+        for mql in outcome["new_mqls"][:limit]:
+            reasons = "; ".join(mql["top_reasons"]).replace("|", "/")
+            lines.append(f"| {mql['lead_id']} | {mql['email'] or '—'} | {mql['score']} | {mql['fit_grade']} | "
+                         f"{mql['reason'].replace('|', '/')} | {reasons} |")
+        if len(outcome["new_mqls"]) > limit:
+            lines.append(f"| … | {len(outcome['new_mqls']) - limit} more | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def _instant(value) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+@task(cache_policy=NO_CACHE)
+def publish_score_summary(summary: dict) -> str:
+    markdown = score_markdown(summary)
+    create_markdown_artifact(key="score-summary", markdown=markdown, description="Scores, stage changes and new MQLs")
+    return markdown

@@ -1,0 +1,175 @@
+"""Lifecycle stages and the marketing-owned moves between them: Subscriber -> Lead -> MQL, the MQL trigger that
+fires once per crossing, cold leads, disqualification and recycling. Pure: the caller passes `now`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from domain.activity import ActivityType
+from domain.fit import FitAssessment
+from domain.rules import Rulebook, grade_at_least, points_text
+
+
+class Stage(StrEnum):
+    SUBSCRIBER = "subscriber"
+    LEAD = "lead"
+    MQL = "mql"
+    SQL = "sql"
+    OPPORTUNITY = "opportunity"
+    CUSTOMER = "customer"
+    RECYCLED = "recycled"
+    DISQUALIFIED = "disqualified"
+
+
+FUNNEL = (Stage.SUBSCRIBER, Stage.LEAD, Stage.MQL, Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER)
+QUALIFIABLE = (Stage.SUBSCRIBER, Stage.LEAD, Stage.RECYCLED)  # marketing may still make these an MQL
+SALES_OWNED = (Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER)
+
+
+class StageMoveRefused(ValueError):
+    """A move the lifecycle does not allow (backwards, or out of a closed stage)."""
+
+
+def check_move(current: Stage | None, target: Stage) -> None:
+    """Stages only move forward along the funnel; recycle and disqualify are the only ways back or out.
+    A recycled lead re-enters the funnel at MQL or later."""
+    if current is None or target is Stage.DISQUALIFIED and current is not Stage.DISQUALIFIED:
+        return
+    if current is Stage.DISQUALIFIED:
+        raise StageMoveRefused(f"a disqualified lead stays disqualified (asked: {target})")
+    if target is Stage.RECYCLED:
+        if current in (Stage.MQL, Stage.SQL, Stage.OPPORTUNITY, Stage.LEAD):
+            return
+        raise StageMoveRefused(f"only a lead in the funnel can be recycled, not a {current}")
+    if current is Stage.RECYCLED:
+        if FUNNEL.index(target) >= FUNNEL.index(Stage.MQL):
+            return
+        raise StageMoveRefused(f"a recycled lead re-enters at MQL or later, not {target}")
+    if FUNNEL.index(target) <= FUNNEL.index(current):
+        raise StageMoveRefused(f"stages only move forward: {current} -> {target}")
+
+
+@dataclass(frozen=True)
+class LeadState:
+    stage: Stage
+    score: int = 0
+    peak_score: int = 0
+    fit_points: int = 0
+    fit_grade: str = "D"
+    mql_armed: bool = True
+    crossings: int = 0
+    cold: bool = False
+    qualified_at: datetime | None = None
+    stage_changed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class LeadFacts:
+    """What qualification looks at besides the state: the new score, the fit, details and the last hand-raise."""
+
+    score: int
+    fit: FitAssessment
+    has_details: bool
+    last_hand_raise: tuple[datetime, ActivityType] | None = None
+
+
+@dataclass(frozen=True)
+class StageChange:
+    from_stage: Stage | None
+    to_stage: Stage
+    reason: str
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """The MQL trigger fired: once per crossing, numbered, so a retried run can tell it already fired."""
+
+    kind: str
+    crossing: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Qualification:
+    state: LeadState
+    changes: tuple[StageChange, ...] = ()
+    triggers: tuple[Trigger, ...] = ()
+
+
+def _move(state: LeadState, target: Stage, reason: str, now: datetime, changes: list[StageChange]) -> LeadState:
+    check_move(state.stage, target)
+    changes.append(StageChange(state.stage, target, reason))
+    return replace(state, stage=target, stage_changed_at=now)
+
+
+def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: datetime) -> Qualification:
+    """Apply the agreed definitions to one lead: the order below is the order a person would reason in."""
+    policy = rulebook.qualification
+    changes: list[StageChange] = []
+    triggers: list[Trigger] = []
+    if state is None:
+        first = Stage.LEAD if facts.has_details else Stage.SUBSCRIBER
+        why = "first seen with details beyond an e-mail" if facts.has_details else "first seen with an e-mail only"
+        changes.append(StageChange(None, first, why))
+        state = LeadState(stage=first, stage_changed_at=now)
+    state = replace(state, score=facts.score, peak_score=max(state.peak_score, facts.score),
+                    fit_points=facts.fit.points, fit_grade=facts.fit.grade)
+
+    if facts.fit.disqualified and state.stage not in (*SALES_OWNED, Stage.DISQUALIFIED):
+        state = _move(state, Stage.DISQUALIFIED, f"disqualified: {facts.fit.disqualified}", now, changes)
+        return Qualification(state, tuple(changes))
+    if state.stage is Stage.DISQUALIFIED:
+        return Qualification(state, tuple(changes))
+
+    if state.stage is Stage.SUBSCRIBER and facts.has_details:
+        state = _move(state, Stage.LEAD, "gave details beyond an e-mail", now, changes)
+
+    if not state.mql_armed and facts.score < policy.rearm_below:
+        state = replace(state, mql_armed=True)  # fell below the band: the next crossing counts again
+
+    if state.stage in QUALIFIABLE:
+        reason = _mql_reason(state, facts, rulebook)
+        if reason:
+            state = _move(state, Stage.MQL, reason, now, changes)
+            crossings = state.crossings + 1
+            state = replace(state, mql_armed=False, crossings=crossings, qualified_at=now)
+            triggers.append(Trigger("mql", crossings, reason))
+
+    engaged = state.peak_score >= policy.cold_engaged_at
+    state = replace(state, cold=engaged and facts.score < policy.cold_below)
+    return Qualification(state, tuple(changes), tuple(triggers))
+
+
+def _mql_reason(state: LeadState, facts: LeadFacts, rulebook: Rulebook) -> str | None:
+    policy = rulebook.qualification
+    fit = facts.fit
+    if facts.last_hand_raise is not None:
+        raised_at, kind = facts.last_hand_raise
+        # Only a hand-raise after the last qualification (and after a recycle) counts: an old demo request
+        # must not bounce a recycled lead straight back to sales.
+        since = [t for t in (state.qualified_at, state.stage_changed_at if state.stage is Stage.RECYCLED else None) if t]
+        fresh = not since or raised_at > max(since)
+        if fresh and kind in policy.hand_raisers and grade_at_least(fit.grade, policy.hand_raise_min_fit_grade):
+            return f"hand-raise: {kind.value} on {raised_at:%Y-%m-%d} with fit {fit.grade}"
+    if state.mql_armed and facts.score >= rulebook.readiness_threshold and grade_at_least(fit.grade, policy.min_fit_grade):
+        return (f"score {points_text(facts.score)} reached the readiness threshold "
+                f"{points_text(rulebook.readiness_threshold)} with fit {fit.grade}")
+    return None
+
+
+def recycle(state: LeadState, reason: str, now: datetime) -> Qualification:
+    """Back to nurture, with the reason (sales rejected it, nobody reached it): never silently lost."""
+    if not reason.strip():
+        raise StageMoveRefused("recycling needs a reason")
+    changes: list[StageChange] = []
+    state = _move(state, Stage.RECYCLED, f"recycled: {reason}", now, changes)
+    return Qualification(state, tuple(changes))
+
+
+def advance(state: LeadState, target: Stage, reason: str, now: datetime) -> Qualification:
+    """A sales-owned move reported by the CRM (SQL, Opportunity, Customer): forward only."""
+    changes: list[StageChange] = []
+    state = _move(state, target, reason, now, changes)
+    return Qualification(state, tuple(changes))

@@ -1,0 +1,104 @@
+"""The score-and-qualify flow: turn new activities into scores, fit grades and lifecycle stages; fire MQL
+triggers once; re-decay everyone on schedule; rescore everyone when the rulebook changes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+
+from prefect import flow
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from config.settings import get_settings
+from tasks.reporting import publish_score_summary
+from tasks.scoring import (
+    ChunkOutcome,
+    all_leads,
+    load_rules,
+    publish_lead_events,
+    rebuild_all_ledgers,
+    record_bookmarks,
+    register_version,
+    score_leads,
+    scoring_bookmarks,
+    take_dirty,
+)
+from tasks.store import check_database
+
+Mode = Literal["incremental", "decay", "rescore"]
+
+
+class ScoreSummary(BaseModel):
+    now: datetime
+    run_id: str | None
+    mode: Mode
+    reason: str | None
+    version_id: int
+    rulebook_digest: str
+    outcome: ChunkOutcome
+    events_published: int
+    markdown: str = ""
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def run_scoring(now: datetime | None, *, force_rescore: bool, reason: str | None) -> ScoreSummary:
+    now = now or datetime.now(timezone.utc)
+    run_id = flow_run.get_id()
+    settings = get_settings()
+    check_database()
+    rulebook = load_rules()
+    bookmarks = scoring_bookmarks()
+    version_id = register_version(rulebook, now, reason)
+    decayed_at = bookmarks[1] if bookmarks else None
+    if force_rescore or bookmarks is None or bookmarks[0] != version_id:
+        mode: Mode = "rescore"
+        if not force_rescore:
+            reason = "first scoring run" if bookmarks is None else f"rulebook changed: version {bookmarks[0]} -> {version_id}"
+    elif decayed_at is None or now - decayed_at >= timedelta(hours=settings.decay_every_hours):
+        mode = "decay"
+    else:
+        mode = "incremental"
+
+    outcome = ChunkOutcome()
+    size = settings.score_chunk_size
+    if mode == "incremental":
+        while dirty := take_dirty(size):
+            leads = [lead_id for lead_id, _ in dirty]
+            outcome.add(score_leads(rulebook, version_id, leads, now, run_id, leads, dirty, label=f"{leads[0]}-{leads[-1]}"))
+    else:
+        # Every lead, chunk by chunk. A rescore rebuilds every ledger first, in one set-wise statement; a decay
+        # pass rebuilds only the ledgers of leads with new activities and re-decays everyone's points.
+        if mode == "rescore":
+            outcome.ledger_rows = rebuild_all_ledgers(version_id)
+        marked = dict(take_dirty(10**9))
+        for chunk in _chunks(all_leads(), size):
+            marks = [(lead_id, marked[lead_id]) for lead_id in chunk if lead_id in marked]
+            rebuild = [lead_id for lead_id, _ in marks] if mode == "decay" else []
+            outcome.add(score_leads(rulebook, version_id, chunk, now, run_id, rebuild, marks,
+                                    label=f"{chunk[0]}-{chunk[-1]}"))
+        decayed_at = now
+    record_bookmarks(version_id, now, decayed_at)
+    published = publish_lead_events(now)
+    summary = ScoreSummary(now=now, run_id=run_id, mode=mode, reason=reason, version_id=version_id,
+                           rulebook_digest=rulebook.digest, outcome=outcome, events_published=published)
+    summary.markdown = publish_score_summary(summary.model_dump(mode="json"))
+    return summary
+
+
+@flow(name="score-and-qualify", description="Score leads touched by new activities; re-decay everyone daily.")
+def score_and_qualify(now: datetime | None = None) -> ScoreSummary:
+    """Incremental: only leads with new activities or changed fields. Once every HANDOFF_DECAY_EVERY_HOURS it
+    re-decays every lead, and after a rulebook change it rescores every lead with the new version."""
+    return run_scoring(now, force_rescore=False, reason=None)
+
+
+@flow(name="rescore", description="Recompute every lead from the activity log, e.g. after a rulebook change.")
+def rescore(reason: str, now: datetime | None = None) -> ScoreSummary:
+    """`reason` is recorded with the run and the rulebook version (say what changed and who asked)."""
+    if not reason or not reason.strip():
+        raise ValueError("a rescore needs a reason")
+    return run_scoring(now, force_rescore=True, reason=reason.strip())

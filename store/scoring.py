@@ -1,0 +1,369 @@
+"""Scoring, set-wise: rulebook versions, the ledger rebuilt by one windowed INSERT .. SELECT per set of leads,
+decayed scores summed in SQL, lead states, stage changes and the event outbox. The arithmetic is integer and
+matches domain/scoring.py exactly (the property tests hold the two to it)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict
+from datetime import datetime
+from typing import Iterable, Sequence
+
+import orjson
+from sqlalchemy import Connection, select
+
+from domain.lifecycle import LeadState, Qualification, Stage
+from domain.rules import DECAY_TABLE_DAYS, MICROS, Rulebook, _plain
+from domain.scoring import epoch_seconds
+from store.bulk import db_time, insert_rows, select_where_in
+from store.types import from_db_time
+from store.tables import (
+    DecayFactor,
+    HandoffQueue,
+    LeadDirty,
+    LeadEvent,
+    LeadState as LeadStateRow,
+    RulebookVersion,
+    ScoreLedger,
+    ScoreRule,
+    ScoringState,
+    StageChange,
+)
+
+EVENT_NAMESPACE = uuid.UUID("6f1d2c0e-6c1b-4f7e-9a53-3b1f0d1f3a11")  # event ids derive from (lead, kind, crossing)
+HANDOFF_QUEUES = ("routing", "crm_sync")
+
+version_t, rule_t, decay_t = RulebookVersion.__table__, ScoreRule.__table__, DecayFactor.__table__
+ledger_t, state_t, change_t = ScoreLedger.__table__, LeadStateRow.__table__, StageChange.__table__
+event_t, queue_t, scoring_t = LeadEvent.__table__, HandoffQueue.__table__, ScoringState.__table__
+dirty_t = LeadDirty.__table__
+
+
+# ---------------------------------------------------------------------------------------------- versions
+
+def ensure_version(conn: Connection, rulebook: Rulebook, now: datetime, reason: str | None = None) -> int:
+    """The id of this rulebook's version, stored with its rules, rule rows and decay table when new."""
+    digest = rulebook.digest
+    found = conn.execute(select(version_t.c.id).where(version_t.c.digest == digest)).scalar_one_or_none()
+    if found is not None:
+        return found
+    rules_json = json.dumps(_plain({k: v for k, v in asdict(rulebook).items() if k != "_index"}), sort_keys=True)
+    version_id = conn.execute(
+        version_t.insert().values(digest=digest, created_at=now, reason=reason, rules=rules_json).returning(version_t.c.id)
+    ).scalar_one()
+    conn.execute(rule_t.insert(), [
+        {"version_id": version_id, "rule_id": n, "action": r.action, "type": r.type.value, "asset": r.asset,
+         "points": r.points, "cap": r.cap, "repeat_kind": r.repeat.kind.value, "per_day": r.repeat.per_day}
+        for n, r in enumerate(rulebook.rules, start=1)
+    ])
+    factors = [{"version_id": version_id, "age_days": 0, "factor_micros": MICROS}]
+    for age in range(1, DECAY_TABLE_DAYS + 1):
+        factor = rulebook.decay.factor_micros(age)
+        factors.append({"version_id": version_id, "age_days": age, "factor_micros": factor})
+        if factor == 0:
+            break
+    conn.execute(decay_t.insert(), factors)
+    return version_id
+
+
+def rule_ids(rulebook: Rulebook) -> dict[int, int]:
+    """id(rule) -> its rule_id in a stored version (rules are numbered in rulebook order)."""
+    return {id(rule): n for n, rule in enumerate(rulebook.rules, start=1)}
+
+
+def scoring_state(conn: Connection) -> tuple[int, datetime | None] | None:
+    row = conn.execute(select(scoring_t.c.version_id, scoring_t.c.decayed_at).where(scoring_t.c.key == "default")).first()
+    return (row.version_id, row.decayed_at) if row else None
+
+
+def set_scoring_state(conn: Connection, version_id: int, now: datetime, decayed_at: datetime | None) -> None:
+    insert_rows(conn, scoring_t, ("key", "version_id", "decayed_at", "updated_at"),
+                [("default", version_id, db_time(conn)(decayed_at), db_time(conn)(now))], conflict=("key",),
+                on_conflict="DO UPDATE SET version_id = excluded.version_id, decayed_at = excluded.decayed_at, "
+                            "updated_at = excluded.updated_at")
+
+
+# ---------------------------------------------------------------------------------------------- dirty leads
+
+def mark_dirty(conn: Connection, lead_ids: Iterable[int], now: datetime) -> None:
+    rows = [(lead_id, db_time(conn)(now)) for lead_id in sorted(set(lead_ids))]
+    insert_rows(conn, dirty_t, ("lead_id", "marked_at"), rows, conflict=("lead_id",),
+                on_conflict="DO UPDATE SET marked_at = excluded.marked_at")
+
+
+def dirty_leads(conn: Connection, limit: int) -> list[tuple[int, datetime]]:
+    table = dirty_t
+    rows = conn.execute(select(table.c.lead_id, table.c.marked_at).order_by(table.c.lead_id).limit(limit)).all()
+    return [(row.lead_id, row.marked_at) for row in rows]
+
+
+def clear_dirty(conn: Connection, taken: Sequence[tuple[int, datetime]]) -> None:
+    """Forget the leads just scored, unless they were marked again meanwhile."""
+    table = dirty_t
+    stamp = db_time(conn)
+    conn.exec_driver_sql(
+        f"DELETE FROM {table.name} WHERE lead_id = {_p(conn)} AND marked_at = {_p(conn)}",
+        [(lead_id, stamp(marked_at)) for lead_id, marked_at in taken],
+    )
+
+
+def _p(conn: Connection) -> str:
+    return "?" if conn.dialect.name == "sqlite" else "%s"
+
+
+# ---------------------------------------------------------------------------------------------- the ledger
+
+def _sql(conn: Connection, template: str, **parts: str) -> str:
+    sqlite = conn.dialect.name == "sqlite"
+    return template.format(
+        **parts,
+        greatest="max" if sqlite else "GREATEST",
+        least="min" if sqlite else "LEAST",
+        epoch="CAST(strftime('%s', a.occurred_at) AS INTEGER)" if sqlite else "FLOOR(EXTRACT(EPOCH FROM a.occurred_at))::bigint",
+        p=_p(conn),
+    )
+
+
+_LEDGER = """
+INSERT INTO score_ledger (lead_id, activity_id, version_id, rule_id, points, occurred_epoch)
+WITH matched AS (
+    SELECT a.id AS activity_id, a.lead_id, a.source, a.external_id, {epoch} AS epoch,
+           COALESCE(ra.rule_id, rt.rule_id) AS rule_id
+    FROM activity a
+    LEFT JOIN score_rule ra ON ra.version_id = {p} AND ra.type = a.type AND ra.asset = a.asset
+    LEFT JOIN score_rule rt ON rt.version_id = {p} AND rt.type = a.type AND rt.asset IS NULL
+    WHERE (ra.rule_id IS NOT NULL OR rt.rule_id IS NOT NULL) {leads}
+), ruled AS (
+    SELECT m.*, r.points, r.cap, r.repeat_kind, r.per_day,
+           ROW_NUMBER() OVER (PARTITION BY m.lead_id, m.rule_id ORDER BY m.epoch, m.source, m.external_id) AS nth,
+           ROW_NUMBER() OVER (PARTITION BY m.lead_id, m.rule_id, m.epoch / 86400
+                              ORDER BY m.epoch, m.source, m.external_id) AS nth_today
+    FROM matched m JOIN score_rule r ON r.version_id = {p} AND r.rule_id = m.rule_id
+), counted AS (
+    SELECT u.*, ROW_NUMBER() OVER (PARTITION BY u.lead_id, u.rule_id ORDER BY u.epoch, u.source, u.external_id) AS k
+    FROM ruled u
+    WHERE u.repeat_kind = 'every' OR (u.repeat_kind = 'first' AND u.nth = 1)
+       OR (u.repeat_kind = 'daily' AND u.nth_today <= u.per_day)
+), earned AS (
+    SELECT lead_id, activity_id, rule_id, epoch,
+           CASE WHEN cap IS NULL THEN points
+                WHEN points >= 0 THEN {greatest}(0, {least}(points, cap - (k - 1) * points))
+                ELSE -{greatest}(0, {least}(-points, cap + (k - 1) * points)) END AS points
+    FROM counted
+)
+SELECT lead_id, activity_id, {p}, rule_id, points, epoch FROM earned WHERE points <> 0
+"""
+
+
+def rebuild_ledger(conn: Connection, version_id: int, lead_ids: Sequence[int] | None = None) -> int:
+    """Recompute the contributions of these leads (all leads when None) from their whole activity history."""
+    if lead_ids is None:
+        conn.exec_driver_sql("DELETE FROM score_ledger")
+        sql = _sql(conn, _LEDGER, leads="")
+        return conn.exec_driver_sql(sql, (version_id, version_id, version_id, version_id)).rowcount
+    if not lead_ids:
+        return 0
+    keys = _keys_param(conn, lead_ids)
+    in_keys = "IN (SELECT value FROM json_each(?))" if conn.dialect.name == "sqlite" else "= ANY(%s)"
+    conn.exec_driver_sql(f"DELETE FROM score_ledger WHERE lead_id {in_keys}", (keys,))
+    sql = _sql(conn, _LEDGER, leads=f"AND a.lead_id {in_keys}")
+    return conn.exec_driver_sql(sql, (version_id, version_id, keys, version_id, version_id)).rowcount
+
+
+def _keys_param(conn: Connection, keys: Sequence[int]):
+    return orjson.dumps(list(keys)).decode() if conn.dialect.name == "sqlite" else list(keys)
+
+
+_SCORES = """
+SELECT l.lead_id,
+       SUM(CASE WHEN l.points >= 0 THEN (CAST(l.points AS BIGINT) * f.factor + 500000) / 1000000
+                ELSE -((CAST(-l.points AS BIGINT) * f.factor + 500000) / 1000000) END)
+FROM score_ledger l
+JOIN (SELECT d.age_days, d.factor_micros AS factor FROM decay_factor d WHERE d.version_id = {p}) f
+  ON f.age_days = {least}({greatest}(0, ({p} - l.occurred_epoch) / 86400), {p})
+{where}
+GROUP BY l.lead_id
+"""
+
+
+def behaviour_totals(conn: Connection, version_id: int, now: datetime, lead_ids: Sequence[int] | None = None) -> dict[int, int]:
+    """Each lead's decayed total at `now` (before the floor); a lead with no ledger rows is absent."""
+    max_age = conn.execute(
+        select(decay_t.c.age_days).where(decay_t.c.version_id == version_id).order_by(decay_t.c.age_days.desc()).limit(1)
+    ).scalar_one()
+    now_epoch = epoch_seconds(now)
+    if lead_ids is None:
+        sql = _sql(conn, _SCORES, where="")
+        return {lead_id: int(total) for lead_id, total in conn.exec_driver_sql(sql, (version_id, now_epoch, max_age))}
+    if not lead_ids:
+        return {}
+    in_keys = "IN (SELECT value FROM json_each(?))" if conn.dialect.name == "sqlite" else "= ANY(%s)"
+    sql = _sql(conn, _SCORES, where=f"WHERE l.lead_id {in_keys}")
+    rows = conn.exec_driver_sql(sql, (version_id, now_epoch, max_age, _keys_param(conn, lead_ids)))
+    return {lead_id: int(total) for lead_id, total in rows}  # PostgreSQL sums bigints as numeric
+
+
+def ledger_sum(conn: Connection) -> dict[int, int]:
+    """The bare SUM(points) GROUP BY lead over the ledger: the benchmark's ceiling."""
+    rows = conn.exec_driver_sql("SELECT lead_id, SUM(points) FROM score_ledger GROUP BY lead_id")
+    return {lead_id: int(total) for lead_id, total in rows}
+
+
+# ---------------------------------------------------------------------------------------------- lead facts and states
+
+def lead_profiles(conn: Connection, lead_ids: Sequence[int]) -> dict[int, dict]:
+    rows = select_where_in(
+        conn,
+        "SELECT id, email, first_name, last_name, company, title, industry, company_size, country, product_interest, "
+        "lead_source_channel FROM lead WHERE merged_into_id IS NULL AND id {keys}",
+        lead_ids,
+    )
+    names = ("email", "first_name", "last_name", "company", "title", "industry", "company_size", "country",
+             "product_interest", "lead_source_channel")
+    return {row[0]: dict(zip(names, row[1:])) for row in rows}
+
+
+def last_hand_raises(conn: Connection, lead_ids: Sequence[int], kinds: Iterable[str]) -> dict[int, tuple[datetime, str]]:
+    """Each lead's latest hand-raising activity (time, type)."""
+    kinds = sorted(kinds)
+    if not kinds or not lead_ids:
+        return {}
+    marks = ", ".join("?" for _ in kinds)
+    rows = select_where_in(
+        conn, f"SELECT lead_id, occurred_at, type FROM activity WHERE type IN ({marks}) AND lead_id {{keys}}", lead_ids, *kinds
+    )
+    latest: dict[int, tuple[datetime, str]] = {}
+    for lead_id, occurred_at, kind in rows:
+        moment = from_db_time(occurred_at)
+        if lead_id not in latest or moment > latest[lead_id][0]:
+            latest[lead_id] = (moment, kind)
+    return latest
+
+
+_STATE_COLUMNS = ("lead_id", "version_id", "score", "peak_score", "fit_points", "fit_grade", "stage", "stage_changed_at",
+                  "mql_armed", "crossings", "cold", "qualified_at", "scored_at")
+
+
+def load_states(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadState]:
+    rows = select_where_in(conn, f"SELECT {', '.join(_STATE_COLUMNS)} FROM lead_state WHERE lead_id {{keys}}", lead_ids)
+    states = {}
+    for row in rows:
+        values = dict(zip(_STATE_COLUMNS, row))
+        states[values["lead_id"]] = LeadState(
+            stage=Stage(values["stage"]), score=values["score"], peak_score=values["peak_score"],
+            fit_points=values["fit_points"], fit_grade=values["fit_grade"], mql_armed=bool(values["mql_armed"]),
+            crossings=values["crossings"], cold=bool(values["cold"]),
+            qualified_at=from_db_time(values["qualified_at"]) if values["qualified_at"] else None,
+            stage_changed_at=from_db_time(values["stage_changed_at"]),
+        )
+    return states
+
+
+def event_id(lead_id: int, kind: str, crossing: int) -> str:
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{lead_id}:{kind}:{crossing}"))
+
+
+def save_qualifications(
+    conn: Connection,
+    results: dict[int, Qualification],
+    version_id: int,
+    now: datetime,
+    run_id: str | None,
+    payloads: dict[int, dict] | None = None,
+) -> None:
+    """States, stage changes, and for every trigger an outbox event and its routing and CRM-sync queue rows,
+    all in the caller's transaction: a retried run finds the crossing recorded and fires nothing again."""
+    stamp = db_time(conn)
+    at = stamp(now)
+    rows = [
+        (lead_id, version_id, q.state.score, q.state.peak_score, q.state.fit_points, q.state.fit_grade, q.state.stage.value,
+         stamp(q.state.stage_changed_at or now), q.state.mql_armed, q.state.crossings, q.state.cold,
+         stamp(q.state.qualified_at), at)
+        for lead_id, q in sorted(results.items())
+    ]
+    update = ", ".join(f"{c} = excluded.{c}" for c in _STATE_COLUMNS[1:])
+    insert_rows(conn, state_t, _STATE_COLUMNS, rows, conflict=("lead_id",), on_conflict=f"DO UPDATE SET {update}")
+    changes = [
+        (lead_id, at, c.from_stage.value if c.from_stage else None, c.to_stage.value, c.reason, version_id, run_id)
+        for lead_id, q in sorted(results.items()) for c in q.changes
+    ]
+    if changes:
+        conn.execute(change_t.insert(), [dict(zip(("lead_id", "changed_at", "from_stage", "to_stage", "reason",
+                                                   "version_id", "run_id"), (c[0], now, *c[2:]))) for c in changes])
+    events = [
+        {"event_id": event_id(lead_id, t.kind, t.crossing), "lead_id": lead_id, "kind": t.kind, "crossing": t.crossing,
+         "occurred_at": now, "run_id": run_id,
+         "payload": json.dumps({"reason": t.reason, **((payloads or {}).get(lead_id) or {})}, sort_keys=True)}
+        for lead_id, q in sorted(results.items()) for t in q.triggers
+    ]
+    if events:
+        ids = conn.execute(event_t.insert().returning(event_t.c.id, event_t.c.lead_id, sort_by_parameter_order=True),
+                           events).all()
+        conn.execute(queue_t.insert(), [
+            {"lead_event_id": row.id, "lead_id": row.lead_id, "queue": queue, "created_at": now}
+            for row in ids for queue in HANDOFF_QUEUES
+        ])
+
+
+def unpublished_events(conn: Connection, limit: int = 1000) -> list[dict]:
+    rows = conn.execute(
+        select(event_t).where(event_t.c.published_at.is_(None)).order_by(event_t.c.id).limit(limit)
+    ).mappings().all()
+    return [dict(row) for row in rows]
+
+
+def mark_published(conn: Connection, ids: Sequence[int], now: datetime) -> None:
+    if ids:
+        conn.execute(event_t.update().where(event_t.c.id.in_(list(ids))).values(published_at=now))
+
+
+
+def ledger_lines(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[dict]]:
+    """The stored contributions of some leads, with the activity and the rule behind each."""
+    rows = select_where_in(
+        conn,
+        "SELECT l.lead_id, l.activity_id, l.points, l.occurred_epoch, l.version_id, r.rule_id, r.action, "
+        "a.source, a.external_id, a.type, a.asset, a.campaign, a.occurred_at "
+        "FROM score_ledger l JOIN score_rule r ON r.version_id = l.version_id AND r.rule_id = l.rule_id "
+        "JOIN activity a ON a.id = l.activity_id WHERE l.lead_id {keys} ORDER BY l.lead_id, l.occurred_epoch, a.source, a.external_id",
+        lead_ids,
+    )
+    names = ("lead_id", "activity_id", "points", "occurred_epoch", "version_id", "rule_id", "action", "source",
+             "external_id", "type", "asset", "campaign", "occurred_at")
+    grouped: dict[int, list[dict]] = {}
+    for row in rows:
+        line = dict(zip(names, row))
+        line["occurred_at"] = from_db_time(line["occurred_at"])
+        grouped.setdefault(line["lead_id"], []).append(line)
+    return grouped
+
+
+def lead_by_email(conn: Connection, email: str) -> int | None:
+    rows = select_where_in(conn, "SELECT id, merged_into_id FROM lead WHERE email {keys}", [email])
+    if not rows:
+        return None
+    lead_id, merged_into = rows[0]
+    return merged_into or lead_id
+
+
+def lead_state_row(conn: Connection, lead_id: int) -> dict | None:
+    row = conn.execute(select(state_t).where(state_t.c.lead_id == lead_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def stage_history(conn: Connection, lead_id: int) -> list[dict]:
+    rows = conn.execute(select(change_t).where(change_t.c.lead_id == lead_id).order_by(change_t.c.id)).mappings().all()
+    return [dict(row) for row in rows]
+
+
+def stage_counts(conn: Connection) -> dict[str, int]:
+    rows = conn.exec_driver_sql(
+        "SELECT s.stage, COUNT(*) FROM lead_state s JOIN lead l ON l.id = s.lead_id WHERE l.merged_into_id IS NULL "
+        "GROUP BY s.stage"
+    ).fetchall()
+    return dict(rows)
+
+
+def all_lead_ids(conn: Connection) -> list[int]:
+    return [row[0] for row in conn.exec_driver_sql("SELECT id FROM lead WHERE merged_into_id IS NULL ORDER BY id")]

@@ -1,0 +1,211 @@
+"""Scoring tasks: score and qualify a chunk of leads set-wise, publish the lead events, report the run."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Sequence
+from uuid import UUID
+
+import orjson
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from pydantic import BaseModel, Field
+
+from config.rulebook import load_rulebook
+from config.settings import get_settings
+from domain.activity import ActivityType
+from domain.explain import Explanation, LedgerEntry, explain_score, reason_text
+from domain.fit import assess_fit
+from domain.lifecycle import LeadFacts, Qualification, qualify
+from domain.rules import Rulebook, points_text
+from store.engine import get_engine
+from store import scoring as store
+
+
+class NewMql(BaseModel):
+    lead_id: int
+    email: str | None
+    score: str
+    fit_grade: str
+    reason: str
+    top_reasons: list[str]
+
+
+class ChunkOutcome(BaseModel):
+    """What scoring one chunk of leads did."""
+
+    leads: int = 0
+    score_changed: int = 0
+    stage_changes: dict[str, int] = Field(default_factory=dict)
+    new_mqls: list[NewMql] = Field(default_factory=list)
+    cold: int = 0
+    ledger_rows: int = 0
+
+    def add(self, other: "ChunkOutcome") -> None:
+        self.leads += other.leads
+        self.score_changed += other.score_changed
+        self.cold += other.cold
+        self.ledger_rows += other.ledger_rows
+        for kind, n in other.stage_changes.items():
+            self.stage_changes[kind] = self.stage_changes.get(kind, 0) + n
+        self.new_mqls += other.new_mqls
+
+
+def entries_of(lines: list[dict]) -> list[LedgerEntry]:
+    return [LedgerEntry(activity_id=l["activity_id"], action=l["action"], type=l["type"], asset=l["asset"],
+                        campaign=l["campaign"], source=l["source"], occurred_at=l["occurred_at"], points=l["points"],
+                        occurred_epoch=l["occurred_epoch"]) for l in lines]
+
+
+def explanations(conn, lead_ids: Sequence[int], rulebook: Rulebook, at: datetime) -> dict[int, Explanation]:
+    return {lead_id: explain_score(entries_of(lines), rulebook.decay, at)
+            for lead_id, lines in store.ledger_lines(conn, lead_ids).items()}
+
+
+def score_chunk(
+    engine,
+    rulebook: Rulebook,
+    version_id: int,
+    lead_ids: Sequence[int],
+    *,
+    now: datetime,
+    run_id: str | None,
+    rebuild: Sequence[int] = (),
+    dirty: Sequence[tuple[int, datetime]] = (),
+) -> ChunkOutcome:
+    """One transaction: the ledger of the leads in `rebuild`, then the scores, fit, stages and triggers of all
+    `lead_ids`, and the `dirty` marks cleared. A crash before commit changes nothing; after it, a rerun finds
+    nothing left to do."""
+    outcome = ChunkOutcome()
+    hand_raisers = {kind.value for kind in rulebook.qualification.hand_raisers}
+    with engine.begin() as conn:
+        if rebuild:
+            outcome.ledger_rows = store.rebuild_ledger(conn, version_id, rebuild)
+        totals = store.behaviour_totals(conn, version_id, now, lead_ids)
+        profiles = store.lead_profiles(conn, lead_ids)
+        raises = store.last_hand_raises(conn, list(profiles), hand_raisers)
+        states = store.load_states(conn, list(profiles))
+        results: dict[int, Qualification] = {}
+        for lead_id, profile in profiles.items():
+            score = max(totals.get(lead_id, 0), rulebook.decay.floor)
+            fit = assess_fit(profile, profile["email"], rulebook.fit)
+            raised = raises.get(lead_id)
+            facts = LeadFacts(
+                score=score,
+                fit=fit,
+                has_details=any(profile.get(name) for name in rulebook.qualification.details_fields),
+                last_hand_raise=(raised[0], ActivityType(raised[1])) if raised else None,
+            )
+            previous = states.get(lead_id)
+            result = qualify(previous, facts, rulebook, now)
+            results[lead_id] = result
+            if previous is None or previous.score != result.state.score:
+                outcome.score_changed += 1
+            outcome.cold += result.state.cold
+            for change in result.changes:
+                kind = f"{change.from_stage.value if change.from_stage else 'new'} -> {change.to_stage.value}"
+                outcome.stage_changes[kind] = outcome.stage_changes.get(kind, 0) + 1
+        payloads = _trigger_payloads(conn, results, profiles, rulebook, now, outcome)
+        store.save_qualifications(conn, results, version_id, now, run_id, payloads)
+        if dirty:
+            store.clear_dirty(conn, dirty)
+    outcome.leads = len(results)
+    return outcome
+
+
+def _trigger_payloads(conn, results, profiles, rulebook, now, outcome) -> dict[int, dict]:
+    fired = [lead_id for lead_id, q in results.items() if q.triggers]
+    if not fired:
+        return {}
+    explained = explanations(conn, fired, rulebook, now)
+    payloads = {}
+    for lead_id in fired:
+        q = results[lead_id]
+        explanation = explained.get(lead_id)
+        top = [reason_text(line) for line in explanation.top(3)] if explanation else []
+        payloads[lead_id] = {"lead_id": lead_id, "score": points_text(q.state.score), "fit_grade": q.state.fit_grade,
+                             "top_reasons": top}
+        outcome.new_mqls.append(NewMql(lead_id=lead_id, email=profiles[lead_id]["email"], score=points_text(q.state.score),
+                                       fit_grade=q.state.fit_grade, reason=q.triggers[-1].reason, top_reasons=top))
+    return payloads
+
+
+@task(cache_policy=NO_CACHE)
+def load_rules() -> Rulebook:
+    return load_rulebook(get_settings().rulebook_dir)
+
+
+@task(cache_policy=NO_CACHE)
+def register_version(rulebook: Rulebook, now: datetime, reason: str | None) -> int:
+    with get_engine(get_settings().resolved_database_url()).begin() as conn:
+        return store.ensure_version(conn, rulebook, now, reason)
+
+
+@task(cache_policy=NO_CACHE)
+def scoring_bookmarks() -> tuple[int, datetime | None] | None:
+    with get_engine(get_settings().resolved_database_url()).connect() as conn:
+        return store.scoring_state(conn)
+
+
+@task(cache_policy=NO_CACHE)
+def rebuild_all_ledgers(version_id: int) -> int:
+    """A new rulebook version: every lead's contributions recomputed in one set-wise statement."""
+    with get_engine(get_settings().resolved_database_url()).begin() as conn:
+        return store.rebuild_ledger(conn, version_id, None)
+
+
+@task(cache_policy=NO_CACHE)
+def all_leads() -> list[int]:
+    with get_engine(get_settings().resolved_database_url()).connect() as conn:
+        return store.all_lead_ids(conn)
+
+
+@task(cache_policy=NO_CACHE)
+def take_dirty(limit: int) -> list[tuple[int, datetime]]:
+    with get_engine(get_settings().resolved_database_url()).connect() as conn:
+        return store.dirty_leads(conn, limit)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="score-leads-{label}")
+def score_leads(rulebook: Rulebook, version_id: int, lead_ids: list[int], now: datetime, run_id: str | None,
+                rebuild: list[int], dirty: list[tuple[int, datetime]], label: str) -> ChunkOutcome:
+    engine = get_engine(get_settings().resolved_database_url())
+    return score_chunk(engine, rulebook, version_id, lead_ids, now=now, run_id=run_id, rebuild=rebuild, dirty=dirty)
+
+
+@task(cache_policy=NO_CACHE)
+def record_bookmarks(version_id: int, now: datetime, decayed_at: datetime | None) -> None:
+    with get_engine(get_settings().resolved_database_url()).begin() as conn:
+        store.set_scoring_state(conn, version_id, now, decayed_at)
+
+
+@task(cache_policy=NO_CACHE)
+def publish_lead_events(now: datetime) -> int:
+    """Emit every unpublished lead event, then mark it published. Event ids derive from (lead, kind, crossing):
+    an event emitted just before a crash is emitted again with the same id, and Prefect keeps it once."""
+    engine = get_engine(get_settings().resolved_database_url())
+    published = 0
+    while True:
+        with engine.connect() as conn:
+            pending = store.unpublished_events(conn)
+        if not pending:
+            return published
+        for event in pending:
+            payload = orjson.loads(event["payload"])
+            emit_event(
+                event=f"handoff.lead.{event['kind']}",
+                resource={"prefect.resource.id": f"handoff.lead.{event['lead_id']}",
+                          "prefect.resource.name": f"lead {event['lead_id']}"},
+                payload={**payload, "crossing": event["crossing"]},
+                id=UUID(event["event_id"]),
+                occurred=event["occurred_at"],
+            )
+        with engine.begin() as conn:
+            store.mark_published(conn, [event["id"] for event in pending], now)
+        published += len(pending)
+
+
+def summarize_stage_changes(outcome: ChunkOutcome) -> list[tuple[str, int]]:
+    return sorted(Counter(outcome.stage_changes).items(), key=lambda item: (-item[1], item[0]))
