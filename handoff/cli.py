@@ -16,8 +16,10 @@ from rich.markdown import Markdown
 app = typer.Typer(help="Handoff: move leads from marketing to sales, exactly once.", no_args_is_help=True)
 run_app = typer.Typer(help="Run a flow once, now, against the configured Prefect API.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+rules_app = typer.Typer(help="The scoring rulebook (config/scoring.yaml and config/scoring.csv).", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 app.add_typer(db_app, name="db")
+app.add_typer(rules_app, name="rules")
 # Wide enough for the run-summary tables when the output is a pipe or a CI log.
 console = Console() if sys.stdout.isatty() else Console(width=160)
 
@@ -82,6 +84,104 @@ def run_ingest(
             console.print(f"[red]{failed}[/red]")
             raise typer.Exit(1) from None
     _print_ingest(summary)
+
+
+def _run_scoring(flow_call) -> None:
+    from handoff.prefect_server import prefect_api
+
+    with prefect_api(_settings().home / "prefect"):
+        summary = flow_call()
+    console.print(Markdown(summary.markdown))
+
+
+@run_app.command("score")
+def run_score(now: Optional[str] = typer.Option(None, help="The run's clock (ISO-8601); default: now.")) -> None:
+    """Score and qualify the leads touched since the last run (and re-decay everyone when it is due)."""
+    from flows.score import score_and_qualify
+
+    _run_scoring(lambda: score_and_qualify(now=_instant(now, "--now")))
+
+
+@run_app.command("rescore")
+def run_rescore(
+    reason: str = typer.Option(..., help="Why: recorded with the run (e.g. 'pricing page now worth 20%')."),
+    now: Optional[str] = typer.Option(None, help="The run's clock (ISO-8601); default: now."),
+) -> None:
+    """Recompute every lead from the activity log with the current rulebook."""
+    from flows.score import rescore
+
+    _run_scoring(lambda: rescore(reason=reason, now=_instant(now, "--now")))
+
+
+@rules_app.command("check")
+def rules_check() -> None:
+    """Validate the rulebook and print the model it defines."""
+    from rich.table import Table
+
+    from config.loading import ConfigError
+    from config.rulebook import load_rulebook
+    from domain.rules import points_text
+
+    try:
+        rulebook = load_rulebook(_settings().rulebook_dir)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    table = Table(title=f"Scoring rules (readiness threshold {points_text(rulebook.readiness_threshold)})")
+    for column in ("action", "stage", "readiness %", "points", "cap", "repeat"):
+        table.add_column(column, justify="right" if column in ("readiness %", "points", "cap") else "left")
+    for rule in rulebook.rules:
+        table.add_row(rule.action, rule.stage.value, str(rule.readiness_pct), points_text(rule.points),
+                      points_text(rule.cap) if rule.cap is not None else "—", str(rule.repeat))
+    console.print(table)
+    decay = rulebook.decay
+    shape = (f"half-life {decay.half_life_days} days" if decay.half_life_days else
+             ", ".join(f"after {d} days keep {p}%" for d, p in decay.steps) or "none")
+    console.print(f"Decay: {shape}; floor {points_text(decay.floor)}")
+    fit = Table(title="Fit (ideal customer profile)")
+    for column in ("field", "match", "points"):
+        fit.add_column(column)
+    for rule in rulebook.fit.rules:
+        for value, points in rule.values:
+            fit.add_row(rule.field, f"= {value}", points_text(points))
+        for low, high, points in rule.ranges:
+            fit.add_row(rule.field, f"{'' if low is None else low}..{'' if high is None else high}", points_text(points))
+        for words, points in rule.keywords:
+            fit.add_row(rule.field, "has " + " / ".join(words), points_text(points))
+    console.print(fit)
+    grades = ", ".join(f"{g} from {points_text(p)}" for g, p in rulebook.fit.grade_thresholds)
+    console.print(f"Grades: {grades}, else D")
+    for rule in rulebook.fit.disqualifiers:
+        target = ", ".join(rule.email_domains) or f"{rule.field} in {', '.join(rule.values)}"
+        effect = "disqualify" if rule.effect == "disqualify" else f"grade at most {rule.max_grade}"
+        console.print(f"Disqualifier: {rule.reason} ({target}): {effect}")
+    q = rulebook.qualification
+    console.print(
+        f"MQL: score >= {points_text(rulebook.readiness_threshold)} with fit >= {q.min_fit_grade}, or at once on "
+        f"{', '.join(sorted(k.value for k in q.hand_raisers))} with fit >= {q.hand_raise_min_fit_grade}; "
+        f"re-arms below {points_text(q.rearm_below)}; cold below {points_text(q.cold_below)} after "
+        f"{points_text(q.cold_engaged_at)}"
+    )
+    console.print(f"[green]The rulebook is valid[/green] (version digest {rulebook.digest[:12]})")
+
+
+@app.command()
+def explain(email: str, as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Explain a lead's score point by point, its fit grade and its lifecycle stages."""
+    import json
+
+    from store.engine import get_engine
+    from tasks.explain import LeadNotFound, explain_lead, explanation_markdown
+
+    try:
+        data = explain_lead(get_engine(_settings().resolved_database_url()), email)
+    except LeadNotFound as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        console.print(Markdown(explanation_markdown(data)))
 
 
 def _parse_faults(values: list[str]):

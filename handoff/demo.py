@@ -60,7 +60,7 @@ def run_demo(console: Console, *, people: int, activities: int, seed: int) -> in
     end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     world = generate(
         WorldSpec(seed=seed, people=people, activities=activities, end=end,
-                  malformed_rate=0.004, duplicate_rate=0.01, late_rate=0.01, late_by_hours=2)
+                  malformed_rate=0.004, duplicate_rate=0.01, late_rate=0.2, late_by_hours=2)
     )
     faults = {tool: RequestFaults(**switches) for tool, switches in DEMO_FAULTS.items()}
     box = start_sandbox(world=world, faults=faults)
@@ -91,8 +91,13 @@ def _narrate(console: Console, box, api_url: str) -> int:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.ingest import IngestFailed, ingest
+    from flows.score import score_and_qualify
     from handoff.prefect_server import drain_prefect_clients
-    from handoff.report import lead_overview
+    from handoff.report import funnel_overview, lead_overview
+    from store.engine import get_engine
+    from store.reports import example_leads
+    from tasks.reporting import score_markdown
+    from tasks.explain import explain_lead, explanation_markdown
 
     def run(title: str) -> bool:
         console.rule(title)
@@ -110,7 +115,16 @@ def _narrate(console: Console, box, api_url: str) -> int:
         ok = run("Run 2: the same data again (exactly once: nothing new)") and ok
         box.world.advance(hours=3)
         ok = run("Run 3: three hours later (late-arriving activities picked up by the overlap window)") and ok
+        console.rule("Score and qualify")
+        scored = score_and_qualify(now=box.world.now)
+        console.print(Markdown(score_markdown(scored.model_dump(mode="json"), limit=5)))
         drain_prefect_clients()
     console.rule("The leads")
     console.print(Markdown(lead_overview()))
+    console.rule("The funnel")
+    console.print(Markdown(funnel_overview()))
+    engine = get_engine(os.environ["HANDOFF_DATABASE_URL"])
+    for why, email in example_leads(engine):
+        console.rule(f"Explained: {why}")
+        console.print(Markdown(explanation_markdown(explain_lead(engine, email))))
     return 0 if ok else 1

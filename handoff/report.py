@@ -25,3 +25,25 @@ def lead_overview() -> str:
     activities = dict(figures.activities_by_source)
     lines += [f"| {s} | {activities.get(s, 0)} | {quarantined.get(s, 0)} |" for s in sources]
     return "\n".join(lines) + "\n"
+
+
+STAGE_ORDER = ("subscriber", "lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified")
+
+
+def funnel_overview() -> str:
+    """Leads per lifecycle stage, with each funnel stage's share of the one before."""
+    from store.scoring import stage_counts
+
+    engine = get_engine(get_settings().resolved_database_url())
+    with engine.connect() as conn:
+        counts = stage_counts(conn)
+    lines = ["| stage | leads | of the stage before |", "|---|---:|---:|"]
+    previous = None
+    for stage in STAGE_ORDER:
+        n = counts.get(stage, 0)
+        funnel = stage in STAGE_ORDER[:6]
+        share = f"{100 * n / previous:.0f}%" if funnel and previous else ""
+        lines.append(f"| {stage} | {n} | {share} |")
+        if funnel:
+            previous = n or previous
+    return "\n".join(lines) + "\n"

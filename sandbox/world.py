@@ -195,12 +195,12 @@ def _make_person(index: int, rng: random.Random, spec: WorldSpec) -> Person:
 def _journey(person: Person, count: int, rng: random.Random, start: int, span: int) -> list[tuple[int, str, str | None, str | None]]:
     """A plausible sequence of `count` actions: awareness, then consideration, then maybe a hand-raise."""
     steps: list[tuple[int, str, str | None, str | None]] = []
-    t = start + rng.randrange(max(1, span // 2))
-    gap = max(600, span // (count + 1))
+    first = start + rng.randrange(max(1, span // 2))
+    # The journey's moments, spread over what is left of the span, in order.
+    moments = sorted(first + rng.randrange(max(1, start + span - first)) for _ in range(count))
     stage, registered, emails_stop, raised = 0, None, False, False
     advance = 0.25 if person.fits_icp else 0.08
-    for n in range(count):
-        t += int(rng.expovariate(1 / gap)) + 60
+    for n, t in enumerate(moments):
         if n == 0 and rng.random() < 0.5:
             steps.append((t, SUBSCRIBED, catalog.NEWSLETTER_FORM, None))
             continue

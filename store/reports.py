@@ -35,3 +35,26 @@ def store_figures(engine: Engine) -> StoreFigures:
             select(quarantine_t.c.source, func.count()).group_by(quarantine_t.c.source).order_by(quarantine_t.c.source)
         ).all()
     return StoreFigures(leads, several, [tuple(r) for r in by_type], [tuple(r) for r in by_source], [tuple(r) for r in quarantined])
+
+
+def example_leads(engine: Engine) -> list[tuple[str, str]]:
+    """Leads worth explaining in a demo: (why, e-mail) for the best-scored MQL, a lead that lost points to an
+    unsubscribe or bounce, and a disqualified one."""
+    queries = [
+        ("the highest-scoring MQL",
+         "SELECT l.email FROM lead_state s JOIN lead l ON l.id = s.lead_id WHERE s.stage = 'mql' AND l.email IS NOT NULL "
+         "ORDER BY s.score DESC, l.id LIMIT 1"),
+        ("a lead that lost points",
+         "SELECT l.email FROM score_ledger g JOIN lead l ON l.id = g.lead_id JOIN lead_state s ON s.lead_id = l.id "
+         "WHERE g.points < 0 AND l.email IS NOT NULL ORDER BY s.score DESC, l.id LIMIT 1"),
+        ("a disqualified lead",
+         "SELECT l.email FROM lead_state s JOIN lead l ON l.id = s.lead_id WHERE s.stage = 'disqualified' "
+         "AND l.email IS NOT NULL ORDER BY s.score DESC, l.id LIMIT 1"),
+    ]
+    found = []
+    with engine.connect() as conn:
+        for why, sql in queries:
+            email = conn.exec_driver_sql(sql).scalar()
+            if email:
+                found.append((why, email))
+    return found

@@ -188,7 +188,7 @@ def test_an_incremental_run_with_nothing_new_sets_no_checkpoint(sandbox_factory)
 
 
 def test_late_arrivals_appear_once_the_clock_passes_them(sandbox_factory):
-    box = start(sandbox_factory, WorldSpec(people=60, activities=600, late_rate=0.3, late_by_hours=2))
+    box = start(sandbox_factory, WorldSpec(people=60, activities=600, weeks=1, late_rate=0.3, late_by_hours=6))
     world = box.world
     since = world.now - timedelta(hours=24)
     late = {standin.native_id(e) for e in world.events
@@ -196,7 +196,7 @@ def test_late_arrivals_appear_once_the_clock_passes_them(sandbox_factory):
     assert late, "the world should hold late events"
     first = by_id(fetch(connector(box), since))
     assert not late & set(first)
-    world.advance(3)
+    world.advance(7)
     second = by_id(fetch(connector(box), since))
     assert late <= set(second) and set(first) <= set(second)
 

@@ -90,7 +90,7 @@ def test_each_request_fault_is_survived_with_nothing_lost_or_duplicated(
 def test_late_activities_show_up_in_the_next_run_through_the_overlap_window(
     prefect_server, handoff_env, engine, sandbox_factory
 ):
-    box = sandbox_factory(WorldSpec(seed=3, people=120, activities=1500, late_rate=0.05, late_by_hours=2))
+    box = sandbox_factory(WorldSpec(seed=3, people=120, activities=1500, weeks=1, late_rate=0.3, late_by_hours=2))
     handoff_env(box.env, FAST)
     ingest(now=box.world.now)
     hidden = sum(1 for e in box.world.events if e.available_ts > box.world.clock)

@@ -175,7 +175,7 @@ def test_pages_carry_a_checkpoint_that_never_goes_back_and_ends_at_the_newest_ac
 
 
 def test_late_arrivals_appear_once_the_clock_passes_them_when_fetching_since_before_them(sandbox_factory):
-    world = generate(WorldSpec(people=60, activities=800, late_rate=0.3, late_by_hours=6))
+    world = generate(WorldSpec(people=60, activities=800, weeks=1, late_rate=0.3, late_by_hours=6))
     delayed = [e for e in world.events if e.tool == "marketo" and e.available_ts > e.ts]
     world.clock = delayed[len(delayed) // 2].ts + 60  # mid-history: that activity happened but has not arrived
     box = sandbox_factory(world=world, tools=("marketo",))

@@ -247,7 +247,7 @@ def test_duplicates_are_served_twice_and_yield_each_external_id_with_one_content
 
 
 def test_late_arrivals_appear_once_the_clock_passes_them_when_fetching_since_before_them(sandbox_factory):
-    box = start(sandbox_factory, WorldSpec(people=60, activities=600, late_rate=0.15, late_by_hours=2))
+    box = start(sandbox_factory, WorldSpec(people=60, activities=600, weeks=1, late_rate=0.3, late_by_hours=6))
     hidden = [e for e in box.world.events if e.tool == "mautic" and e.available_ts > box.world.clock]
     assert hidden
     since = min(e.occurred_at for e in hidden) - timedelta(minutes=5)
@@ -255,7 +255,7 @@ def test_late_arrivals_appear_once_the_clock_passes_them_when_fetching_since_bef
     before = by_event(fetch(connector(box), since=since))
     assert not {e.id for e in hidden} & set(before)
 
-    box.world.advance(hours=3)
+    box.world.advance(hours=7)
     after = fetch(connector(box), since=since)
     assert {e.id for e in hidden} <= set(by_event(after))
     assert_matches_the_world(box, after, [e for e in box.world.expected("mautic")[0] if e.occurred_at >= since])

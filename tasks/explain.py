@@ -1,0 +1,98 @@
+"""One lead explained: its score contribution by contribution (adding up exactly), its fit and its stages,
+under the rulebook version that scored it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+
+from domain.explain import explain_score, fit_dict
+from domain.fit import assess_fit
+from domain.rules import points_text
+from domain.versions import rulebook_from_plain
+from store import scoring as store
+from store.tables import RulebookVersion
+from tasks.scoring import entries_of
+
+
+class LeadNotFound(LookupError):
+    pass
+
+
+def explain_lead(engine, email: str) -> dict[str, Any]:
+    """Everything `handoff explain` shows, as plain data (the `--json` output)."""
+    from domain.activity import normalize_email
+
+    address = normalize_email(email)
+    if address is None:
+        raise LeadNotFound(f"{email!r} is not an e-mail address")
+    with engine.connect() as conn:
+        lead_id = store.lead_by_email(conn, address)
+        if lead_id is None:
+            raise LeadNotFound(f"no lead with the e-mail {address}")
+        state = store.lead_state_row(conn, lead_id)
+        profile = store.lead_profiles(conn, [lead_id]).get(lead_id, {})
+        history = store.stage_history(conn, lead_id)
+        if state is None:
+            return {"lead_id": lead_id, "email": address, "scored": False, "profile": profile, "stages": []}
+        version = conn.execute(select(RulebookVersion.__table__).where(RulebookVersion.__table__.c.id == state["version_id"])).mappings().one()
+        rulebook = rulebook_from_plain(json.loads(version["rules"]))
+        lines = store.ledger_lines(conn, [lead_id]).get(lead_id, [])
+    explanation = explain_score(entries_of(lines), rulebook.decay, state["scored_at"])
+    fit = assess_fit(profile, address, rulebook.fit)
+    return {
+        "lead_id": lead_id,
+        "email": address,
+        "scored": True,
+        "stage": state["stage"],
+        "stage_since": state["stage_changed_at"].isoformat(),
+        "score": points_text(state["score"]),
+        "score_as_of": state["scored_at"].isoformat(),
+        "explained_total": points_text(explanation.total),
+        "readiness_threshold": points_text(rulebook.readiness_threshold),
+        "rulebook_version": state["version_id"],
+        "cold": bool(state["cold"]),
+        "mql_armed": bool(state["mql_armed"]),
+        "contributions": [line.as_dict() for line in explanation.lines],
+        "floor_adjustment": points_text(explanation.floor_adjustment),
+        "fit": fit_dict(fit),
+        "profile": {k: v for k, v in profile.items() if k != "email"},
+        "stages": [{"at": h["changed_at"].isoformat(), "from": h["from_stage"], "to": h["to_stage"], "reason": h["reason"]}
+                   for h in history],
+    }
+
+
+def explanation_markdown(data: dict[str, Any]) -> str:
+    if not data["scored"]:
+        return f"**{data['email']}** (lead {data['lead_id']}) has not been scored yet: run `handoff run score`.\n"
+    lines = [
+        f"## {data['email']} (lead {data['lead_id']})",
+        "",
+        f"**{data['stage'].upper()}** since {data['stage_since'][:16]} · score **{data['score']}** of "
+        f"{data['readiness_threshold']} as of {data['score_as_of'][:16]} · fit **{data['fit']['grade']}** "
+        f"({data['fit']['points']} points) · rulebook version {data['rulebook_version']}"
+        + (" · cold" if data["cold"] else ""),
+        "",
+        "| when | action | what | earned | age (days) | points now |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for c in data["contributions"]:
+        what = " / ".join(x for x in (c["asset"], c["campaign"]) if x) or "—"
+        lines.append(f"| {c['occurred_at'][:16]} | {c['action']} | {what.replace('|', '/')} | {c['earned']} | "
+                     f"{c['age_days']} | {c['points']} |")
+    if data["floor_adjustment"] != "0":
+        lines.append(f"| | score floor | | | | {data['floor_adjustment']} |")
+    lines.append(f"| | **total** | | | | **{data['explained_total']}** |")
+    fit = data["fit"]
+    lines += ["", "| fit field | value | points |", "|---|---|---:|"]
+    lines += [f"| {f['field']} | {f['value']} | {f['points']} |" for f in fit["lines"]]
+    if fit["disqualified"]:
+        lines.append(f"| disqualified | {fit['disqualified']} | |")
+    if fit["capped_by"]:
+        lines.append(f"| grade capped | {fit['capped_by']} | |")
+    if data["stages"]:
+        lines += ["", "| stage change | from | to | why |", "|---|---|---|---|"]
+        lines += [f"| {s['at'][:16]} | {s['from'] or '—'} | {s['to']} | {s['reason']} |" for s in data["stages"]]
+    return "\n".join(lines) + "\n"
