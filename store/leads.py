@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterable
 
@@ -58,11 +59,18 @@ def _create(conn: Connection, new_leads: list[NewLead], now: datetime) -> dict[i
     return created
 
 
+@dataclass(frozen=True)
+class Resolution:
+    lead_of: Callable[[Identity], int | None]
+    created: int
+    touched: set[int]
+
+
 def resolve_leads(
     conn: Connection, identities: list[Identity], people: Iterable[PersonRecord], now: datetime
-) -> tuple[Callable[[Identity], int | None], int]:
-    """Make every identity resolve to one stored lead; returns the lookup and how many leads were created.
-    Runs inside the caller's transaction."""
+) -> Resolution:
+    """Make every identity resolve to one stored lead; returns the lookup, how many leads were created and
+    which leads changed. Runs inside the caller's transaction."""
     identities = list(dict.fromkeys(identities))  # a person named by many activities is resolved once
     lead_by_email, lead_by_contact, email_of_lead = _existing(conn, identities)
     plan = plan_resolution(identities, lead_by_email, lead_by_contact, email_of_lead)
@@ -90,7 +98,7 @@ def resolve_leads(
         links = sorted((s, c, lead_id(ref)) for (s, c), ref in plan.links.items())
         insert_rows(conn, contact_t, ("source", "contact_id", "lead_id"), links, conflict=("source", "contact_id"),
                     on_conflict="DO UPDATE SET lead_id = excluded.lead_id WHERE {table}.lead_id <> excluded.lead_id")
-    _update_fields(conn, plan, people, lead_id, now)
+    changed = _update_fields(conn, plan, people, lead_id, now)
 
     resolved: dict[Identity, int | None] = {}
 
@@ -100,10 +108,12 @@ def resolve_leads(
             resolved[identity] = None if ref is None else lead_id(ref)
         return resolved[identity]
 
-    return lookup, len(created)
+    # Leads whose scoring inputs changed here: new ones, those whose fields changed, those that absorbed a merge.
+    touched = set(created.values()) | changed | set(plan.merges.values())
+    return Resolution(lookup, len(created), touched)
 
 
-def _update_fields(conn: Connection, plan, people: Iterable[PersonRecord], lead_id, now: datetime) -> None:
+def _update_fields(conn: Connection, plan, people: Iterable[PersonRecord], lead_id, now: datetime) -> set[int]:
     """Latest non-empty value wins, field by field, set-wise from staged rows; a lead whose fields are already
     so is not written. Rows go in lead-id order so concurrent batches lock them alike and cannot deadlock."""
     merged: dict[int, dict] = {}
@@ -113,7 +123,7 @@ def _update_fields(conn: Connection, plan, people: Iterable[PersonRecord], lead_
         if ref is not None and fields:
             merged.setdefault(lead_id(ref), {}).update(fields)
     if not merged:
-        return
+        return set()
     stamp = db_time(conn)(now)
     rows = [(lid, *(fields.get(name) for name in PERSON_FIELDS), stamp) for lid, fields in sorted(merged.items())]
     staged = stage(conn, lead_t, ("id", *PERSON_FIELDS, "updated_at"), rows)
@@ -122,6 +132,8 @@ def _update_fields(conn: Connection, plan, people: Iterable[PersonRecord], lead_
     if conn.dialect.name == "sqlite":
         changed = changed.replace("IS DISTINCT FROM", "IS NOT")
     assignments = ", ".join(f"{name} = {value[name]}" for name in PERSON_FIELDS)
-    conn.exec_driver_sql(
-        f"UPDATE lead SET {assignments}, updated_at = s.updated_at FROM {staged} AS s WHERE lead.id = s.id AND ({changed})"
+    updated = conn.exec_driver_sql(
+        f"UPDATE lead SET {assignments}, updated_at = s.updated_at FROM {staged} AS s WHERE lead.id = s.id AND ({changed}) "
+        "RETURNING lead.id"
     )
+    return {row[0] for row in updated}

@@ -31,7 +31,6 @@ from store.tables import (
     StageChange,
 )
 
-EVENT_NAMESPACE = uuid.UUID("6f1d2c0e-6c1b-4f7e-9a53-3b1f0d1f3a11")  # event ids derive from (lead, kind, crossing)
 HANDOFF_QUEUES = ("routing", "crm_sync")
 
 version_t, rule_t, decay_t = RulebookVersion.__table__, ScoreRule.__table__, DecayFactor.__table__
@@ -260,10 +259,6 @@ def load_states(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadStat
     return states
 
 
-def event_id(lead_id: int, kind: str, crossing: int) -> str:
-    return str(uuid.uuid5(EVENT_NAMESPACE, f"{lead_id}:{kind}:{crossing}"))
-
-
 def save_qualifications(
     conn: Connection,
     results: dict[int, Qualification],
@@ -292,7 +287,8 @@ def save_qualifications(
         conn.execute(change_t.insert(), [dict(zip(("lead_id", "changed_at", "from_stage", "to_stage", "reason",
                                                    "version_id", "run_id"), (c[0], now, *c[2:]))) for c in changes])
     events = [
-        {"event_id": event_id(lead_id, t.kind, t.crossing), "lead_id": lead_id, "kind": t.kind, "crossing": t.crossing,
+        # A fresh id, kept in the outbox: a re-emission after a crash reuses it, and Prefect stores it once.
+        {"event_id": str(uuid.uuid4()), "lead_id": lead_id, "kind": t.kind, "crossing": t.crossing,
          "occurred_at": now, "run_id": run_id,
          "payload": json.dumps({"reason": t.reason, **((payloads or {}).get(lead_id) or {})}, sort_keys=True)}
         for lead_id, q in sorted(results.items()) for t in q.triggers

@@ -183,8 +183,8 @@ def record_bookmarks(version_id: int, now: datetime, decayed_at: datetime | None
 
 @task(cache_policy=NO_CACHE)
 def publish_lead_events(now: datetime) -> int:
-    """Emit every unpublished lead event, then mark it published. Event ids derive from (lead, kind, crossing):
-    an event emitted just before a crash is emitted again with the same id, and Prefect keeps it once."""
+    """Emit every unpublished lead event, then mark it published. Each event's id was stored with it in the
+    outbox: an event emitted just before a crash is emitted again with the same id, and Prefect keeps it once."""
     engine = get_engine(get_settings().resolved_database_url())
     published = 0
     while True:

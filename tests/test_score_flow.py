@@ -1,0 +1,171 @@
+"""The score-and-qualify and rescore flows end to end: stand-ins -> ingest -> scores, stages, events."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import timedelta
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from config.settings import CONFIG_DIR
+from flows.ingest import ingest
+from flows.score import rescore, score_and_qualify
+from handoff.prefect_server import drain_prefect_clients
+from sandbox.world import WorldSpec
+from store.tables import HandoffQueue, LeadEvent, LeadState, StageChange
+from tasks.explain import explain_lead
+from tests.flow_support import FAST, lead_emails
+
+pytestmark = pytest.mark.slow
+
+WORLD = WorldSpec(seed=17, people=300, activities=4000, weeks=6)
+
+
+def count(engine, table, *where) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table.__table__).where(*where)).scalar_one()
+
+
+def ingested(box, handoff_env, **env):
+    handoff_env(box.env, FAST, HANDOFF_FETCH_IN_SUBPROCESS="false", **env)
+    ingest(now=box.world.now)
+
+
+def mql_events(api_url: str, event_ids: set[str]) -> list[dict]:
+    """The handoff.lead.mql events the Prefect server stored, page by page (it writes events asynchronously,
+    so wait until every expected event is there)."""
+    drain_prefect_clients()
+    body = {"filter": {"event": {"prefix": ["handoff.lead.mql"]},
+                       "occurred": {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}},
+            "limit": 50}
+    seen: list[dict] = []
+    for _ in range(40):
+        page = requests.post(f"{api_url}/events/filter", json=body, timeout=10).json()
+        seen = list(page["events"])
+        while page.get("next_page"):
+            page = requests.get(page["next_page"], timeout=10).json()
+            seen += page["events"]
+        if {e["id"] for e in seen} >= event_ids:
+            break
+        time.sleep(0.25)
+    return seen
+
+
+def _lead_of(event: dict) -> int:
+    return int(event["resource"]["prefect.resource.id"].rsplit(".", 1)[1])
+
+
+def test_scoring_qualifies_leads_explains_every_score_exactly_and_a_second_run_finds_nothing_to_do(
+    prefect_server, handoff_env, engine, sandbox_factory
+):
+    box = sandbox_factory(WORLD)
+    ingested(box, handoff_env)
+    first = score_and_qualify(now=box.world.now)
+
+    assert first.mode == "rescore" and first.reason == "first scoring run"
+    assert first.outcome.leads == len(lead_emails(engine)) == count(engine, LeadState)
+    mqls = count(engine, LeadState, LeadState.__table__.c.stage == "mql")
+    assert mqls == len(first.outcome.new_mqls) > 0
+    # Each MQL queued once for routing and once for CRM sync, with one outbox event, published.
+    assert count(engine, LeadEvent) == mqls == count(engine, LeadEvent, LeadEvent.__table__.c.published_at.isnot(None))
+    assert count(engine, HandoffQueue, HandoffQueue.__table__.c.queue == "routing") == mqls
+    assert count(engine, HandoffQueue, HandoffQueue.__table__.c.queue == "crm_sync") == mqls
+
+    for email in lead_emails(engine):
+        explained = explain_lead(engine, email)
+        assert explained["explained_total"] == explained["score"], email
+
+    changes = count(engine, StageChange)
+    second = score_and_qualify(now=box.world.now)
+    assert second.mode == "incremental" and second.outcome.leads == 0
+    assert count(engine, StageChange) == changes and count(engine, LeadEvent) == mqls
+
+
+def test_new_activities_rescore_only_the_leads_they_touch(prefect_server, handoff_env, engine, sandbox_factory):
+    box = sandbox_factory(WorldSpec(seed=4, people=200, activities=2500, weeks=1, late_rate=0.4, late_by_hours=3))
+    ingested(box, handoff_env)
+    score_and_qualify(now=box.world.now)
+    hidden = {e.person for e in box.world.events if e.available_ts > box.world.clock and not e.malformed}
+    assert hidden
+
+    box.world.advance(hours=4)
+    ingest(now=box.world.now)
+    later = score_and_qualify(now=box.world.now)
+
+    assert later.mode == "incremental"
+    assert later.outcome.leads == len(hidden)  # the people with late activities, and no one else
+
+
+def test_a_run_that_fails_after_emitting_is_retried_without_a_second_event_or_routing(
+    prefect_server, handoff_env, engine, sandbox_factory, monkeypatch
+):
+    import store.scoring
+
+    box = sandbox_factory(WORLD)
+    ingested(box, handoff_env)
+    real = store.scoring.mark_published
+    calls = {"n": 0}
+
+    def crash_once(conn, ids, now):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("the database went away after the events were emitted")
+        return real(conn, ids, now)
+
+    monkeypatch.setattr(store.scoring, "mark_published", crash_once)
+    summary = score_and_qualify.with_options(retries=1, retry_delay_seconds=0)(now=box.world.now)
+
+    assert calls["n"] == 2  # the first attempt failed after emitting; the retry finished
+    outbox = {row.event_id: row.lead_id for row in _rows(engine, LeadEvent)}
+    assert outbox and summary.events_published == len(outbox)
+    mql_leads = set(outbox.values())
+    events = [e for e in mql_events(prefect_server.api_url, set(outbox)) if e["id"] in outbox]
+    assert sorted(_lead_of(e) for e in events) == sorted(mql_leads)  # once each, though emitted twice
+    mql_leads = set(outbox.values())
+    routing = [row.lead_id for row in _rows(engine, HandoffQueue) if row.queue == "routing"]
+    assert sorted(routing) == sorted(mql_leads)
+
+
+def _rows(engine, table):
+    with engine.connect() as conn:
+        return conn.execute(select(table.__table__)).all()
+
+
+def test_a_rulebook_change_rescores_everyone_predictably_and_rescoring_again_changes_nothing(
+    prefect_server, handoff_env, engine, sandbox_factory, tmp_path
+):
+    box = sandbox_factory(WORLD)
+    rules = tmp_path / "rules"
+    shutil.copytree(CONFIG_DIR, rules, ignore=shutil.ignore_patterns("*.py", "__pycache__", "sources.yaml"))
+    ingested(box, handoff_env, HANDOFF_RULEBOOK_DIR=str(rules))
+    before = score_and_qualify(now=box.world.now)
+
+    csv = rules / "scoring.csv"
+    csv.write_text(csv.read_text().replace("page_view:/pricing,decision,15,30,1/day", "page_view:/pricing,decision,40,80,1/day"))
+    changed = score_and_qualify(now=box.world.now)
+    assert changed.mode == "rescore" and changed.reason == f"rulebook changed: version {before.version_id} -> {changed.version_id}"
+    assert changed.outcome.score_changed > 0
+    assert changed.outcome.leads == before.outcome.leads
+
+    again = rescore(reason="check that a rescore is idempotent", now=box.world.now)
+    assert again.mode == "rescore" and again.outcome.score_changed == 0 and again.outcome.stage_changes == {}
+    assert again.version_id == changed.version_id
+
+
+def test_the_daily_decay_pass_lowers_scores_of_leads_nobody_touched(prefect_server, handoff_env, engine, sandbox_factory):
+    box = sandbox_factory(WORLD)
+    ingested(box, handoff_env)
+    score_and_qualify(now=box.world.now)
+    with engine.connect() as conn:
+        before = dict(conn.execute(select(LeadState.__table__.c.lead_id, LeadState.__table__.c.score)).all())
+
+    later = score_and_qualify(now=box.world.now + timedelta(days=10))
+
+    assert later.mode == "decay" and later.outcome.leads == len(before)
+    with engine.connect() as conn:
+        after = dict(conn.execute(select(LeadState.__table__.c.lead_id, LeadState.__table__.c.score)).all())
+    assert all(after[lead] <= before[lead] for lead in before)
+    assert sum(after.values()) < sum(before.values())
