@@ -31,7 +31,7 @@ def test_every_entrypoint_names_a_prefect_flow_in_flows():
 
 
 @pytest.mark.slow
-def test_prefect_deploys_the_file_with_a_five_minute_schedule_and_one_run_at_a_time(prefect_server):
+def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_and_a_manual_rescore(prefect_server):
     from prefect import get_client
 
     env = {**os.environ, "PREFECT_API_URL": prefect_server.api_url, "HANDOFF_PROJECT_DIR": str(ROOT)}
@@ -43,10 +43,14 @@ def test_prefect_deploys_the_file_with_a_five_minute_schedule_and_one_run_at_a_t
     assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
 
     with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name("ingest/ingest-every-5-minutes")
-    assert deployment.entrypoint == "flows/ingest.py:ingest"
-    [schedule] = deployment.schedules
-    assert schedule.active and schedule.schedule.interval == timedelta(minutes=5)
-    assert deployment.global_concurrency_limit.limit == 1
-    assert deployment.concurrency_options.collision_strategy == "CANCEL_NEW"
-    assert deployment.work_pool_name == "handoff"
+        ingest = client.read_deployment_by_name("ingest/ingest-every-5-minutes")
+        score = client.read_deployment_by_name("score-and-qualify/score-every-5-minutes")
+        rescore = client.read_deployment_by_name("rescore/rescore")
+    assert ingest.entrypoint == "flows/ingest.py:ingest"
+    for scheduled in (ingest, score):
+        [schedule] = scheduled.schedules
+        assert schedule.active and schedule.schedule.interval == timedelta(minutes=5)
+        assert scheduled.global_concurrency_limit.limit == 1
+        assert scheduled.concurrency_options.collision_strategy == "CANCEL_NEW"
+        assert scheduled.work_pool_name == "handoff"
+    assert rescore.schedules == [] and rescore.parameter_openapi_schema["required"] == ["reason"]
