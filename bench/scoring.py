@@ -1,0 +1,195 @@
+"""Scoring benchmark: a full rescore of 1,000,000 activities for 100,000 leads and incremental runs after
+1,000 and 10,000 new activities, on SQLite and PostgreSQL, beside the bare SQL `SUM(points) GROUP BY lead`
+over the same ledger rows (the ceiling).
+
+    python -m bench.scoring [--leads 100000] [--activities 1000000] [--databases sqlite,postgresql]
+
+The flows run for real against a local Prefect server; the database is loaded directly (bulk inserts), then
+new activities arrive through the ingest write path, which marks their leads for scoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_ADMIN = os.environ.get("HANDOFF_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+NOW = datetime(2026, 11, 2, tzinfo=timezone.utc)
+
+# (type, assets, weight): roughly the mix the synthetic world produces
+MIX = [
+    ("page_view", ["/", "/blog/lead-scoring-101", "/product", "/pricing", "/pricing/enterprise", "/security", "/customers"], 40),
+    ("email_open", ["Welcome to the newsletter", "November release notes", "Join Pipeline Alignment Live"], 25),
+    ("email_click", ["Welcome to the newsletter", "November release notes"], 11),
+    ("whitepaper_download", ["State of RevOps 2026", "Lead Scoring Playbook", "SLA Benchmarks Report"], 8),
+    ("newsletter_signup", ["Newsletter Signup"], 5),
+    ("webinar_registration", ["Pipeline Alignment Live", "RevOps Office Hours"], 4),
+    ("webinar_attended", ["Pipeline Alignment Live", "RevOps Office Hours"], 2),
+    ("unsubscribe", ["November release notes"], 1),
+    ("email_bounce", ["November release notes"], 1),
+    ("demo_request", ["Demo Request"], 1),
+    ("trial_signup", ["Free Trial Signup"], 1),
+    ("contact_sales", ["Contact Sales"], 1),
+]
+INDUSTRIES = ["Software", "Financial Services", "Retail", "Education", "Government", "Professional Services"]
+TITLES = ["VP of Sales", "Head of Revenue Operations", "Marketing Operations Manager", "Student", "Consultant"]
+
+
+def fresh_database(kind: str, workdir: Path) -> str:
+    from store.migrate import upgrade
+
+    if kind == "sqlite":
+        url = f"sqlite:///{workdir / 'scoring.db'}"
+    else:
+        admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("DROP DATABASE IF EXISTS handoff_bench_scoring WITH (FORCE)"))
+            conn.execute(text("CREATE DATABASE handoff_bench_scoring"))
+        url = admin.url.set(database="handoff_bench_scoring").render_as_string(hide_password=False)
+        admin.dispose()
+    upgrade(url)
+    return url
+
+
+def load(url: str, leads: int, activities: int, seed: int) -> None:
+    """Leads with firmographics and a history of activities over eight weeks, bulk-inserted."""
+    from store.bulk import db_time, insert_rows
+    from store.engine import make_engine
+    from store.tables import Activity, Lead
+
+    rng = random.Random(seed)
+    engine = make_engine(url)
+    kinds = [(kind, assets) for kind, assets, weight in MIX for _ in range(weight)]
+    span = int(timedelta(weeks=8).total_seconds())
+    with engine.begin() as conn:
+        at = db_time(conn)
+        stamp = at(NOW)
+        insert_rows(conn, Lead.__table__, ("email", "company", "title", "industry", "company_size", "country",
+                                           "created_at", "updated_at"),
+                    [(f"person{i}@company{i % 5000}.example", f"Company {i % 5000}", rng.choice(TITLES),
+                      rng.choice(INDUSTRIES), rng.choice([5, 40, 250, 1500]), rng.choice(["US", "DE", "BR"]), stamp, stamp)
+                     for i in range(leads)], conflict=("email",))
+        rows = []
+        for n in range(activities):
+            kind, assets = rng.choice(kinds)
+            rows.append(("bench", f"a{n}", 1 + rng.randrange(leads), kind, rng.choice(assets), None,
+                         at(NOW - timedelta(seconds=rng.randrange(span))), stamp, "{}"))
+            if len(rows) == 50_000:
+                insert_rows(conn, Activity.__table__, _COLUMNS, rows, conflict=("source", "external_id"))
+                rows = []
+        insert_rows(conn, Activity.__table__, _COLUMNS, rows, conflict=("source", "external_id"))
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE")
+    engine.dispose()
+
+
+_COLUMNS = ("source", "external_id", "lead_id", "type", "asset", "campaign", "occurred_at", "ingested_at", "raw")
+
+
+def new_activities(url: str, count: int, leads: int, seed: int, when: datetime) -> None:
+    """New activities through the ingest write path (which marks their leads for scoring)."""
+    from domain.activity import build_activity
+    from store.engine import make_engine
+    from store.ingest import write_batch
+
+    rng = random.Random(seed)
+    kinds = [(kind, assets) for kind, assets, weight in MIX for _ in range(weight)]
+    records = []
+    for n in range(count):
+        kind, assets = rng.choice(kinds)
+        lead = 1 + rng.randrange(leads)
+        records.append(build_activity(source="bench-new", external_id=f"n{seed}-{n}", type_name=kind,
+                                      occurred_at=when - timedelta(minutes=rng.randrange(600)), raw={},
+                                      email=f"person{lead - 1}@company{(lead - 1) % 5000}.example", asset=rng.choice(assets)))
+    engine = make_engine(url)
+    for start in range(0, count, 5000):
+        write_batch(engine, source="bench-new", activities=records[start:start + 5000], people=[], rejections=[],
+                    checkpoint=None, now=when)
+    engine.dispose()
+
+
+def ceiling(url: str) -> tuple[float, int]:
+    from store.engine import make_engine
+    from store.scoring import ledger_sum
+
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        started = time.perf_counter()
+        sums = ledger_sum(conn)
+        seconds = time.perf_counter() - started
+        rows = conn.exec_driver_sql("SELECT COUNT(*) FROM score_ledger").scalar_one()
+    engine.dispose()
+    return seconds, rows if sums else 0
+
+
+def timed(call) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = call()
+    return time.perf_counter() - started, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leads", type=int, default=100_000)
+    parser.add_argument("--activities", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    args = parser.parse_args()
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_LEVEL, temporary_settings
+
+    from config.settings import get_settings
+    from handoff.prefect_server import LocalPrefectServer, drain_prefect_clients
+
+    workdir = Path(tempfile.mkdtemp(prefix="handoff-bench-scoring-"))
+    server = LocalPrefectServer(workdir / "prefect").start()
+    figures = []
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_LOGGING_LEVEL: "WARNING"}):
+            from flows.score import rescore, score_and_qualify
+
+            for kind in [d.strip() for d in args.databases.split(",") if d.strip()]:
+                url = fresh_database(kind, workdir)
+                os.environ["HANDOFF_DATABASE_URL"] = url
+                get_settings.cache_clear()
+                print(f"{kind}: loading {args.leads:,} leads and {args.activities:,} activities ...", flush=True)
+                load_seconds, _ = timed(lambda: load(url, args.leads, args.activities, args.seed))
+                first, _ = timed(lambda: score_and_qualify(now=NOW))  # the first run scores everyone
+                full, summary = timed(lambda: rescore(reason="benchmark", now=NOW))
+                ceiling_seconds, ledger_rows = ceiling(url)
+                row = {"database": kind, "load": load_seconds, "first": first, "rescore": full,
+                       "ledger_rows": ledger_rows, "ceiling": ceiling_seconds, "leads": summary.outcome.leads}
+                for count, seed in ((1_000, 101), (10_000, 102)):
+                    when = NOW + timedelta(hours=1 + count // 1000)
+                    new_activities(url, count, args.leads, seed, when)
+                    seconds, incremental = timed(lambda: score_and_qualify(now=when))
+                    row[f"incremental_{count}"] = seconds
+                    row[f"incremental_{count}_leads"] = incremental.outcome.leads
+                figures.append(row)
+                print(f"  {row}", flush=True)
+            drain_prefect_clients()
+    finally:
+        server.stop()
+
+    print()
+    print(f"{'database':10} {'ledger rows':>11} {'ceiling s':>9} {'rescore s':>9} {'x ceiling':>9} "
+          f"{'+1k new: s (leads)':>19} {'+10k new: s (leads)':>20}")
+    for r in figures:
+        print(f"{r['database']:10} {r['ledger_rows']:>11,} {r['ceiling']:>9.2f} {r['rescore']:>9.1f} "
+              f"{r['rescore'] / r['ceiling']:>8.1f}x {r['incremental_1000']:>10.2f} ({r['incremental_1000_leads']:>5}) "
+              f"{r['incremental_10000']:>11.2f} ({r['incremental_10000_leads']:>5})")
+    print("\nrescore = the rescore flow (every ledger rebuilt, every lead re-scored, qualified and saved);"
+          " ceiling = SELECT lead_id, SUM(points) FROM score_ledger GROUP BY lead_id.")
+
+
+if __name__ == "__main__":
+    main()
