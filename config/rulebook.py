@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import io
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from config.loading import ConfigError, read_yaml, where
+import yaml
+
+from config.loading import ConfigError, LineDict, _LineLoader, where
 from domain.activity import PERSON_FIELDS, ActivityType
 from domain.rules import (
     GRADES,
@@ -29,6 +32,59 @@ CSV_COLUMNS = ("action", "stage", "readiness_pct")
 OPTIONAL_COLUMNS = ("cap", "repeat")
 _PER_DAY = re.compile(r"^(\d+)\s*/\s*day$", re.IGNORECASE)
 FIT_FIELDS = tuple(name for name in PERSON_FIELDS if name not in ("first_name", "last_name"))
+
+
+class _KeyLineLoader(_LineLoader):
+    """Also remembers the line of every key, so an error points at the setting itself, not at its section."""
+
+
+def _construct_keyed_mapping(loader: _KeyLineLoader, node: yaml.MappingNode) -> LineDict:
+    mapping = LineDict(yaml.SafeLoader.construct_mapping(loader, node, deep=True), line=node.start_mark.line + 1)
+    mapping.key_lines = {loader.construct_object(key, deep=True): key.start_mark.line + 1 for key, _ in node.value}
+    return mapping
+
+
+_KeyLineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_keyed_mapping)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}:{_line_of_byte(path.read_bytes(), exc.start)}: not UTF-8 text") from None
+    try:
+        return yaml.load(text, Loader=_KeyLineLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML: {problem}") from None
+
+
+def _line_of_byte(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _at(path: Path, node: Any, key: Any) -> str:
+    """`file:line` of a key of a YAML mapping (of the mapping when the key is absent)."""
+    line = getattr(node, "key_lines", {}).get(key) or getattr(node, "line", None)
+    return f"{path}:{line}" if line else str(path)
+
+
+def _known(node: dict, keys: tuple[str, ...], path: Path, what: str) -> None:
+    for key in node:
+        if key not in keys:
+            raise ConfigError(f"{_at(path, node, key)}: unknown setting {key!r} in {what} (known: {', '.join(keys)})")
+
+
+def _list(node: Any, key: str, path: Path, what: str) -> list:
+    value = node.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{_at(path, node, key)}: {what} must be a list, not {value!r}")
+    return value
 
 
 def _decimal(value: Any, place: str, what: str) -> Decimal:
@@ -55,10 +111,14 @@ def _repeat(text: str, place: str) -> Repeat:
 
 def load_scoring_csv(path: Path, threshold: Decimal) -> tuple[ScoringRule, ...]:
     try:
-        handle = path.open(newline="", encoding="utf-8-sig")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    with handle:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}:{_line_of_byte(data, exc.start)}: not UTF-8 text (save the sheet as CSV UTF-8)") from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         names = [h.strip().lower() for h in header or []]
@@ -66,7 +126,7 @@ def load_scoring_csv(path: Path, threshold: Decimal) -> tuple[ScoringRule, ...]:
             raise ConfigError(f"{path}:1: the header must be {','.join(CSV_COLUMNS)} (optionally then cap, repeat), "
                               f"not {','.join(names) or 'empty'}")
         rules: list[ScoringRule] = []
-        seen: dict[str, int] = {}
+        seen: dict[tuple[str, str | None], int] = {}
         for row in reader:
             line = reader.line_num
             if not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
@@ -76,7 +136,8 @@ def load_scoring_csv(path: Path, threshold: Decimal) -> tuple[ScoringRule, ...]:
                 raise ConfigError(f"{place}: {len(row)} columns, the header has {len(names)}")
             cells = dict(zip(names, (cell.strip() for cell in row)))
             rules.append(_rule(cells, place, line, threshold))
-            key = rules[-1].action.lower()
+            # What a rule matches, not how it is spelled: "type:asset" and "type: asset" are the same rule.
+            key = (rules[-1].type.value, rules[-1].asset.lower() if rules[-1].asset else None)
             if key in seen:
                 raise ConfigError(f"{place}: action {rules[-1].action!r} is already scored on line {seen[key]}")
             seen[key] = line
@@ -126,6 +187,17 @@ def _mapping(value: Any, place: str, what: str) -> dict:
     return value
 
 
+def _section(parent: dict, key: str, path: Path, what: str) -> dict:
+    return _mapping(parent.get(key), _at(path, parent, key), what)
+
+
+def _text(value: Any, place: str) -> str:
+    """A value to match lead data against. YAML reads NO (Norway), yes, on and off as booleans: refuse them."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{place}: {value!r} was read as a yes/no value; put it in quotes (e.g. 'NO' for Norway)")
+    return str(value)
+
+
 def _grade(value: Any, place: str, what: str) -> str:
     grade = str(value).strip().upper()
     if grade not in GRADES:
@@ -137,21 +209,25 @@ def _points(value: Any, place: str, what: str) -> int:
     return to_centipoints(_decimal(value, place, what))
 
 
-def _decay(node: Any, path: Path) -> DecayPolicy:
-    node = _mapping(node, where(path, node), "decay")
-    place = where(path, node)
-    floor = _points(node.get("floor", 0), place, "decay.floor")
+def _decay(document: dict, path: Path, threshold: int) -> DecayPolicy:
+    node = _section(document, "decay", path, "decay")
+    _known(node, ("half_life_days", "steps", "floor"), path, "decay")
+    floor = _points(node.get("floor", 0), _at(path, node, "floor"), "decay.floor")
+    if not 0 <= floor < threshold:
+        # a floor at the threshold would make every good-fit lead an MQL on nothing at all
+        raise ConfigError(f"{_at(path, node, 'floor')}: decay.floor must be at least 0 and below the readiness threshold")
     half_life, steps = node.get("half_life_days"), node.get("steps")
     if half_life is not None and steps is not None:
-        raise ConfigError(f"{place}: decay takes half_life_days or steps, not both")
+        raise ConfigError(f"{_at(path, node, 'steps')}: decay takes half_life_days or steps, not both")
     if half_life is not None:
+        place = _at(path, node, "half_life_days")
         days = _decimal(half_life, place, "half_life_days")
         if days <= 0:
             raise ConfigError(f"{place}: half_life_days must be positive")
         return DecayPolicy(half_life_days=days, floor=floor)
     parsed: list[tuple[int, Decimal]] = []
-    for step in steps or []:
-        step_place = where(path, step)
+    for step in _list(node, "steps", path, "decay.steps"):
+        step_place = where(path, step) if isinstance(step, dict) else _at(path, node, "steps")
         if not isinstance(step, dict) or set(step) != {"after_days", "keep_pct"}:
             raise ConfigError(f"{step_place}: a decay step is {{after_days: N, keep_pct: P}}")
         after = int(_decimal(step["after_days"], step_place, "after_days"))
@@ -164,23 +240,27 @@ def _decay(node: Any, path: Path) -> DecayPolicy:
     return DecayPolicy(steps=tuple(parsed), floor=floor)
 
 
-def _fit(node: Any, path: Path) -> FitModel:
-    node = _mapping(node, where(path, node), "fit")
-    place = where(path, node)
+def _fit(document: dict, path: Path) -> FitModel:
+    node = _section(document, "fit", path, "fit")
+    _known(node, ("rules", "grades", "disqualifiers"), path, "fit")
+    rules_node = _section(node, "rules", path, "fit.rules")
     rules: list[FitRule] = []
-    for field, spec in _mapping(node.get("rules"), place, "fit.rules").items():
-        rule_place = where(path, spec) if isinstance(spec, dict) else place
+    for field, spec in rules_node.items():
+        rule_place = _at(path, rules_node, field)
         if field not in FIT_FIELDS:
             raise ConfigError(f"{rule_place}: fit rules score lead fields ({', '.join(FIT_FIELDS)}), not {field!r}")
         spec = _mapping(spec, rule_place, f"fit.rules.{field}")
-        unknown = set(spec) - {"values", "ranges", "keywords"}
-        if unknown or not spec:
+        if not spec:
             raise ConfigError(f"{rule_place}: fit.rules.{field} takes values, ranges or keywords")
-        values = tuple((str(k), _points(v, rule_place, f"{field} value {k!r}")) for k, v in _mapping(spec.get("values"), rule_place, "values").items())
+        _known(spec, ("values", "ranges", "keywords"), path, f"fit.rules.{field}")
+        values_node = _section(spec, "values", path, "values")
+        values = tuple((_text(k, _at(path, values_node, k)), _points(v, _at(path, values_node, k), f"{field} value {k!r}"))
+                       for k, v in values_node.items())
         ranges = []
-        for item in spec.get("ranges") or []:
-            item_place = where(path, item)
-            if not isinstance(item, dict) or "points" not in item or not ({"min", "max"} & set(item)):
+        for item in _list(spec, "ranges", path, f"fit.rules.{field}.ranges"):
+            item_place = where(path, item) if isinstance(item, dict) else _at(path, spec, "ranges")
+            if not isinstance(item, dict) or "points" not in item or not ({"min", "max"} & set(item)) \
+                    or set(item) - {"min", "max", "points"}:
                 raise ConfigError(f"{item_place}: a range is {{min: N, max: M, points: P}} (min or max may be left out)")
             low = None if item.get("min") is None else int(_decimal(item["min"], item_place, "min"))
             high = None if item.get("max") is None else int(_decimal(item["max"], item_place, "max"))
@@ -188,60 +268,75 @@ def _fit(node: Any, path: Path) -> FitModel:
                 raise ConfigError(f"{item_place}: min {low} is above max {high}")
             ranges.append((low, high, _points(item["points"], item_place, "points")))
         keywords = []
-        for item in spec.get("keywords") or []:
-            item_place = where(path, item)
-            if not isinstance(item, dict) or not isinstance(item.get("words"), list) or "points" not in item:
+        for item in _list(spec, "keywords", path, f"fit.rules.{field}.keywords"):
+            item_place = where(path, item) if isinstance(item, dict) else _at(path, spec, "keywords")
+            if not isinstance(item, dict) or not isinstance(item.get("words"), list) or "points" not in item \
+                    or set(item) - {"words", "points"}:
                 raise ConfigError(f"{item_place}: keywords are {{words: [..], points: P}}")
-            keywords.append((tuple(str(w) for w in item["words"]), _points(item["points"], item_place, "points")))
-        rules.append(FitRule(field=field, values=values, ranges=tuple(ranges), keywords=tuple(keywords), line=spec.line if hasattr(spec, "line") else None))
-    grades_node = _mapping(node.get("grades"), place, "fit.grades") or {"A": 70, "B": 45, "C": 20}
+            words = tuple(_text(w, item_place) for w in item["words"])
+            keywords.append((words, _points(item["points"], item_place, "points")))
+        rules.append(FitRule(field=field, values=values, ranges=tuple(ranges), keywords=tuple(keywords),
+                             line=getattr(spec, "line", None)))
+    grades_node = _section(node, "grades", path, "fit.grades") or {"A": 70, "B": 45, "C": 20}
     if set(grades_node) != {"A", "B", "C"}:
-        raise ConfigError(f"{where(path, grades_node)}: fit.grades gives the least points for A, B and C")
-    thresholds = tuple((g, _points(grades_node[g], place, f"grade {g}")) for g in ("A", "B", "C"))
+        raise ConfigError(f"{_at(path, node, 'grades')}: fit.grades gives the least points for A, B and C")
+    thresholds = tuple((g, _points(grades_node[g], _at(path, grades_node, g), f"grade {g}")) for g in ("A", "B", "C"))
     if not thresholds[0][1] >= thresholds[1][1] >= thresholds[2][1]:
-        raise ConfigError(f"{where(path, grades_node)}: grade thresholds must not rise from A to C")
+        raise ConfigError(f"{_at(path, node, 'grades')}: grade thresholds must not rise from A to C")
     disqualifiers = []
-    for item in node.get("disqualifiers") or []:
-        item_place = where(path, item)
+    for item in _list(node, "disqualifiers", path, "fit.disqualifiers"):
+        item_place = where(path, item) if isinstance(item, dict) else _at(path, node, "disqualifiers")
         if not isinstance(item, dict) or not item.get("reason") or item.get("effect") not in ("disqualify", "max_grade"):
             raise ConfigError(f"{item_place}: a disqualifier has a reason and effect 'disqualify' or 'max_grade'")
-        domains = tuple(str(d).lower().lstrip("@") for d in item.get("email_domains") or [])
-        field, values = item.get("field"), tuple(str(v) for v in item.get("values") or [])
+        _known(item, ("reason", "effect", "email_domains", "field", "values", "max_grade"), path, "a disqualifier")
+        domains = tuple(_text(d, item_place).lower().lstrip("@")
+                        for d in _list(item, "email_domains", path, "email_domains"))
+        field, values = item.get("field"), tuple(_text(v, item_place) for v in _list(item, "values", path, "values"))
         if not domains and not (field and values):
             raise ConfigError(f"{item_place}: a disqualifier matches email_domains, or a field and its values")
         if field is not None and field not in FIT_FIELDS:
-            raise ConfigError(f"{item_place}: unknown lead field {field!r}")
-        cap = _grade(item.get("max_grade"), item_place, "max_grade") if item["effect"] == "max_grade" else None
+            raise ConfigError(f"{_at(path, item, 'field')}: unknown lead field {field!r}")
+        cap = _grade(item.get("max_grade"), _at(path, item, "max_grade"), "max_grade") if item["effect"] == "max_grade" else None
         disqualifiers.append(Disqualifier(reason=str(item["reason"]), effect=item["effect"], email_domains=domains,
                                           field=field, values=values, max_grade=cap, line=getattr(item, "line", None)))
     return FitModel(rules=tuple(rules), grade_thresholds=thresholds, disqualifiers=tuple(disqualifiers))
 
 
-def _qualification(node: Any, path: Path) -> QualificationPolicy:
-    node = _mapping(node, where(path, node), "qualification")
-    place = where(path, node)
+_QUALIFICATION_KEYS = ("mql_min_fit_grade", "hand_raisers", "hand_raise_min_fit_grade", "rearm_below", "cold",
+                       "details_fields")
+
+
+def _qualification(document: dict, path: Path, threshold: int) -> QualificationPolicy:
+    node = _section(document, "qualification", path, "qualification")
+    _known(node, _QUALIFICATION_KEYS, path, "qualification")
     defaults = QualificationPolicy()
-    raisers = node.get("hand_raisers")
-    if raisers is None:
+    if node.get("hand_raisers") is None:
         hand_raisers = defaults.hand_raisers
     else:
         try:
-            hand_raisers = frozenset(ActivityType(r) for r in raisers)
+            hand_raisers = frozenset(ActivityType(r) for r in _list(node, "hand_raisers", path, "hand_raisers"))
         except ValueError as exc:
-            raise ConfigError(f"{place}: hand_raisers: {exc}") from None
-    cold = _mapping(node.get("cold"), place, "qualification.cold")
-    details = tuple(node.get("details_fields") or defaults.details_fields)
+            raise ConfigError(f"{_at(path, node, 'hand_raisers')}: hand_raisers: {exc}") from None
+    cold = _section(node, "cold", path, "qualification.cold")
+    _known(cold, ("engaged_at", "below"), path, "qualification.cold")
+    details = tuple(_list(node, "details_fields", path, "details_fields") or defaults.details_fields)
     unknown = [f for f in details if f not in PERSON_FIELDS]
     if unknown:
-        raise ConfigError(f"{place}: details_fields names unknown lead fields {unknown}")
+        raise ConfigError(f"{_at(path, node, 'details_fields')}: details_fields names unknown lead fields {unknown}")
+    rearm_place = _at(path, node, "rearm_below")
+    rearm_below = _points(node.get("rearm_below", defaults.rearm_below / 100), rearm_place, "rearm_below")
+    if rearm_below > threshold:
+        raise ConfigError(f"{rearm_place}: qualification.rearm_below must not be above the readiness threshold")
     return QualificationPolicy(
-        min_fit_grade=_grade(node.get("mql_min_fit_grade", defaults.min_fit_grade), place, "mql_min_fit_grade"),
+        min_fit_grade=_grade(node.get("mql_min_fit_grade", defaults.min_fit_grade), _at(path, node, "mql_min_fit_grade"),
+                             "mql_min_fit_grade"),
         hand_raisers=hand_raisers,
-        hand_raise_min_fit_grade=_grade(node.get("hand_raise_min_fit_grade", defaults.hand_raise_min_fit_grade), place,
-                                        "hand_raise_min_fit_grade"),
-        rearm_below=_points(node.get("rearm_below", defaults.rearm_below / 100), place, "rearm_below"),
-        cold_engaged_at=_points(cold.get("engaged_at", defaults.cold_engaged_at / 100), place, "cold.engaged_at"),
-        cold_below=_points(cold.get("below", defaults.cold_below / 100), place, "cold.below"),
+        hand_raise_min_fit_grade=_grade(node.get("hand_raise_min_fit_grade", defaults.hand_raise_min_fit_grade),
+                                        _at(path, node, "hand_raise_min_fit_grade"), "hand_raise_min_fit_grade"),
+        rearm_below=rearm_below,
+        cold_engaged_at=_points(cold.get("engaged_at", defaults.cold_engaged_at / 100), _at(path, cold, "engaged_at"),
+                                "cold.engaged_at"),
+        cold_below=_points(cold.get("below", defaults.cold_below / 100), _at(path, cold, "below"), "cold.below"),
         details_fields=details,
     )
 
@@ -249,23 +344,18 @@ def _qualification(node: Any, path: Path) -> QualificationPolicy:
 def load_rulebook(directory: Path) -> Rulebook:
     """scoring.yaml and scoring.csv from `directory`, validated into one Rulebook."""
     yaml_path, csv_path = directory / "scoring.yaml", directory / "scoring.csv"
-    document = read_yaml(yaml_path)
+    document = _read_yaml(yaml_path)
     if not isinstance(document, dict):
         raise ConfigError(f"{yaml_path}: expected a mapping")
-    known = {"readiness_threshold", "decay", "fit", "qualification"}
-    unknown = set(document) - known
-    if unknown:
-        raise ConfigError(f"{where(yaml_path, document)}: unknown settings {sorted(unknown)} (known: {sorted(known)})")
-    threshold = _decimal(document.get("readiness_threshold", 100), str(yaml_path), "readiness_threshold")
+    _known(document, ("readiness_threshold", "decay", "fit", "qualification"), yaml_path, "the rulebook")
+    place = _at(yaml_path, document, "readiness_threshold")
+    threshold = _decimal(document.get("readiness_threshold", 100), place, "readiness_threshold")
     if threshold <= 0:
-        raise ConfigError(f"{yaml_path}: readiness_threshold must be positive")
-    qualification = _qualification(document.get("qualification"), yaml_path)
-    if qualification.rearm_below > to_centipoints(threshold):
-        raise ConfigError(f"{yaml_path}: qualification.rearm_below must not be above the readiness threshold")
+        raise ConfigError(f"{place}: readiness_threshold must be positive")
     return Rulebook(
         readiness_threshold=to_centipoints(threshold),
         rules=load_scoring_csv(csv_path, threshold),
-        decay=_decay(document.get("decay"), yaml_path),
-        fit=_fit(document.get("fit"), yaml_path),
-        qualification=qualification,
+        decay=_decay(document, yaml_path, to_centipoints(threshold)),
+        fit=_fit(document, yaml_path),
+        qualification=_qualification(document, yaml_path, to_centipoints(threshold)),
     )

@@ -39,17 +39,22 @@ def _rule_points(rule: FitRule, value: Any) -> int | None:
     if rule.ranges:
         try:
             number = int(float(text))
-        except ValueError:
+        except (ValueError, OverflowError):  # not a number, or "inf"
             number = None
         if number is not None:
             for low, high, points in rule.ranges:
                 if (low is None or number >= low) and (high is None or number <= high):
                     return points
-    padded = f" {_WORD_GAPS.sub(' ', lowered)} "
+    padded = _words(lowered)
     for words, points in rule.keywords:
-        if any(f" {w.lower()} " in padded for w in words):  # whole words: "VP" is not in "MVP"
+        if any(_words(w.lower()) in padded for w in words):  # whole words: "VP" is not in "MVP"
             return points
     return None
+
+
+def _words(text: str) -> str:
+    """Text as its words between single spaces, padded: a keyword and a title split alike ("C-level")."""
+    return f" {' '.join(_WORD_GAPS.sub(' ', text).split())} "
 
 
 def grade_for(points: int, model: FitModel) -> str:

@@ -134,7 +134,9 @@ def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: 
         if reason:
             state = _move(state, Stage.MQL, reason, now, changes)
             crossings = state.crossings + 1
-            state = replace(state, mql_armed=False, crossings=crossings, qualified_at=now)
+            # A hand-raise can qualify a lead whose score is already below the band: the trigger is then armed
+            # at once, as the next run would find it (rescoring twice must change nothing).
+            state = replace(state, mql_armed=facts.score < policy.rearm_below, crossings=crossings, qualified_at=now)
             triggers.append(Trigger("mql", crossings, reason))
 
     engaged = state.peak_score >= policy.cold_engaged_at
@@ -170,6 +172,8 @@ def recycle(state: LeadState, reason: str, now: datetime) -> Qualification:
 
 def advance(state: LeadState, target: Stage, reason: str, now: datetime) -> Qualification:
     """A sales-owned move reported by the CRM (SQL, Opportunity, Customer): forward only."""
+    if target not in SALES_OWNED:  # marketing's stages move by qualify; recycling needs recycle() and its reason
+        raise StageMoveRefused(f"sales moves a lead to {', '.join(SALES_OWNED)}, not to {target}")
     changes: list[StageChange] = []
     state = _move(state, target, reason, now, changes)
     return Qualification(state, tuple(changes))

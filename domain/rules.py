@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from domain.activity import ActivityType
@@ -82,7 +83,9 @@ class DecayPolicy:
         """Share of its points a contribution keeps at this age, in millionths (exact, integer)."""
         if age_days <= 0:
             return MICROS
-        age_days = min(age_days, DECAY_TABLE_DAYS)
+        return _factor_micros(self, min(age_days, DECAY_TABLE_DAYS))
+
+    def _compute(self, age_days: int) -> int:
         if self.half_life_days:
             factor = Decimal(0.5) ** (Decimal(age_days) / self.half_life_days)
             return int((factor * MICROS).quantize(Decimal(1), rounding=ROUND_HALF_UP))
@@ -99,6 +102,11 @@ class DecayPolicy:
             if keep_pct == 0:
                 return after_days
         return None
+
+
+@lru_cache(maxsize=65_536)
+def _factor_micros(policy: DecayPolicy, age_days: int) -> int:
+    return policy._compute(age_days)  # Decimal powers are slow; a policy has at most ten years of ages
 
 
 def decayed(points: int, factor_micros: int) -> int:
@@ -168,7 +176,9 @@ class Rulebook:
     decay: DecayPolicy = DecayPolicy()
     fit: FitModel = FitModel()
     qualification: QualificationPolicy = QualificationPolicy()
-    _index: dict[tuple[ActivityType, str | None], ScoringRule] = field(default_factory=dict, compare=False, repr=False)
+    # Not an init field: `dataclasses.replace` must build a fresh index, not share (and overwrite) this one.
+    _index: dict[tuple[ActivityType, str | None], ScoringRule] = field(
+        default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for rule in self.rules:
@@ -182,9 +192,9 @@ class Rulebook:
     @property
     def digest(self) -> str:
         """Identifies the rulebook's content: the same rules give the same digest, any change a new one."""
-        canonical = asdict(self)
-        canonical.pop("_index", None)
-        return hashlib.sha256(json.dumps(_plain(canonical), sort_keys=True).encode()).hexdigest()
+        canonical = _plain({k: v for k, v in asdict(self).items() if k != "_index"})
+        canonical["rules"].sort(key=lambda rule: (rule["type"], rule["asset"] or ""))  # row order is no new version
+        return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
 def _plain(value: Any) -> Any:

@@ -108,8 +108,9 @@ def resolve_leads(
             resolved[identity] = None if ref is None else lead_id(ref)
         return resolved[identity]
 
-    # Leads whose scoring inputs changed here: new ones, those whose fields changed, those that absorbed a merge.
-    touched = set(created.values()) | changed | set(plan.merges.values())
+    # Leads whose scoring inputs changed here: new ones, those whose fields changed, both sides of a merge
+    # (the merged-away lead's ledger must lose the activities that moved).
+    touched = set(created.values()) | changed | set(plan.merges.values()) | set(plan.merges)
     return Resolution(lookup, len(created), touched)
 
 

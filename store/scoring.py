@@ -99,6 +99,8 @@ def dirty_leads(conn: Connection, limit: int) -> list[tuple[int, datetime]]:
 
 def clear_dirty(conn: Connection, taken: Sequence[tuple[int, datetime]]) -> None:
     """Forget the leads just scored, unless they were marked again meanwhile."""
+    if not taken:
+        return
     table = dirty_t
     stamp = db_time(conn)
     conn.exec_driver_sql(
@@ -119,7 +121,11 @@ def _sql(conn: Connection, template: str, **parts: str) -> str:
         **parts,
         greatest="max" if sqlite else "GREATEST",
         least="min" if sqlite else "LEAST",
-        epoch="CAST(strftime('%s', a.occurred_at) AS INTEGER)" if sqlite else "FLOOR(EXTRACT(EPOCH FROM a.occurred_at))::bigint",
+        # Whole seconds, rounded down as Python does: SQLite's %s would round the fraction to milliseconds first.
+        epoch="CAST(strftime('%s', substr(a.occurred_at, 1, 19)) AS INTEGER)" if sqlite
+        else "FLOOR(EXTRACT(EPOCH FROM a.occurred_at))::bigint",
+        # Ties in time break by (source, external id) compared byte-wise, as Python compares strings.
+        text_order="" if sqlite else ' COLLATE "C"',
         p=_p(conn),
     )
 
@@ -135,12 +141,12 @@ WITH matched AS (
     WHERE (ra.rule_id IS NOT NULL OR rt.rule_id IS NOT NULL) {leads}
 ), ruled AS (
     SELECT m.*, r.points, r.cap, r.repeat_kind, r.per_day,
-           ROW_NUMBER() OVER (PARTITION BY m.lead_id, m.rule_id ORDER BY m.epoch, m.source, m.external_id) AS nth,
+           ROW_NUMBER() OVER (PARTITION BY m.lead_id, m.rule_id ORDER BY m.epoch, m.source{text_order}, m.external_id{text_order}) AS nth,
            ROW_NUMBER() OVER (PARTITION BY m.lead_id, m.rule_id, m.epoch / 86400
-                              ORDER BY m.epoch, m.source, m.external_id) AS nth_today
+                              ORDER BY m.epoch, m.source{text_order}, m.external_id{text_order}) AS nth_today
     FROM matched m JOIN score_rule r ON r.version_id = {p} AND r.rule_id = m.rule_id
 ), counted AS (
-    SELECT u.*, ROW_NUMBER() OVER (PARTITION BY u.lead_id, u.rule_id ORDER BY u.epoch, u.source, u.external_id) AS k
+    SELECT u.*, ROW_NUMBER() OVER (PARTITION BY u.lead_id, u.rule_id ORDER BY u.epoch, u.source{text_order}, u.external_id{text_order}) AS k
     FROM ruled u
     WHERE u.repeat_kind = 'every' OR (u.repeat_kind = 'first' AND u.nth = 1)
        OR (u.repeat_kind = 'daily' AND u.nth_today <= u.per_day)

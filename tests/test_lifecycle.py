@@ -1,0 +1,351 @@
+"""Lifecycle stages: Subscriber -> Lead -> MQL as marketing defines them, SQL and later as sales reports them,
+recycling and disqualifying, the MQL trigger that fires once per crossing, and cold leads."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from itertools import permutations
+
+import pytest
+
+from config.rulebook import load_rulebook
+from config.settings import CONFIG_DIR
+from domain.activity import ActivityType
+from domain.fit import FitAssessment
+from domain.lifecycle import (
+    FUNNEL,
+    LeadFacts,
+    LeadState,
+    Stage,
+    StageMoveRefused,
+    advance,
+    check_move,
+    qualify,
+    recycle,
+)
+
+RULES = load_rulebook(CONFIG_DIR)  # threshold 100, MQL at fit B, hand-raise at fit C, re-arm below 70, cold 20 / 5
+NOW = datetime(2026, 11, 2, 12, 0, tzinfo=timezone.utc)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+def fit(grade="B", disqualified=None) -> FitAssessment:
+    return FitAssessment(points={"A": 8000, "B": 5000, "C": 3000, "D": 0}[grade], grade=grade, lines=(),
+                         disqualified=disqualified)
+
+
+def facts(score=0, grade="B", details=True, hand_raise=None, disqualified=None) -> LeadFacts:
+    return LeadFacts(score=score, fit=fit(grade, disqualified), has_details=details, last_hand_raise=hand_raise)
+
+
+def demo(at: datetime):
+    return (at, ActivityType.DEMO_REQUEST)
+
+
+def lead(stage=Stage.LEAD, **kw) -> LeadState:
+    return LeadState(stage=stage, stage_changed_at=NOW - 30 * DAY, **kw)
+
+
+# ------------------------------------------------------------------------------------------ check_move
+
+FORWARD = [(a, b) for a, b in permutations(FUNNEL, 2) if FUNNEL.index(a) < FUNNEL.index(b)]
+BACKWARD = [(a, b) for a, b in permutations(FUNNEL, 2) if FUNNEL.index(a) > FUNNEL.index(b)]
+
+
+@pytest.mark.parametrize("current, target", FORWARD)
+def test_stages_move_forward_along_the_funnel(current, target):
+    check_move(current, target)
+
+
+@pytest.mark.parametrize("current, target", BACKWARD + [(s, s) for s in FUNNEL])
+def test_stages_never_move_backwards_or_stand_still_as_a_move(current, target):
+    with pytest.raises(StageMoveRefused):
+        check_move(current, target)
+
+
+@pytest.mark.parametrize("current", [Stage.LEAD, Stage.MQL, Stage.SQL, Stage.OPPORTUNITY])
+def test_a_lead_in_the_funnel_can_be_recycled(current):
+    check_move(current, Stage.RECYCLED)
+
+
+@pytest.mark.parametrize("current", [Stage.SUBSCRIBER, Stage.CUSTOMER, Stage.RECYCLED, Stage.DISQUALIFIED])
+def test_subscribers_customers_and_recycled_or_disqualified_leads_cannot_be_recycled(current):
+    with pytest.raises(StageMoveRefused):
+        check_move(current, Stage.RECYCLED)
+
+
+@pytest.mark.parametrize("target", [Stage.MQL, Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER])
+def test_a_recycled_lead_re_enters_the_funnel_at_mql_or_later(target):
+    check_move(Stage.RECYCLED, target)
+
+
+@pytest.mark.parametrize("target", [Stage.SUBSCRIBER, Stage.LEAD])
+def test_a_recycled_lead_does_not_go_back_to_subscriber_or_lead(target):
+    with pytest.raises(StageMoveRefused):
+        check_move(Stage.RECYCLED, target)
+
+
+@pytest.mark.parametrize("current", [*FUNNEL, Stage.RECYCLED])
+def test_any_lead_can_be_disqualified(current):
+    check_move(current, Stage.DISQUALIFIED)
+
+
+@pytest.mark.parametrize("target", list(Stage))
+def test_a_disqualified_lead_stays_disqualified(target):
+    with pytest.raises(StageMoveRefused):
+        check_move(Stage.DISQUALIFIED, target)
+
+
+@pytest.mark.parametrize("target", list(Stage))
+def test_a_new_lead_may_start_anywhere(target):
+    check_move(None, target)
+
+
+# ------------------------------------------------------------------------------------------ first seen, details
+
+def test_a_new_person_with_only_an_e_mail_is_a_subscriber():
+    q = qualify(None, facts(details=False), RULES, NOW)
+    assert q.state.stage is Stage.SUBSCRIBER
+    assert [(c.from_stage, c.to_stage) for c in q.changes] == [(None, Stage.SUBSCRIBER)]
+    assert q.state.stage_changed_at == NOW
+
+
+def test_a_new_person_with_details_is_a_lead():
+    q = qualify(None, facts(details=True), RULES, NOW)
+    assert q.state.stage is Stage.LEAD
+    assert [(c.from_stage, c.to_stage) for c in q.changes] == [(None, Stage.LEAD)]
+
+
+def test_a_subscriber_who_gives_details_becomes_a_lead_with_the_reason_recorded():
+    q = qualify(lead(Stage.SUBSCRIBER), facts(details=True), RULES, NOW)
+    assert q.state.stage is Stage.LEAD
+    [change] = q.changes
+    assert (change.from_stage, change.to_stage, change.reason) == (Stage.SUBSCRIBER, Stage.LEAD,
+                                                                   "gave details beyond an e-mail")
+    assert q.state.stage_changed_at == NOW
+
+
+def test_a_subscriber_without_details_stays_a_subscriber():
+    q = qualify(lead(Stage.SUBSCRIBER), facts(score=3000, details=False), RULES, NOW)
+    assert q.state.stage is Stage.SUBSCRIBER and q.changes == ()
+
+
+# ------------------------------------------------------------------------------------------ MQL
+
+def test_a_demo_request_from_a_good_fit_lead_makes_an_mql_at_once():
+    q = qualify(lead(), facts(score=1500, grade="B", hand_raise=demo(NOW - HOUR)), RULES, NOW)
+    assert q.state.stage is Stage.MQL
+    [change] = q.changes
+    assert change.reason.startswith("hand-raise: demo_request on ")
+    [trigger] = q.triggers
+    assert (trigger.kind, trigger.crossing) == ("mql", 1)
+    assert q.state.qualified_at == NOW
+
+
+@pytest.mark.parametrize("kind", [ActivityType.TRIAL_SIGNUP, ActivityType.CONTACT_SALES])
+def test_a_free_trial_or_a_contact_sales_form_are_hand_raises_too(kind):
+    q = qualify(lead(), facts(score=0, grade="C", hand_raise=(NOW - HOUR, kind)), RULES, NOW)
+    assert q.state.stage is Stage.MQL
+
+
+def test_a_hand_raise_from_a_poor_fit_lead_does_not_make_an_mql():
+    q = qualify(lead(), facts(score=10000, grade="D", hand_raise=demo(NOW - HOUR)), RULES, NOW)
+    assert q.state.stage is Stage.LEAD and q.triggers == ()
+
+
+def test_a_brand_new_person_who_requests_a_demo_is_an_mql_in_the_same_run():
+    q = qualify(None, facts(score=10000, grade="B", hand_raise=demo(NOW - HOUR)), RULES, NOW)
+    assert [c.to_stage for c in q.changes] == [Stage.LEAD, Stage.MQL]
+    assert len(q.triggers) == 1
+
+
+def test_a_good_fit_lead_reaching_the_readiness_threshold_is_an_mql():
+    q = qualify(lead(), facts(score=10000, grade="B"), RULES, NOW)
+    assert q.state.stage is Stage.MQL
+    assert q.changes[0].reason == "score 100 reached the readiness threshold 100 with fit B"
+
+
+def test_one_hundredth_of_a_point_below_the_threshold_is_not_an_mql():
+    q = qualify(lead(), facts(score=9999, grade="A"), RULES, NOW)
+    assert q.state.stage is Stage.LEAD and q.triggers == ()
+
+
+@pytest.mark.parametrize("grade", ["C", "D"])
+def test_a_poor_fit_lead_never_becomes_an_mql_on_score_alone(grade):
+    state = lead()
+    for score in (10000, 25000, 1_000_000):
+        q = qualify(state, facts(score=score, grade=grade), RULES, NOW)
+        assert q.state.stage is Stage.LEAD and q.triggers == ()
+        state = q.state
+
+
+def test_a_free_mail_lead_capped_at_c_can_still_raise_its_hand():
+    assert qualify(lead(), facts(score=20000, grade="C"), RULES, NOW).state.stage is Stage.LEAD
+    assert qualify(lead(), facts(score=20000, grade="C", hand_raise=demo(NOW)), RULES, NOW).state.stage is Stage.MQL
+
+
+# ------------------------------------------------------------------------------------------ never backwards
+
+@pytest.mark.parametrize("stage", [Stage.MQL, Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER])
+def test_a_falling_score_or_fit_never_moves_a_lead_back(stage):
+    q = qualify(lead(stage, mql_armed=False, crossings=1), facts(score=0, grade="D", details=False), RULES, NOW)
+    assert q.state.stage is stage and q.changes == ()
+
+
+@pytest.mark.parametrize("stage", [Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER])
+def test_marketing_never_moves_a_sales_owned_lead(stage):
+    q = qualify(lead(stage), facts(score=50000, grade="A", hand_raise=demo(NOW)), RULES, NOW)
+    assert q.state.stage is stage and q.changes == () and q.triggers == ()
+
+
+def test_sales_moves_a_lead_forward_and_never_back():
+    state = lead(Stage.MQL)
+    for target in (Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER):
+        q = advance(state, target, "CRM status", NOW)
+        assert q.state.stage is target and q.changes[0].from_stage is state.stage
+        state = q.state
+    with pytest.raises(StageMoveRefused):
+        advance(state, Stage.SQL, "CRM status", NOW)
+
+
+@pytest.mark.parametrize("target", [Stage.SUBSCRIBER, Stage.LEAD, Stage.MQL, Stage.RECYCLED, Stage.DISQUALIFIED])
+def test_sales_cannot_make_marketing_moves(target):
+    with pytest.raises(StageMoveRefused):
+        advance(lead(Stage.SUBSCRIBER), target, "CRM status", NOW)
+
+
+# ------------------------------------------------------------------------------------------ recycle, disqualify
+
+def test_recycling_records_the_reason_and_needs_one():
+    q = recycle(lead(Stage.SQL), "no budget this year", NOW)
+    assert q.state.stage is Stage.RECYCLED and q.state.stage_changed_at == NOW
+    assert q.changes[0].reason == "recycled: no budget this year"
+    with pytest.raises(StageMoveRefused):
+        recycle(lead(Stage.SQL), "  ", NOW)
+
+
+def test_a_subscriber_cannot_be_recycled():
+    with pytest.raises(StageMoveRefused):
+        recycle(lead(Stage.SUBSCRIBER), "nobody answered", NOW)
+
+
+@pytest.mark.parametrize("stage", [Stage.SUBSCRIBER, Stage.LEAD, Stage.MQL, Stage.RECYCLED])
+def test_a_competitor_is_disqualified_from_any_marketing_stage(stage):
+    q = qualify(lead(stage), facts(score=20000, grade="A", hand_raise=demo(NOW), disqualified="works for a competitor"),
+                RULES, NOW)
+    assert q.state.stage is Stage.DISQUALIFIED
+    assert q.changes[-1].reason == "disqualified: works for a competitor"
+    assert q.triggers == ()
+
+
+def test_a_new_competitor_is_disqualified_on_first_sight():
+    q = qualify(None, facts(score=20000, disqualified="works for a competitor"), RULES, NOW)
+    assert [c.to_stage for c in q.changes] == [Stage.LEAD, Stage.DISQUALIFIED]
+
+
+@pytest.mark.parametrize("stage", [Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER])
+def test_a_disqualifier_does_not_overrule_sales(stage):
+    q = qualify(lead(stage), facts(disqualified="works for a competitor"), RULES, NOW)
+    assert q.state.stage is stage and q.changes == ()
+
+
+def test_a_disqualified_lead_stays_disqualified_whatever_it_does_next():
+    q = qualify(lead(Stage.DISQUALIFIED), facts(score=50000, grade="A", hand_raise=demo(NOW)), RULES, NOW)
+    assert q.state.stage is Stage.DISQUALIFIED and q.changes == () and q.triggers == ()
+
+
+# ------------------------------------------------------------------------------------------ the MQL trigger
+
+def test_the_mql_trigger_fires_exactly_once_per_crossing_and_re_arms_only_below_the_band():
+    state, at = lead(), NOW
+    fired = []
+
+    def run(score, hand_raise=None):
+        nonlocal state, at
+        at += DAY
+        q = qualify(state, facts(score=score, grade="B", hand_raise=hand_raise), RULES, at)
+        state = q.state
+        fired.extend(t.crossing for t in q.triggers)
+        return q
+
+    run(10000)
+    assert state.stage is Stage.MQL and fired == [1] and not state.mql_armed
+    run(12000)
+    assert fired == [1]  # still above: nothing new
+    state = recycle(state, "sales rejected: timing", at).state
+    run(11000)
+    run(7000)  # back in nurture but not below the band: still not armed
+    assert state.stage is Stage.RECYCLED and fired == [1] and not state.mql_armed
+    run(6999)  # below 70: armed again, not yet ready
+    assert state.mql_armed and state.stage is Stage.RECYCLED and fired == [1]
+    run(10000)
+    assert state.stage is Stage.MQL and fired == [1, 2] and state.crossings == 2
+
+
+def test_qualifying_again_with_the_same_facts_changes_nothing():
+    first = qualify(lead(), facts(score=10000), RULES, NOW)
+    again = qualify(first.state, facts(score=10000), RULES, NOW)
+    assert again.state == first.state and again.changes == () and again.triggers == ()
+
+
+def test_an_mql_from_a_hand_raise_below_the_band_is_already_re_armed_and_stays_so():
+    """A demo request can qualify a lead whose score is low (an old request, an unsubscribe): the trigger is
+    re-armed at once, so a second run at the same moment finds nothing to change."""
+    first = qualify(lead(), facts(score=5000, grade="C", hand_raise=demo(NOW - DAY)), RULES, NOW)
+    assert first.state.stage is Stage.MQL and first.state.mql_armed
+    again = qualify(first.state, facts(score=5000, grade="C", hand_raise=demo(NOW - DAY)), RULES, NOW)
+    assert again.state == first.state and again.changes == () and again.triggers == ()
+
+
+def test_a_hand_raise_older_than_the_last_recycle_does_not_re_qualify():
+    mql = qualify(lead(), facts(score=3000, hand_raise=demo(NOW - DAY)), RULES, NOW).state
+    recycled = recycle(mql, "nobody could reach them", NOW + 3 * DAY).state
+    again = qualify(recycled, facts(score=3000, hand_raise=demo(NOW - DAY)), RULES, NOW + 4 * DAY)
+    assert again.state.stage is Stage.RECYCLED and again.triggers == ()
+
+
+def test_a_hand_raise_made_while_an_mql_but_before_the_recycle_does_not_re_qualify():
+    mql = qualify(lead(), facts(score=10000), RULES, NOW).state
+    recycled = recycle(mql, "sales rejected", NOW + 3 * DAY).state
+    again = qualify(recycled, facts(score=3000, hand_raise=demo(NOW + DAY)), RULES, NOW + 4 * DAY)
+    assert again.state.stage is Stage.RECYCLED and again.triggers == ()
+
+
+def test_a_hand_raise_older_than_the_last_qualification_does_not_re_qualify():
+    mql = qualify(lead(), facts(score=10000), RULES, NOW).state
+    recycled = replace(recycle(mql, "sales rejected", NOW + DAY).state, stage_changed_at=None)
+    again = qualify(recycled, facts(score=3000, hand_raise=demo(NOW - HOUR)), RULES, NOW + 2 * DAY)
+    assert again.state.stage is Stage.RECYCLED and again.triggers == ()
+
+
+def test_a_new_hand_raise_after_a_recycle_qualifies_again_as_a_new_crossing():
+    mql = qualify(lead(), facts(score=3000, hand_raise=demo(NOW - DAY)), RULES, NOW).state
+    recycled = recycle(mql, "nobody could reach them", NOW + 3 * DAY).state
+    again = qualify(recycled, facts(score=3000, hand_raise=demo(NOW + 5 * DAY)), RULES, NOW + 6 * DAY)
+    assert again.state.stage is Stage.MQL
+    assert [t.crossing for t in again.triggers] == [2]
+    assert [(c.from_stage, c.to_stage) for c in again.changes] == [(Stage.RECYCLED, Stage.MQL)]
+
+
+# ------------------------------------------------------------------------------------------ cold leads
+
+def test_a_lead_that_was_engaged_and_has_decayed_away_is_cold():
+    warm = qualify(lead(), facts(score=2500, grade="C"), RULES, NOW).state
+    assert warm.peak_score == 2500 and not warm.cold
+    cold = qualify(warm, facts(score=499, grade="C"), RULES, NOW + 90 * DAY).state
+    assert cold.cold and cold.stage is Stage.LEAD
+    warm_again = qualify(cold, facts(score=600, grade="C"), RULES, NOW + 91 * DAY).state
+    assert not warm_again.cold
+
+
+def test_a_lead_that_never_engaged_is_not_cold():
+    q = qualify(lead(), facts(score=0), RULES, NOW)
+    assert not q.state.cold and q.state.peak_score == 0
+    assert not qualify(lead(), facts(score=1999), RULES, NOW).state.cold
+
+
+def test_the_score_and_fit_are_kept_on_the_state():
+    q = qualify(lead(), facts(score=4321, grade="C"), RULES, NOW)
+    assert (q.state.score, q.state.fit_grade, q.state.fit_points) == (4321, "C", 3000)
