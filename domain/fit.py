@@ -27,8 +27,23 @@ class FitAssessment:
     capped_by: str | None = None  # the reason, when a disqualifier capped the grade
 
 
+_MEMO: dict[tuple[int, Any], tuple[FitRule, int | None]] = {}
+
+
 def _rule_points(rule: FitRule, value: Any) -> int | None:
-    """Points of the first matching entry; None when nothing matches (or the value is missing)."""
+    """Points of the first matching entry; None when nothing matches (or the value is missing). Leads share
+    few distinct values (industries, titles, sizes), so answers are remembered per rule and value."""
+    key = (id(rule), value)
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is rule:
+        return hit[1]
+    points = _match(rule, value)
+    if len(_MEMO) < 200_000:
+        _MEMO[key] = (rule, points)
+    return points
+
+
+def _match(rule: FitRule, value: Any) -> int | None:
     if value is None or value == "":
         return None
     text = str(value).strip()

@@ -114,8 +114,14 @@ def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: 
         why = "first seen with details beyond an e-mail" if facts.has_details else "first seen with an e-mail only"
         changes.append(StageChange(None, first, why))
         state = LeadState(stage=first, stage_changed_at=now)
-    state = replace(state, score=facts.score, peak_score=max(state.peak_score, facts.score),
-                    fit_points=facts.fit.points, fit_grade=facts.fit.grade)
+    peak = max(state.peak_score, facts.score)
+    state = replace(
+        state, score=facts.score, peak_score=peak, fit_points=facts.fit.points, fit_grade=facts.fit.grade,
+        # once below the band, the next crossing counts again
+        mql_armed=state.mql_armed or facts.score < policy.rearm_below,
+        # engaged once, decayed since: back to nurture
+        cold=peak >= policy.cold_engaged_at and facts.score < policy.cold_below,
+    )
 
     if facts.fit.disqualified and state.stage not in (*SALES_OWNED, Stage.DISQUALIFIED):
         state = _move(state, Stage.DISQUALIFIED, f"disqualified: {facts.fit.disqualified}", now, changes)
@@ -126,9 +132,6 @@ def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: 
     if state.stage is Stage.SUBSCRIBER and facts.has_details:
         state = _move(state, Stage.LEAD, "gave details beyond an e-mail", now, changes)
 
-    if not state.mql_armed and facts.score < policy.rearm_below:
-        state = replace(state, mql_armed=True)  # fell below the band: the next crossing counts again
-
     if state.stage in QUALIFIABLE:
         reason = _mql_reason(state, facts, rulebook)
         if reason:
@@ -138,9 +141,6 @@ def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: 
             # at once, as the next run would find it (rescoring twice must change nothing).
             state = replace(state, mql_armed=facts.score < policy.rearm_below, crossings=crossings, qualified_at=now)
             triggers.append(Trigger("mql", crossings, reason))
-
-    engaged = state.peak_score >= policy.cold_engaged_at
-    state = replace(state, cold=engaged and facts.score < policy.cold_below)
     return Qualification(state, tuple(changes), tuple(triggers))
 
 

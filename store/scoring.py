@@ -134,22 +134,31 @@ _LEDGER = """
 INSERT INTO score_ledger (lead_id, activity_id, version_id, rule_id, points, occurred_epoch)
 WITH matched AS (
     SELECT a.id AS activity_id, a.lead_id, a.source, a.external_id, {epoch} AS epoch,
-           COALESCE(ra.rule_id, rt.rule_id) AS rule_id
+           COALESCE(ra.rule_id, rt.rule_id) AS rule_id,
+           CASE WHEN ra.rule_id IS NOT NULL THEN ra.points ELSE rt.points END AS points,
+           CASE WHEN ra.rule_id IS NOT NULL THEN ra.cap ELSE rt.cap END AS cap,
+           CASE WHEN ra.rule_id IS NOT NULL THEN ra.repeat_kind ELSE rt.repeat_kind END AS repeat_kind,
+           CASE WHEN ra.rule_id IS NOT NULL THEN ra.per_day ELSE rt.per_day END AS per_day
     FROM activity a
     LEFT JOIN score_rule ra ON ra.version_id = {p} AND ra.type = a.type AND ra.asset = a.asset
     LEFT JOIN score_rule rt ON rt.version_id = {p} AND rt.type = a.type AND rt.asset IS NULL
     WHERE (ra.rule_id IS NOT NULL OR rt.rule_id IS NOT NULL) {leads}
-), ruled AS (
-    SELECT m.*, r.points, r.cap, r.repeat_kind, r.per_day,
-           ROW_NUMBER() OVER (PARTITION BY m.lead_id, m.rule_id ORDER BY m.epoch, m.source{text_order}, m.external_id{text_order}) AS nth,
-           ROW_NUMBER() OVER (PARTITION BY m.lead_id, m.rule_id, m.epoch / 86400
-                              ORDER BY m.epoch, m.source{text_order}, m.external_id{text_order}) AS nth_today
-    FROM matched m JOIN score_rule r ON r.version_id = {p} AND r.rule_id = m.rule_id
+), whole AS (
+    -- 'every' and 'first': k counts a lead's occurrences of the rule in history order
+    SELECT m.*, ROW_NUMBER() OVER (PARTITION BY m.lead_id, m.rule_id
+                                   ORDER BY m.epoch, m.source{text_order}, m.external_id{text_order}) AS k
+    FROM matched m WHERE m.repeat_kind <> 'daily'
+), daily AS (
+    -- 'N/day': first the day's occurrences, then k among those that counted
+    SELECT m.*, ROW_NUMBER() OVER (PARTITION BY m.lead_id, m.rule_id, m.epoch / 86400
+                                   ORDER BY m.epoch, m.source{text_order}, m.external_id{text_order}) AS nth_today
+    FROM matched m WHERE m.repeat_kind = 'daily'
 ), counted AS (
-    SELECT u.*, ROW_NUMBER() OVER (PARTITION BY u.lead_id, u.rule_id ORDER BY u.epoch, u.source{text_order}, u.external_id{text_order}) AS k
-    FROM ruled u
-    WHERE u.repeat_kind = 'every' OR (u.repeat_kind = 'first' AND u.nth = 1)
-       OR (u.repeat_kind = 'daily' AND u.nth_today <= u.per_day)
+    SELECT lead_id, activity_id, rule_id, epoch, points, cap, k FROM whole WHERE repeat_kind = 'every' OR k = 1
+    UNION ALL
+    SELECT lead_id, activity_id, rule_id, epoch, points, cap,
+           ROW_NUMBER() OVER (PARTITION BY lead_id, rule_id ORDER BY epoch, source{text_order}, external_id{text_order}) AS k
+    FROM daily WHERE nth_today <= per_day
 ), earned AS (
     SELECT lead_id, activity_id, rule_id, epoch,
            CASE WHEN cap IS NULL THEN points
@@ -166,14 +175,14 @@ def rebuild_ledger(conn: Connection, version_id: int, lead_ids: Sequence[int] | 
     if lead_ids is None:
         conn.exec_driver_sql("DELETE FROM score_ledger")
         sql = _sql(conn, _LEDGER, leads="")
-        return conn.exec_driver_sql(sql, (version_id, version_id, version_id, version_id)).rowcount
+        return conn.exec_driver_sql(sql, (version_id, version_id, version_id)).rowcount
     if not lead_ids:
         return 0
     keys = _keys_param(conn, lead_ids)
     in_keys = "IN (SELECT value FROM json_each(?))" if conn.dialect.name == "sqlite" else "= ANY(%s)"
     conn.exec_driver_sql(f"DELETE FROM score_ledger WHERE lead_id {in_keys}", (keys,))
     sql = _sql(conn, _LEDGER, leads=f"AND a.lead_id {in_keys}")
-    return conn.exec_driver_sql(sql, (version_id, version_id, keys, version_id, version_id)).rowcount
+    return conn.exec_driver_sql(sql, (version_id, version_id, keys, version_id)).rowcount
 
 
 def _keys_param(conn: Connection, keys: Sequence[int]):
