@@ -74,12 +74,26 @@ def stage(conn: Connection, table: Table, columns: Sequence[str], rows: list[tup
         return name
     with conn.connection.driver_connection.cursor() as cursor:
         # CREATE TABLE AS copies the columns without their constraints: a staged row may leave columns empty.
+        # Its rows go at commit (or rollback); only a second use in the same transaction has to empty it first.
         cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ON COMMIT DELETE ROWS AS SELECT * FROM {table.name} WITH NO DATA")
-        cursor.execute(f"TRUNCATE {name}")  # a second use in the same transaction starts empty
+        if _staged_before(conn, name):
+            cursor.execute(f"DELETE FROM {name}")
         with cursor.copy(f"COPY {name} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
     return name
+
+
+def _staged_before(conn: Connection, name: str) -> bool:
+    """Whether this transaction already filled the staging table `name` (and notes that it now has)."""
+    transaction = conn.get_transaction()
+    used = conn.info.get("staged")
+    if transaction is None or used is None or used[0] is not transaction:
+        used = conn.info["staged"] = (transaction, set())
+    if name in used[1]:
+        return True
+    used[1].add(name)
+    return transaction is None
 
 
 def insert_rows(
@@ -97,3 +111,22 @@ def insert_rows(
         return conn.exec_driver_sql(sql, rows).rowcount
     staged = stage(conn, table, columns, rows)
     return conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staged} {clause}").rowcount
+
+
+def insert_new_rows(
+    conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple], conflict: Sequence[str], report: str
+) -> list:
+    """INSERT rows, skipping those whose `conflict` key is stored; returns column `report` of each row inserted.
+    PostgreSQL says so with RETURNING; on SQLite, whose executemany cannot return rows, the new rows are those
+    past the largest row id before the insert (this transaction holds the only write lock: BEGIN IMMEDIATE)."""
+    if not rows:
+        return []
+    names = ", ".join(columns)
+    clause = f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
+    if _is_sqlite(conn):
+        before = conn.exec_driver_sql(f"SELECT COALESCE(MAX(rowid), 0) FROM {table.name}").scalar_one()
+        conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({_placeholders(len(columns))}) {clause}", rows)
+        return [value for (value,) in conn.exec_driver_sql(f"SELECT {report} FROM {table.name} WHERE rowid > ?", (before,))]
+    staged = stage(conn, table, columns, rows)
+    inserted = conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staged} {clause} RETURNING {report}")
+    return [value for (value,) in inserted]

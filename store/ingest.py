@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from domain.activity import ActivityRecord, PersonRecord, Rejection
 from domain.identity import Identity
-from store.bulk import db_time, insert_for, insert_rows, select_where_in
+from store.bulk import db_time, insert_for, insert_new_rows
 from store.leads import resolve_leads
 from store.scoring import mark_dirty
 from store.tables import Activity, Quarantine, SourceWatermark
@@ -87,48 +87,34 @@ def _write_batch(engine, source, activities, people, rejections, checkpoint, now
         identities += [Identity(*key) for key in named]
         resolution = resolve_leads(conn, identities, people, now)
         lead_ids = {key: resolution.lead_of(Identity(*key)) for key in named}
-        known = _stored_keys(conn, batch)
         to_db = db_time(conn)
         ingested_at = to_db(now)
         rows = []
         unresolved: list[Rejection] = []
-        touched = set(resolution.touched)
         for a in batch:
             lead_id = lead_ids[(a.source, a.source_contact_id, a.email)]
             if lead_id is None:
                 unresolved.append(Rejection(a.source, a.external_id, "identity could not be resolved to a lead", a.raw_json))
                 continue
-            if (a.source, a.external_id) in known:
-                continue
-            touched.add(lead_id)
             rows.append((a.source, a.external_id, lead_id, a.type.value, a.asset, a.campaign, to_db(a.occurred_at),
                          ingested_at, a.raw_json))
-        new = _insert_activities(conn, rows)
-        # Only leads with new activities or changed details need scoring again, not those merely re-read.
-        mark_dirty(conn, touched, now)
+        # An activity already stored (re-read in the overlap window, or sent twice) is skipped by its key; only
+        # leads with new activities or changed details need scoring again, not those merely re-read.
+        new_leads = _insert_activities(conn, rows)
+        new = len(new_leads)
+        mark_dirty(conn, set(resolution.touched).union(new_leads), now)
         quarantined = _quarantine(conn, rejections + unresolved, now, run_id)
         if checkpoint is not None:
             _advance_watermark(conn, source, checkpoint, now, run_id)
     return BatchCounts(new=new, quarantined=quarantined, leads_created=resolution.created)
 
 
-def _stored_keys(conn: Connection, batch: list[ActivityRecord]) -> set[tuple[str, str]]:
-    """Which of the batch's activities are already stored (re-read in the overlap window, or sent twice)."""
-    by_source: dict[str, list[str]] = {}
-    for a in batch:
-        by_source.setdefault(a.source, []).append(a.external_id)
-    known: set[tuple[str, str]] = set()
-    for source, ids in by_source.items():
-        rows = select_where_in(conn, "SELECT external_id FROM activity WHERE source = ? AND external_id {keys}", ids, source)
-        known.update((source, external_id) for (external_id,) in rows)
-    return known
-
-
 ACTIVITY_COLUMNS = ("source", "external_id", "lead_id", "type", "asset", "campaign", "occurred_at", "ingested_at", "raw")
 
 
-def _insert_activities(conn: Connection, rows: list[tuple]) -> int:
-    return insert_rows(conn, activity_t, ACTIVITY_COLUMNS, rows, conflict=("source", "external_id"))
+def _insert_activities(conn: Connection, rows: list[tuple]) -> list[int]:
+    """The lead of each activity inserted; those already stored are left as they are."""
+    return insert_new_rows(conn, activity_t, ACTIVITY_COLUMNS, rows, conflict=("source", "external_id"), report="lead_id")
 
 
 def _digest(rejection: Rejection) -> str:

@@ -86,9 +86,18 @@ def set_scoring_state(conn: Connection, version_id: int, now: datetime, decayed_
 # ---------------------------------------------------------------------------------------------- dirty leads
 
 def mark_dirty(conn: Connection, lead_ids: Iterable[int], now: datetime) -> None:
-    rows = [(lead_id, db_time(conn)(now)) for lead_id in sorted(set(lead_ids))]
-    insert_rows(conn, dirty_t, ("lead_id", "marked_at"), rows, conflict=("lead_id",),
-                on_conflict="DO UPDATE SET marked_at = excluded.marked_at")
+    """Mark leads for scoring, in lead-id order so concurrent batches lock the marks alike."""
+    keys = sorted(set(lead_ids))
+    if not keys:
+        return
+    upsert = "ON CONFLICT (lead_id) DO UPDATE SET marked_at = excluded.marked_at"
+    if conn.dialect.name == "sqlite":
+        stamp = db_time(conn)(now)
+        conn.exec_driver_sql(f"INSERT INTO {dirty_t.name} (lead_id, marked_at) VALUES (?, ?) {upsert}",
+                             [(lead_id, stamp) for lead_id in keys])
+    else:  # one statement, no staging: the keys go as one array
+        conn.exec_driver_sql(f"INSERT INTO {dirty_t.name} (lead_id, marked_at) SELECT k, %s FROM unnest(%s::bigint[]) AS k "
+                             f"{upsert}", (now, keys))
 
 
 def dirty_leads(conn: Connection, limit: int) -> list[tuple[int, datetime]]:
