@@ -233,6 +233,18 @@ def ledger_sum(conn: Connection) -> dict[int, int]:
     return {lead_id: int(total) for lead_id, total in rows}
 
 
+def activity_points_sum(conn: Connection, version_id: int) -> dict[int, int]:
+    """SUM(points) GROUP BY lead over the activities themselves, each worth its rule's points (no caps, repeats
+    or decay): the benchmark's second ceiling, for work that starts from the activity log as a rescore does."""
+    p = _p(conn)
+    rows = conn.exec_driver_sql(
+        "SELECT a.lead_id, SUM(COALESCE(ra.points, rt.points)) FROM activity a "
+        f"LEFT JOIN score_rule ra ON ra.version_id = {p} AND ra.type = a.type AND ra.asset = a.asset "
+        f"LEFT JOIN score_rule rt ON rt.version_id = {p} AND rt.type = a.type AND rt.asset IS NULL "
+        "GROUP BY a.lead_id", (version_id, version_id))
+    return {lead_id: int(total or 0) for lead_id, total in rows}
+
+
 # ---------------------------------------------------------------------------------------------- lead facts and states
 
 def lead_profiles(conn: Connection, lead_ids: Sequence[int]) -> dict[int, dict]:
