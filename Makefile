@@ -37,6 +37,7 @@ test-fast: install
 
 bench: install postgres
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.scoring
 
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

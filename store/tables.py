@@ -53,8 +53,6 @@ class Activity(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("source", "external_id", name="uq_activity_source_external_id"),
         Index("ix_activity_lead_occurred", "lead_id", "occurred_at"),
-        # Scoring asks, for a chunk of leads, for their activities of a few types (the hand-raises).
-        Index("ix_activity_type_lead", "type", "lead_id"),
     )
 
     id: int | None = Field(
