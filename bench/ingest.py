@@ -3,7 +3,7 @@ on SQLite and PostgreSQL, beside the ceiling of merely fetching and parsing the 
 
     python -m bench.ingest [--people 100000] [--activities 1000000] [--databases sqlite,postgresql]
 
-The stand-ins run in their own process; each measured phase runs in a fresh process, so its peak
+Each stand-in runs in its own process; each measured phase runs in a fresh process, so its peak
 memory (max RSS, the largest of the phase process and its worker processes) is its own, and CPU time
 is counted for the phase (with its workers) and for the stand-ins during it. The connectors-alone
 phase records every request it sends; the ceiling replays exactly those with a bare `requests`
@@ -146,20 +146,39 @@ def phase_ceiling(record: str, fetched: int) -> dict:
 
 # ---------------------------------------------------------------- the driver
 
-def start_sandbox(people: int, activities: int, seed: int) -> tuple[subprocess.Popen, dict[str, str]]:
-    command = [sys.executable, "-m", "handoff.cli", "sandbox", "--people", str(people), "--activities", str(activities),
-               "--seed", str(seed), "--port", "0"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+def start_sandbox(people: int, activities: int, seed: int) -> tuple[list[subprocess.Popen], dict[str, str]]:
+    """One stand-in process per tool over the same world, as the real services would not share one
+    interpreter (and its lock) with each other."""
+    from sandbox.world import TOOLS
+
+    end = time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime())
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "handoff.cli", "sandbox", "--people", str(people), "--activities",
+                          str(activities), "--seed", str(seed), "--port", "0", "--tool", tool, "--end", end],
+                         cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        for tool in TOOLS
+    ]
     env: dict[str, str] = {}
-    for line in process.stdout:
-        if line.startswith("export "):
-            name, value = line[len("export "):].strip().split("=", 1)
-            env[name] = value
-        if line.startswith("Serving"):
-            break
-    if not env:
-        raise RuntimeError("the sandbox did not start")
-    return process, env
+    for process in processes:
+        found = {}
+        for line in process.stdout:
+            if line.startswith("export "):
+                name, value = line[len("export "):].strip().split("=", 1)
+                found[name] = value
+            if line.startswith("Serving"):
+                break
+        if not found:
+            stop_sandbox(processes)
+            raise RuntimeError("a stand-in did not start")
+        env.update(found)
+    return processes, env
+
+
+def stop_sandbox(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout=30)
 
 
 def fresh_database(kind: str, workdir: Path) -> str:
@@ -191,15 +210,15 @@ def _machine_jiffies() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
-def run_phase(args: list[str], env: dict[str, str], sandbox_pid: int) -> dict:
-    server_before = _process_cpu(sandbox_pid)
+def run_phase(args: list[str], env: dict[str, str], sandbox_pids: list[int]) -> dict:
+    server_before = sum(_process_cpu(pid) for pid in sandbox_pids)
     busy_before, total_before = _machine_jiffies()
     result = subprocess.run([sys.executable, "-m", "bench.ingest", *args], cwd=ROOT, env=env, capture_output=True, text=True)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
         raise RuntimeError(f"phase {args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     measured = json.loads(lines[-1])
-    measured["stand_in_cpu_seconds"] = round(_process_cpu(sandbox_pid) - server_before, 1)
+    measured["stand_in_cpu_seconds"] = round(sum(_process_cpu(pid) for pid in sandbox_pids) - server_before, 1)
     busy_after, total_after = _machine_jiffies()
     measured["machine_busy"] = round((busy_after - busy_before) / max(1, total_after - total_before), 2)
     return measured
@@ -231,6 +250,7 @@ def main() -> None:
     print(f"world: {args.people:,} people, {args.activities:,} activities (seed {args.seed}); starting stand-ins ...", flush=True)
     started = time.perf_counter()
     sandbox, sandbox_env = start_sandbox(args.people, args.activities, args.seed)
+    stand_ins = [process.pid for process in sandbox]
     print(f"stand-ins up in {time.perf_counter() - started:.0f}s; starting a local Prefect server ...", flush=True)
     server = LocalPrefectServer(workdir / "prefect").start()
     record = str(workdir / "requests.pickle")
@@ -239,23 +259,22 @@ def main() -> None:
         base_env = {**os.environ, **sandbox_env, "PREFECT_API_URL": server.api_url, "HANDOFF_HOME": str(workdir),
                     "PREFECT_LOGGING_LEVEL": "WARNING"}
         print("connectors alone (fetch + parse + normalize), recording the requests ...", flush=True)
-        connectors = run_phase(["--phase", "connectors", "--record", record], base_env, sandbox.pid)
+        connectors = run_phase(["--phase", "connectors", "--record", record], base_env, stand_ins)
         print(f"  {connectors}", flush=True)
         print("ceiling: replaying the same requests, fetch + json parse only ...", flush=True)
         ceiling = run_phase(["--phase", "ceiling", "--record", record, "--fetched", str(connectors["fetched"])],
-                            base_env, sandbox.pid)
+                            base_env, stand_ins)
         print(f"  {ceiling}", flush=True)
         results += [("ceiling: fetch + parse", ceiling), ("connectors: + normalize", connectors)]
         for kind in [d.strip() for d in args.databases.split(",") if d.strip()]:
             env = {**base_env, "HANDOFF_DATABASE_URL": fresh_database(kind, workdir)}
             print(f"end to end into {kind} ...", flush=True)
-            result = run_phase(["--phase", "e2e"], env, sandbox.pid)
+            result = run_phase(["--phase", "e2e"], env, stand_ins)
             results.append((f"end to end -> {kind}", result))
             print(f"  {result}", flush=True)
     finally:
         server.stop()
-        sandbox.terminate()
-        sandbox.wait(timeout=30)
+        stop_sandbox(sandbox)
 
     ceiling = results[0][1]
     print()

@@ -211,25 +211,32 @@ def sandbox(
     late_rate: float = typer.Option(0.0, help="Share of activities that show up hours late."),
     fault: list[str] = typer.Option(None, help="Request fault, e.g. marketo.rate_limit_every=10 (repeatable)."),
     export: Optional[Path] = typer.Option(None, help="Also write a JSON Lines export (badge scans) here."),
+    tool: list[str] = typer.Option(None, help="Serve only this tool (repeatable). Processes started with the same "
+                                              "seed, size and --end serve one world between them."),
+    end: Optional[str] = typer.Option(None, help="The world's last moment (ISO-8601); default: this hour."),
 ) -> None:
     """Start the Marketo, HubSpot and Mautic stand-ins and print how to point Handoff at them, until stopped."""
     from sandbox.exports import write_badge_scans
     from sandbox.stack import start_sandbox
     from sandbox.world import TOOLS, WorldSpec, generate
 
-    end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    spec = WorldSpec(seed=seed, people=people, activities=activities, weeks=weeks, end=end, malformed_rate=malformed_rate,
-                     duplicate_rate=duplicate_rate, late_rate=late_rate)
+    tools = tuple(dict.fromkeys(tool or TOOLS))
+    unknown = sorted(set(tools) - set(TOOLS))
+    if unknown:
+        raise typer.BadParameter(f"unknown tool {unknown[0]!r}: one of {', '.join(TOOLS)}", param_hint="--tool")
+    world_end = _instant(end, "--end") or datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    spec = WorldSpec(seed=seed, people=people, activities=activities, weeks=weeks, end=world_end,
+                     malformed_rate=malformed_rate, duplicate_rate=duplicate_rate, late_rate=late_rate)
     world = generate(spec)
-    ports = {tool: (port + i if port else 0) for i, tool in enumerate(TOOLS)}
-    box = start_sandbox(world=world, faults=_parse_faults(fault), ports=ports, host=host)
+    ports = {name: (port + TOOLS.index(name) if port else 0) for name in tools}
+    box = start_sandbox(world=world, faults=_parse_faults(fault), ports=ports, tools=tools, host=host)
     env = dict(box.env)
     if export:
         write_badge_scans(world, export)
         env.update({"HANDOFF_JSONL_ENABLED": "true", "HANDOFF_JSONL_PATH": str(export.resolve())})
     console.print(f"[bold]Stand-ins over {people} people and {len(world.events)} activities (seed {seed})[/bold]")
-    for tool in TOOLS:
-        console.print(f"  {tool:8} {box.url(tool)}")
+    for name in tools:
+        console.print(f"  {name:8} {box.url(name)}")
     console.print("\nPoint Handoff at them (sandbox credentials, valid until this process stops):")
     for name, value in env.items():
         print(f"export {name}={value}")
