@@ -25,8 +25,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from bench.databases import fresh_database
+
 ROOT = Path(__file__).resolve().parents[1]
-POSTGRES_ADMIN = os.environ.get("HANDOFF_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def peak_rss_mb() -> float:
@@ -181,24 +182,6 @@ def stop_sandbox(processes: list[subprocess.Popen]) -> None:
         process.wait(timeout=30)
 
 
-def fresh_database(kind: str, workdir: Path) -> str:
-    from sqlalchemy import create_engine, text
-
-    from store.migrate import upgrade
-
-    if kind == "sqlite":
-        url = f"sqlite:///{workdir / 'bench.db'}"
-    else:
-        admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text("DROP DATABASE IF EXISTS handoff_bench WITH (FORCE)"))
-            conn.execute(text("CREATE DATABASE handoff_bench"))
-        url = admin.url.set(database="handoff_bench").render_as_string(hide_password=False)
-        admin.dispose()
-    upgrade(url)
-    return url
-
-
 def _process_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -267,7 +250,7 @@ def main() -> None:
         print(f"  {ceiling}", flush=True)
         results += [("ceiling: fetch + parse", ceiling), ("connectors: + normalize", connectors)]
         for kind in [d.strip() for d in args.databases.split(",") if d.strip()]:
-            env = {**base_env, "HANDOFF_DATABASE_URL": fresh_database(kind, workdir)}
+            env = {**base_env, "HANDOFF_DATABASE_URL": fresh_database(kind, workdir, "handoff_bench")}
             print(f"end to end into {kind} ...", flush=True)
             result = run_phase(["--phase", "e2e"], env, stand_ins)
             results.append((f"end to end -> {kind}", result))

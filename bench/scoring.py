@@ -18,10 +18,9 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from bench.databases import fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
-POSTGRES_ADMIN = os.environ.get("HANDOFF_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 NOW = datetime(2026, 11, 2, tzinfo=timezone.utc)
 
 # (type, assets, weight): roughly the mix the synthetic world produces
@@ -41,22 +40,6 @@ MIX = [
 ]
 INDUSTRIES = ["Software", "Financial Services", "Retail", "Education", "Government", "Professional Services"]
 TITLES = ["VP of Sales", "Head of Revenue Operations", "Marketing Operations Manager", "Student", "Consultant"]
-
-
-def fresh_database(kind: str, workdir: Path) -> str:
-    from store.migrate import upgrade
-
-    if kind == "sqlite":
-        url = f"sqlite:///{workdir / 'scoring.db'}"
-    else:
-        admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text("DROP DATABASE IF EXISTS handoff_bench_scoring WITH (FORCE)"))
-            conn.execute(text("CREATE DATABASE handoff_bench_scoring"))
-        url = admin.url.set(database="handoff_bench_scoring").render_as_string(hide_password=False)
-        admin.dispose()
-    upgrade(url)
-    return url
 
 
 def load(url: str, leads: int, activities: int, seed: int) -> None:
@@ -158,7 +141,7 @@ def main() -> None:
             from flows.score import rescore, score_and_qualify
 
             for kind in [d.strip() for d in args.databases.split(",") if d.strip()]:
-                url = fresh_database(kind, workdir)
+                url = fresh_database(kind, workdir, "handoff_bench_scoring")
                 os.environ["HANDOFF_DATABASE_URL"] = url
                 get_settings.cache_clear()
                 print(f"{kind}: loading {args.leads:,} leads and {args.activities:,} activities ...", flush=True)

@@ -152,18 +152,25 @@ class HubSpotSource:
             records = [r for r in data.get("events") or () if r.get("type") not in EMAIL_TYPES_IGNORED
                        and (r.get("type") != "STATUSCHANGE" or _unsubscribed(r))]
             self._look_up_addresses({r["recipient"].lower() for r in records if isinstance(r.get("recipient"), str)})
-            page = Page(fetched=len(records))
-            contacts = []
-            for record in records:
-                result = self._email_activity(record)
-                (page.activities if isinstance(result, ActivityRecord) else page.rejected).append(result)
-                if isinstance(result, ActivityRecord) and result.source_contact_id:
-                    contacts.append(result.source_contact_id)
-            page.people = self._new_people(contacts)
-            yield page
+            yield self._page(records, self._email_activity)
             if not data.get("hasMore") or not data.get("offset"):
                 return
             params["offset"] = data["offset"]
+
+    def _page(self, records: list, convert: Callable[[dict], ActivityRecord | Rejection]) -> Page:
+        """One page of a feed: each record converted, with the people first met on it."""
+        page = Page(fetched=len(records))
+        contacts = []
+        for record in records:
+            result = convert(record)
+            if isinstance(result, ActivityRecord):
+                page.activities.append(result)
+                if result.source_contact_id:
+                    contacts.append(result.source_contact_id)
+            else:
+                page.rejected.append(result)
+        page.people = self._new_people(contacts)
+        return page
 
     def _email_activity(self, record: dict) -> ActivityRecord | Rejection:
         native = record.get("type")
@@ -192,15 +199,7 @@ class HubSpotSource:
             data = self._json("GET", "/events/v3/events", params=params)
             records = data.get("results") or []
             self._look_up_ids({str(r["objectId"]) for r in records if r.get("objectId") not in (None, "")})
-            page = Page(fetched=len(records))
-            contacts = []
-            for record in records:
-                result = self._web_activity(record)
-                (page.activities if isinstance(result, ActivityRecord) else page.rejected).append(result)
-                if isinstance(result, ActivityRecord) and result.source_contact_id:
-                    contacts.append(result.source_contact_id)
-            page.people = self._new_people(contacts)
-            yield page
+            yield self._page(records, self._web_activity)
             after = ((data.get("paging") or {}).get("next") or {}).get("after")
             if not after:
                 return
