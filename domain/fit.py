@@ -90,8 +90,8 @@ def assess_fit(fields: Mapping[str, Any], email: str | None, model: FitModel) ->
     domain = email.rsplit("@", 1)[-1].lower() if email and "@" in email else None
     disqualified = capped_by = None
     for rule in model.disqualifiers:
-        hit = (domain is not None and domain in rule.email_domains) or (
-            rule.field is not None and str(fields.get(rule.field) or "").lower() in {v.lower() for v in rule.values}
+        hit = (domain is not None and domain in rule.domain_set) or (
+            rule.field is not None and str(fields.get(rule.field) or "").lower() in rule.lowered_values
         )
         if not hit:
             continue

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from domain.activity import ActivityType
@@ -147,6 +147,14 @@ class Disqualifier:
     values: tuple[str, ...] = ()
     max_grade: str | None = None
     line: int | None = None
+
+    @cached_property
+    def domain_set(self) -> frozenset[str]:
+        return frozenset(d.lower() for d in self.email_domains)
+
+    @cached_property
+    def lowered_values(self) -> frozenset[str]:
+        return frozenset(v.lower() for v in self.values)
 
 
 @dataclass(frozen=True)

@@ -260,18 +260,20 @@ def lead_profiles(conn: Connection, lead_ids: Sequence[int]) -> dict[int, dict]:
 
 
 def last_hand_raises(conn: Connection, lead_ids: Sequence[int], kinds: Iterable[str]) -> dict[int, tuple[datetime, str]]:
-    """Each lead's latest hand-raising activity (time, type)."""
+    """Each lead's latest hand-raising activity (time, type); of two at the same moment, the type named last.
+    Answered from the (lead, type, time) index alone."""
     kinds = sorted(kinds)
     if not kinds or not lead_ids:
         return {}
     marks = ", ".join("?" for _ in kinds)
     rows = select_where_in(
-        conn, f"SELECT lead_id, occurred_at, type FROM activity WHERE type IN ({marks}) AND lead_id {{keys}}", lead_ids, *kinds
+        conn, f"SELECT lead_id, type, MAX(occurred_at) FROM activity WHERE type IN ({marks}) AND lead_id {{keys}} "
+        "GROUP BY lead_id, type", lead_ids, *kinds
     )
     latest: dict[int, tuple[datetime, str]] = {}
-    for lead_id, occurred_at, kind in rows:
+    for lead_id, kind, occurred_at in rows:
         moment = from_db_time(occurred_at)
-        if lead_id not in latest or moment > latest[lead_id][0]:
+        if lead_id not in latest or (moment, kind) > latest[lead_id]:
             latest[lead_id] = (moment, kind)
     return latest
 

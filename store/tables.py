@@ -52,7 +52,7 @@ class Activity(SQLModel, table=True):
     __tablename__ = "activity"
     __table_args__ = (
         UniqueConstraint("source", "external_id", name="uq_activity_source_external_id"),
-        Index("ix_activity_lead_occurred", "lead_id", "occurred_at"),
+        Index("ix_activity_lead_type_occurred", "lead_id", "type", "occurred_at"),
     )
 
     id: int | None = Field(

@@ -30,6 +30,9 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+_UTC_DATETIME = UTCDateTime()
+
+
 def from_db_time(value) -> datetime | None:
     """An aware UTC datetime from what a driver returns for a UTCDateTime column read with raw SQL."""
-    return UTCDateTime().process_result_value(value, None)
+    return _UTC_DATETIME.process_result_value(value, None)

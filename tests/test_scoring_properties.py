@@ -370,6 +370,28 @@ def test_when_two_leads_merge_their_points_are_counted_once_batch_by_batch(engin
     assert sorted(batch_by_batch) == sorted(at_once)
 
 
+def test_each_lead_s_latest_hand_raise_is_found_whatever_its_type(engine):
+    def activity(n, kind, email, when):
+        return ActivityRecord(source="marketo", external_id=str(n), type=kind, occurred_at=when, email=email,
+                              source_contact_id=None, raw_json="{}")
+
+    write_batch(engine, source="marketo", people=[], rejections=[], checkpoint=None, now=BASE, activities=[
+        activity(1, ActivityType.DEMO_REQUEST, EMAILS[0], BASE),
+        activity(2, ActivityType.TRIAL_SIGNUP, EMAILS[0], BASE + timedelta(days=3)),
+        activity(3, ActivityType.PAGE_VIEW, EMAILS[0], BASE + timedelta(days=9)),  # not a hand-raise
+        activity(4, ActivityType.CONTACT_SALES, EMAILS[1], BASE + timedelta(days=1)),
+        activity(5, ActivityType.DEMO_REQUEST, EMAILS[1], BASE + timedelta(days=1)),  # the same moment
+        activity(6, ActivityType.WHITEPAPER_DOWNLOAD, EMAILS[2], BASE),
+    ])
+    with engine.connect() as conn:
+        leads = {email: store.lead_by_email(conn, email) for email in EMAILS[:3]}
+        found = store.last_hand_raises(conn, list(leads.values()), {"demo_request", "trial_signup", "contact_sales"})
+    assert found == {
+        leads[EMAILS[0]]: (BASE + timedelta(days=3), "trial_signup"),
+        leads[EMAILS[1]]: (BASE + timedelta(days=1), "demo_request"),  # of a tie, the type named last
+    }
+
+
 # ------------------------------------------------------------------------------------------ rescoring twice
 
 profiles = st.fixed_dictionaries({}, optional={
