@@ -285,16 +285,17 @@ _STATE_COLUMNS = ("lead_id", "version_id", "score", "peak_score", "fit_points", 
 def load_states(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadState]:
     rows = select_where_in(conn, f"SELECT {', '.join(_STATE_COLUMNS)} FROM lead_state WHERE lead_id {{keys}}", lead_ids)
     states = {}
-    for row in rows:
-        values = dict(zip(_STATE_COLUMNS, row))
-        states[values["lead_id"]] = LeadState(
-            stage=Stage(values["stage"]), score=values["score"], peak_score=values["peak_score"],
-            fit_points=values["fit_points"], fit_grade=values["fit_grade"], mql_armed=bool(values["mql_armed"]),
-            crossings=values["crossings"], cold=bool(values["cold"]),
-            qualified_at=from_db_time(values["qualified_at"]) if values["qualified_at"] else None,
-            stage_changed_at=from_db_time(values["stage_changed_at"]),
+    for (lead_id, _version, score, peak, fit_points, fit_grade, stage, changed_at, armed, crossings, cold, qualified_at,
+         _scored) in rows:
+        states[lead_id] = LeadState(
+            stage=_STAGES[stage], score=score, peak_score=peak, fit_points=fit_points, fit_grade=fit_grade,
+            mql_armed=bool(armed), crossings=crossings, cold=bool(cold),
+            qualified_at=from_db_time(qualified_at) if qualified_at else None, stage_changed_at=from_db_time(changed_at),
         )
     return states
+
+
+_STAGES = {stage.value: stage for stage in Stage}
 
 
 def save_qualifications(

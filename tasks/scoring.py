@@ -11,6 +11,7 @@ import orjson
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from prefect.events.worker import EventsWorker, should_emit_events
 from pydantic import BaseModel, Field
 
 from config.rulebook import load_rulebook
@@ -184,7 +185,9 @@ def record_bookmarks(version_id: int, now: datetime, decayed_at: datetime | None
 @task(cache_policy=NO_CACHE)
 def publish_lead_events(now: datetime) -> int:
     """Emit every unpublished lead event, then mark it published. Each event's id was stored with it in the
-    outbox: an event emitted just before a crash is emitted again with the same id, and Prefect keeps it once."""
+    outbox: an event emitted just before a crash is emitted again with the same id, and Prefect keeps it once.
+    emit_event only queues an event for Prefect's sender thread; a batch is marked published once that queue
+    has been sent, so a process that ends right after cannot take queued events with it."""
     engine = get_engine(get_settings().resolved_database_url())
     published = 0
     while True:
@@ -202,6 +205,8 @@ def publish_lead_events(now: datetime) -> int:
                 id=UUID(event["event_id"]),
                 occurred=event["occurred_at"],
             )
+        if should_emit_events():
+            EventsWorker.instance().wait_until_empty()
         with engine.begin() as conn:
             store.mark_published(conn, [event["id"] for event in pending], now)
         published += len(pending)

@@ -129,6 +129,29 @@ def test_a_run_that_fails_after_emitting_is_retried_without_a_second_event_or_ro
     assert sorted(routing) == sorted(mql_leads)
 
 
+def test_events_have_left_the_process_before_they_are_marked_published(
+    prefect_server, handoff_env, engine, sandbox_factory, monkeypatch
+):
+    """emit_event queues; a run that ended right after marking would lose what was still queued."""
+    from prefect.events.worker import EventsWorker
+
+    import store.scoring
+
+    box = sandbox_factory(WORLD)
+    ingested(box, handoff_env)
+    real = store.scoring.mark_published
+    queued_at_marking: list[int] = []
+
+    def marking(conn, ids, now):
+        queued_at_marking.append(EventsWorker.instance()._queue.unfinished_tasks)
+        return real(conn, ids, now)
+
+    monkeypatch.setattr(store.scoring, "mark_published", marking)
+    summary = score_and_qualify(now=box.world.now)
+    assert summary.events_published > 0
+    assert queued_at_marking and set(queued_at_marking) == {0}
+
+
 def _rows(engine, table):
     with engine.connect() as conn:
         return conn.execute(select(table.__table__)).all()
