@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     http_backoff_cap: float = Field(default=30.0, ge=0, description="Longest backoff between attempts")
     http_max_retry_after: float = Field(default=300.0, ge=0, description="Longest wait honoured from Retry-After")
     fetch_in_subprocess: bool = Field(
-        default=True, description="Fetch and normalize each source in a child process, beside the writes"
+        default=True, description="Run each source's ingest (fetch, normalize, write) in a child process of its own"
     )
     ingest_retry_delays: list[float] = Field(
         default=[10.0, 60.0], description="Task-level retries of a source (JSON list of seconds), after HTTP retries"

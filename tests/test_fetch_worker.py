@@ -1,57 +1,110 @@
-"""Pages fetched in a child process arrive whole and in order; the child's failures and death are the parent's."""
+"""A source ingested in a child process stores exactly what it would in process; the child's failures and
+death are the parent's; stopping early ends the child; an orphaned child stops before its next batch."""
 
 import json
 import multiprocessing
 import os
-import signal
+import time
+from datetime import datetime, timezone
 
 import pytest
 
+from config.settings import Settings
 from config.sources import SourceConfig
-from connectors.http import Backoff, PermanentError, TransientError
-from connectors.marketing.jsonl import JsonlSource
-from connectors.marketing.worker import pages_in_subprocess
+from connectors.http import TransientError
+from connectors.marketing.worker import run_in_child, serve
+from store.engine import get_engine
+from store.migrate import upgrade
+from tasks.source_ingest import _ingest, ingest_source_once
+from tests.flow_support import snapshot
 
 pytestmark = pytest.mark.slow  # each test spawns a process
+
+NOW = datetime(2026, 11, 2, 12, tzinfo=timezone.utc)
 
 
 def export(tmp_path, lines: int):
     path = tmp_path / "export.jsonl"
-    path.write_text("".join(json.dumps({"id": f"a{i}", "email": f"p{i}@acme.example", "type": "page_view", "asset": "/",
-                                        "occurred_at": f"2026-11-01T10:{i % 60:02d}:00Z", "company": "Acme"}) + "\n"
+    path.write_text("".join(json.dumps({"id": f"a{i}", "email": f"p{i % 40}@acme.example", "type": "page_view",
+                                        "asset": "/", "occurred_at": f"2026-11-01T10:{i % 60:02d}:00Z",
+                                        "company": "Acme"}) + "\n"
                             for i in range(lines)) + "{broken\n")
     return SourceConfig(name="files", kind="jsonl", path=str(path), page_size=7)
 
 
-def fetch(config, **kwargs):
-    return pages_in_subprocess(config, {}, None, timeout=(1, 1), backoff=Backoff(), **kwargs)
+def database(tmp_path, name: str) -> str:
+    url = f"sqlite:///{tmp_path / name}"
+    upgrade(url)
+    return url
 
 
-def test_the_child_yields_the_same_pages_as_the_connector_in_process(tmp_path):
-    config = export(tmp_path, 30)
-    child = list(fetch(config))
-    here = list(JsonlSource(config).pages(None))
-    assert [p.fetched for p in child] == [p.fetched for p in here]
-    assert [a for p in child for a in p.activities] == [a for p in here for a in p.activities]
-    assert [r for p in child for r in p.rejected] == [r for p in here for r in p.rejected]
-    assert [x for p in child for x in p.people] == [x for p in here for x in p.people]
-    assert [p.checkpoint for p in child] == [p.checkpoint for p in here]
+def ingest(config, url, *, in_child: bool):
+    settings = Settings(database_url=url, batch_size=20, fetch_in_subprocess=in_child)
+    summary = ingest_source_once(config, {}, now=NOW, run_id="r1", settings=settings)
+    return summary.model_dump(exclude={"seconds"}), snapshot(get_engine(url))
 
 
-def test_a_permanent_failure_in_the_child_is_raised_in_the_parent(tmp_path):
+def test_a_source_ingested_in_a_child_stores_exactly_what_it_would_in_process(tmp_path):
+    config = export(tmp_path, 130)
+    child = ingest(config, database(tmp_path, "child.db"), in_child=True)
+    here = ingest(config, database(tmp_path, "here.db"), in_child=False)
+    assert child == here
+    assert child[0]["new"] == 130 and child[0]["quarantined"] == 1 and child[0]["batches"] > 1
+
+
+def test_a_permanent_failure_in_the_child_is_reported_as_in_process(tmp_path):
     config = SourceConfig(name="files", kind="jsonl", path=str(tmp_path / "nothing-*.jsonl"))
-    with pytest.raises(PermanentError, match="no .jsonl files"):
-        list(fetch(config))
+    summary, _ = ingest(config, database(tmp_path, "child.db"), in_child=True)
+    assert summary["status"] == "failed" and "no .jsonl files" in summary["error"]
 
 
-def test_a_child_that_dies_is_a_transient_failure_and_stopping_early_ends_the_child(tmp_path):
-    pages = fetch(export(tmp_path, 500), depth=2)
-    next(pages)
-    [child] = multiprocessing.active_children()
-    os.kill(child.pid, signal.SIGKILL)
-    with pytest.raises(TransientError, match="fetch process ended unexpectedly"):
-        list(pages)
-    early = fetch(export(tmp_path, 500), depth=2)
-    next(early)
-    early.close()
+# Targets for run_in_child: module-level, so a spawned child can import them.
+
+def _raise(channel) -> None:
+    def work(send):
+        send("first")
+        raise ValueError("broken in the child")
+
+    serve(channel, work)
+
+
+def _die(channel) -> None:
+    serve(channel, lambda send: os._exit(3))
+
+
+def _endless(channel) -> None:
+    def work(send):
+        n = 0
+        while True:
+            send(n)
+            n += 1
+
+    serve(channel, work)
+
+
+def test_a_child_s_error_is_raised_in_the_parent_and_a_child_that_dies_is_a_transient_failure():
+    items = run_in_child(_raise, (), name="raise", what="the test child", depth=2)
+    assert next(items) == "first"
+    with pytest.raises(ValueError, match="broken in the child"):
+        next(items)
+    with pytest.raises(TransientError, match=r"the test child ended unexpectedly \(exit code 3\)"):
+        list(run_in_child(_die, (), name="die", what="the test child", depth=2))
+
+
+def test_stopping_early_ends_the_child():
+    items = run_in_child(_endless, (), name="endless", what="the test child", depth=2)
+    assert [next(items) for _ in range(3)] == [0, 1, 2]
+    items.close()
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert multiprocessing.active_children() == []
+
+
+def test_an_ingest_whose_run_is_gone_stops_before_writing_another_batch(tmp_path):
+    url = database(tmp_path, "orphan.db")
+    settings = Settings(database_url=url, batch_size=20, fetch_in_subprocess=False)
+    with pytest.raises(TransientError, match="is gone"):
+        _ingest(export(tmp_path, 50), {}, now=NOW, run_id="r1", settings=settings, since=None, log=None,
+                orphaned=lambda: True)
+    assert snapshot(get_engine(url))["activities"] == {}

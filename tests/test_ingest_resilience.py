@@ -83,13 +83,14 @@ def test_a_run_killed_midway_and_run_again_ends_with_the_rows_of_a_clean_run(
 def test_a_run_failing_partway_then_run_again_ends_with_the_rows_of_a_clean_run(
     prefect_server, handoff_env, sandbox_factory, clean_run, database_url, engine, monkeypatch
 ):
-    import tasks.ingest
+    import tasks.source_ingest
 
     box = sandbox_factory(SPEC)
     expected = clean_run(box)
+    # In-process sources, so the broken write below is the one they call.
     handoff_env(box.env, FAST, HANDOFF_DATABASE_URL=database_url, HANDOFF_BATCH_SIZE="200",
-                HANDOFF_INGEST_RETRY_DELAYS="[]")
-    real_write = tasks.ingest.write_batch
+                HANDOFF_INGEST_RETRY_DELAYS="[]", HANDOFF_FETCH_IN_SUBPROCESS="false")
+    real_write = tasks.source_ingest.write_batch
     calls = {"n": 0}
 
     def failing_write(*args, **kwargs):
@@ -98,13 +99,13 @@ def test_a_run_failing_partway_then_run_again_ends_with_the_rows_of_a_clean_run(
             raise ConnectionError("database went away")
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(tasks.ingest, "write_batch", failing_write)
+    monkeypatch.setattr(tasks.source_ingest, "write_batch", failing_write)
     with pytest.raises(IngestFailed) as failed:
         ingest(now=box.world.now)
     assert "error" in {s.status for s in failed.value.summary.sources}
     assert 0 < activity_count(engine) < sum(expected["activities"].values())
 
-    monkeypatch.setattr(tasks.ingest, "write_batch", real_write)
+    monkeypatch.setattr(tasks.source_ingest, "write_batch", real_write)
     ingest(now=box.world.now)
     assert snapshot(engine) == expected
 
@@ -112,11 +113,11 @@ def test_a_run_failing_partway_then_run_again_ends_with_the_rows_of_a_clean_run(
 def test_a_transient_failure_is_retried_by_the_task_and_the_run_completes_exactly_once(
     prefect_server, handoff_env, sandbox_factory, engine, monkeypatch
 ):
-    import tasks.ingest
+    import tasks.source_ingest
 
     box = sandbox_factory(SPEC, tools=("marketo",))
-    handoff_env(box.env, FAST, HANDOFF_BATCH_SIZE="300", HANDOFF_INGEST_RETRY_DELAYS="[0]")
-    real_write = tasks.ingest.write_batch
+    handoff_env(box.env, FAST, HANDOFF_BATCH_SIZE="300", HANDOFF_INGEST_RETRY_DELAYS="[0]", HANDOFF_FETCH_IN_SUBPROCESS="false")
+    real_write = tasks.source_ingest.write_batch
     calls = {"n": 0}
 
     def flaky_write(*args, **kwargs):
@@ -125,7 +126,7 @@ def test_a_transient_failure_is_retried_by_the_task_and_the_run_completes_exactl
             raise ConnectionError("connection reset")
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(tasks.ingest, "write_batch", flaky_write)
+    monkeypatch.setattr(tasks.source_ingest, "write_batch", flaky_write)
     summary = ingest(now=box.world.now)
 
     assert [s.status for s in summary.sources] == ["ok"]

@@ -1,5 +1,7 @@
-"""A source's pages fetched in a child process: parsing and normalizing are CPU work, and in a child they run
-beside the database writes of the parent instead of taking turns with them under one interpreter lock."""
+"""Work on a source in a child process, and the wire it talks to its parent over: the child's items, its
+logs, its failure or its end. Parsing, normalizing and storing are CPU work; in a child per source they run
+beside each other instead of taking turns under one interpreter lock. `pages_in_subprocess` fetches a
+source's pages there; the ingest task runs a source's whole ingest there (tasks/ingest.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +10,14 @@ import multiprocessing
 import queue
 from dataclasses import fields
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from config.sources import SourceConfig
 from connectors.http import Backoff, TransientError
 from connectors.marketing.base import Page
 from domain.activity import ActivityRecord, ActivityType, PersonRecord, Rejection
 
-_PAGE, _LOG, _ERROR, _DONE = "page", "log", "error", "done"
+_ITEM, _LOG, _ERROR, _DONE = "item", "log", "error", "done"
 
 
 def _to_wire(page: Page) -> tuple:
@@ -52,42 +54,30 @@ class _Forward(logging.Handler):
         self.channel.put((_LOG, (record.name, record.levelno, record.getMessage())))
 
 
-def _produce(channel, config: SourceConfig, secrets: dict[str, str], since, timeout, backoff) -> None:
-    from connectors.marketing import build_source
-
+def serve(channel, work: Callable[[Callable[[Any], None]], None]) -> None:
+    """The child's side: forward Handoff's log records, run `work(send)`, then say it is done, or hand its
+    error to the parent, which raises it."""
     handoff_log = logging.getLogger("handoff")
     handoff_log.addHandler(_Forward(channel))
     handoff_log.setLevel(logging.INFO)
     handoff_log.propagate = False
-    source = None
     try:
-        source = build_source(config, secrets, timeout=timeout, backoff=backoff)
-        for page in source.pages(since):
-            channel.put((_PAGE, _to_wire(page)))
+        work(lambda item: channel.put((_ITEM, item)))
         channel.put((_DONE, None))
     except BaseException as exc:  # handed to the parent, which raises it
         channel.put((_ERROR, exc))
-    finally:
-        if source is not None:
-            source.close()
 
 
-def pages_in_subprocess(
-    config: SourceConfig,
-    secrets: dict[str, str],
-    since: datetime | None,
-    *,
-    timeout: tuple[float, float],
-    backoff: Backoff,
-    depth: int = 8,
-) -> Iterator[Page]:
-    """The source's pages, produced `depth` ahead by a child process. The child's errors are raised here, its
-    logs are logged here; a child that dies without a word is a transient failure; stopping early ends it."""
+def run_in_child(
+    target: Callable[..., None], args: tuple, *, name: str, what: str, depth: int, log: Any = None
+) -> Iterator[Any]:
+    """The parent's side: start `target(channel, *args)` in a fresh process and yield each item it sends, at
+    most `depth` ahead. Its errors are raised here and its log records logged here (to `log` when given, else
+    to the logger of their own name); a child that dies without a word is a transient failure; stopping
+    early ends it."""
     context = multiprocessing.get_context("spawn")
     channel: Any = context.Queue(maxsize=depth)
-    child = context.Process(
-        target=_produce, args=(channel, config, secrets, since, timeout, backoff), name=f"fetch-{config.name}", daemon=True
-    )
+    child = context.Process(target=target, args=(channel, *args), name=name, daemon=True)
     child.start()
     try:
         while True:
@@ -95,13 +85,13 @@ def pages_in_subprocess(
                 kind, value = channel.get(timeout=1.0)
             except queue.Empty:
                 if not child.is_alive():
-                    raise TransientError(f"{config.name}: the fetch process ended unexpectedly (exit code {child.exitcode})") from None
+                    raise TransientError(f"{what} ended unexpectedly (exit code {child.exitcode})") from None
                 continue
-            if kind == _PAGE:
-                yield _from_wire(value)
+            if kind == _ITEM:
+                yield value
             elif kind == _LOG:
-                name, level, message = value
-                logging.getLogger(name).log(level, message)
+                logger_name, level, message = value
+                (log or logging.getLogger(logger_name)).log(level, message)
             elif kind == _ERROR:
                 raise value
             else:
@@ -113,3 +103,35 @@ def pages_in_subprocess(
         channel.close()
         channel.join_thread()
 
+
+def _produce(channel, config: SourceConfig, secrets: dict[str, str], since, timeout, backoff) -> None:
+    from connectors.marketing import build_source
+
+    def work(send) -> None:
+        source = build_source(config, secrets, timeout=timeout, backoff=backoff)
+        try:
+            for page in source.pages(since):
+                send(_to_wire(page))
+        finally:
+            source.close()
+
+    serve(channel, work)
+
+
+def pages_in_subprocess(
+    config: SourceConfig,
+    secrets: dict[str, str],
+    since: datetime | None,
+    *,
+    timeout: tuple[float, float],
+    backoff: Backoff,
+    depth: int = 8,
+) -> Iterator[Page]:
+    """The source's pages, produced `depth` ahead by a child process (see run_in_child)."""
+    wires = run_in_child(_produce, (config, secrets, since, timeout, backoff), name=f"fetch-{config.name}",
+                         what=f"{config.name}: the fetch process", depth=depth)
+    try:
+        for wire in wires:
+            yield _from_wire(wire)
+    finally:
+        wires.close()
