@@ -148,11 +148,12 @@ class DecayFactor(SQLModel, table=True):
 
 class ScoreLedger(SQLModel, table=True):
     """Every point a lead holds: which activity earned how many under which rule of which rulebook version
-    (centipoints, after repeat rules and caps, before decay)."""
+    (centipoints, after repeat rules and caps, before decay). Derived from the activity log, whose rows already
+    reference their lead: no foreign key of its own, which a full rescore would check a million times."""
 
     __tablename__ = "score_ledger"
 
-    lead_id: int = Field(sa_column=Column(Integer, ForeignKey("lead.id"), primary_key=True))
+    lead_id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     activity_id: int = Field(sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True))
     version_id: int = Field(sa_column=Column(Integer, nullable=False))
     rule_id: int = Field(sa_column=Column(Integer, nullable=False))
