@@ -4,6 +4,7 @@ death are the parent's; stopping early ends the child; an orphaned child stops b
 import json
 import multiprocessing
 import os
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -72,6 +73,21 @@ def _die(channel) -> None:
     serve(channel, lambda send: os._exit(3))
 
 
+class LockedError(Exception):
+    """An error that cannot be pickled (it holds a lock), as some driver errors cannot."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def _raise_unpicklable(channel) -> None:
+    def work(send):
+        raise LockedError("the database said no")
+
+    serve(channel, work)
+
+
 def _endless(channel) -> None:
     def work(send):
         n = 0
@@ -89,6 +105,11 @@ def test_a_child_s_error_is_raised_in_the_parent_and_a_child_that_dies_is_a_tran
         next(items)
     with pytest.raises(TransientError, match=r"the test child ended unexpectedly \(exit code 3\)"):
         list(run_in_child(_die, (), name="die", what="the test child", depth=2))
+
+
+def test_an_error_that_cannot_cross_to_the_parent_still_says_what_it_was():
+    with pytest.raises(TransientError, match="LockedError: the database said no"):
+        list(run_in_child(_raise_unpicklable, (), name="locked", what="the test child", depth=2))
 
 
 def test_stopping_early_ends_the_child():

@@ -1,46 +1,19 @@
-"""Work on a source in a child process, and the wire it talks to its parent over: the child's items, its
-logs, its failure or its end. Parsing, normalizing and storing are CPU work; in a child per source they run
-beside each other instead of taking turns under one interpreter lock. `pages_in_subprocess` fetches a
-source's pages there; the ingest task runs a source's whole ingest there (tasks/ingest.py)."""
+"""Work on a source in a child process, and what the child tells its parent: its items, its logs, its failure
+or its end. Parsing, normalizing and storing are CPU work; in a child per source they run beside each other
+instead of taking turns under one interpreter lock. The ingest task runs each source's whole ingest in one
+(tasks/source_ingest.py)."""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import pickle
 import queue
-from dataclasses import fields
-from datetime import datetime
 from typing import Any, Callable, Iterator
 
-from config.sources import SourceConfig
-from connectors.http import Backoff, TransientError
-from connectors.marketing.base import Page
-from domain.activity import ActivityRecord, ActivityType, PersonRecord, Rejection
+from connectors.http import TransientError
 
 _ITEM, _LOG, _ERROR, _DONE = "item", "log", "error", "done"
-
-
-def _to_wire(page: Page) -> tuple:
-    """A page as plain tuples: pickling slotted dataclasses goes through Python code, tuples do not."""
-    return (
-        [(a.source, a.external_id, a.type.value, a.occurred_at, a.email, a.source_contact_id, a.raw_json, a.asset,
-          a.campaign, a.properties or None) for a in page.activities],
-        [tuple(getattr(p, f.name) for f in fields(PersonRecord)) for p in page.people],
-        [(r.source, r.external_id, r.reason, r.raw_json) for r in page.rejected],
-        page.fetched,
-        page.checkpoint,
-    )
-
-
-def _from_wire(wire: tuple) -> Page:
-    activities, people, rejected, fetched, checkpoint = wire
-    return Page(
-        activities=[ActivityRecord(s, e, ActivityType(t), o, m, c, r, a, g, p or {}) for s, e, t, o, m, c, r, a, g, p in activities],
-        people=[PersonRecord(*values) for values in people],
-        rejected=[Rejection(*values) for values in rejected],
-        fetched=fetched,
-        checkpoint=checkpoint,
-    )
 
 
 class _Forward(logging.Handler):
@@ -65,6 +38,10 @@ def serve(channel, work: Callable[[Callable[[Any], None]], None]) -> None:
         work(lambda item: channel.put((_ITEM, item)))
         channel.put((_DONE, None))
     except BaseException as exc:  # handed to the parent, which raises it
+        try:
+            pickle.dumps(exc)
+        except Exception:  # an error that cannot cross to the parent still says what it was
+            exc = TransientError(f"{type(exc).__name__}: {exc}")
         channel.put((_ERROR, exc))
 
 
@@ -102,36 +79,3 @@ def run_in_child(
         child.join(timeout=10)
         channel.close()
         channel.join_thread()
-
-
-def _produce(channel, config: SourceConfig, secrets: dict[str, str], since, timeout, backoff) -> None:
-    from connectors.marketing import build_source
-
-    def work(send) -> None:
-        source = build_source(config, secrets, timeout=timeout, backoff=backoff)
-        try:
-            for page in source.pages(since):
-                send(_to_wire(page))
-        finally:
-            source.close()
-
-    serve(channel, work)
-
-
-def pages_in_subprocess(
-    config: SourceConfig,
-    secrets: dict[str, str],
-    since: datetime | None,
-    *,
-    timeout: tuple[float, float],
-    backoff: Backoff,
-    depth: int = 8,
-) -> Iterator[Page]:
-    """The source's pages, produced `depth` ahead by a child process (see run_in_child)."""
-    wires = run_in_child(_produce, (config, secrets, since, timeout, backoff), name=f"fetch-{config.name}",
-                         what=f"{config.name}: the fetch process", depth=depth)
-    try:
-        for wire in wires:
-            yield _from_wire(wire)
-    finally:
-        wires.close()
