@@ -37,18 +37,25 @@ class LineDict(dict):
         self.line = line
 
 
-def read_yaml(path: Path) -> Any:
+def read_yaml(path: Path, loader: type[_LineLoader] = _LineLoader) -> Any:
+    """The YAML of `path`, read with `loader` (a SafeLoader subclass that notes lines)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}:{line_of_byte(path.read_bytes(), exc.start)}: not UTF-8 text") from None
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+
+
+def line_of_byte(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
 
 
 def where(path: Path, node: Any) -> str:

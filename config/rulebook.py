@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from config.loading import ConfigError, LineDict, _LineLoader, where
+from config.loading import ConfigError, LineDict, _LineLoader, line_of_byte, read_yaml, where
 from domain.activity import PERSON_FIELDS, ActivityType
 from domain.rules import (
     GRADES,
@@ -45,25 +45,6 @@ def _construct_keyed_mapping(loader: _KeyLineLoader, node: yaml.MappingNode) -> 
 
 
 _KeyLineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_keyed_mapping)
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}:{_line_of_byte(path.read_bytes(), exc.start)}: not UTF-8 text") from None
-    try:
-        return yaml.load(text, Loader=_KeyLineLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML: {problem}") from None
-
-
-def _line_of_byte(data: bytes, offset: int) -> int:
-    return data.count(b"\n", 0, offset) + 1
 
 
 def _at(path: Path, node: Any, key: Any) -> str:
@@ -117,7 +98,7 @@ def load_scoring_csv(path: Path, threshold: Decimal) -> tuple[ScoringRule, ...]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}:{_line_of_byte(data, exc.start)}: not UTF-8 text (save the sheet as CSV UTF-8)") from None
+        raise ConfigError(f"{path}:{line_of_byte(data, exc.start)}: not UTF-8 text (save the sheet as CSV UTF-8)") from None
     with io.StringIO(text, newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
@@ -344,7 +325,7 @@ def _qualification(document: dict, path: Path, threshold: int) -> QualificationP
 def load_rulebook(directory: Path) -> Rulebook:
     """scoring.yaml and scoring.csv from `directory`, validated into one Rulebook."""
     yaml_path, csv_path = directory / "scoring.yaml", directory / "scoring.csv"
-    document = _read_yaml(yaml_path)
+    document = read_yaml(yaml_path, _KeyLineLoader)
     if not isinstance(document, dict):
         raise ConfigError(f"{yaml_path}: expected a mapping")
     _known(document, ("readiness_threshold", "decay", "fit", "qualification"), yaml_path, "the rulebook")
