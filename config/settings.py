@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     fetch_in_subprocess: bool = Field(
         default=True, description="Run each source's ingest (fetch, normalize, write) in a child process of its own"
     )
+    ingest_windows: int = Field(
+        default=1, ge=1, le=16,
+        description="A long backfill of a source that can start its feed at any time (Marketo) is read as up to "
+                    "this many time windows side by side, each in its own process (with fetch_in_subprocess)",
+    )
+    ingest_window_min_hours: float = Field(
+        default=12, gt=0, description="The shortest window a split backfill gets: shorter runs are not split"
+    )
     ingest_retry_delays: list[float] = Field(
         default=[10.0, 60.0], description="Task-level retries of a source (JSON list of seconds), after HTTP retries"
     )

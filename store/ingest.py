@@ -141,6 +141,12 @@ def _quarantine(conn: Connection, rejections: list[Rejection], now: datetime, ru
     return len(conn.execute(stmt.returning(quarantine_t.c.id), list(rows.values())).all())
 
 
+def advance_watermark(engine: Engine, source: str, checkpoint: datetime, now: datetime, run_id: str | None) -> None:
+    """Move a source's watermark forward to `checkpoint` (never back), on its own."""
+    with engine.begin() as conn:
+        _advance_watermark(conn, source, checkpoint, now, run_id)
+
+
 def _advance_watermark(conn: Connection, source: str, checkpoint: datetime, now: datetime, run_id: str | None) -> None:
     """Watermarks only move forward, so a re-read of old data never rewinds them."""
     stmt = insert_for(conn, watermark_t).values(source=source, watermark=checkpoint, updated_at=now, run_id=run_id)

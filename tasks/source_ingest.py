@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import Iterable, Iterator
 
@@ -13,13 +14,13 @@ from pydantic import BaseModel
 
 from config.settings import Settings
 from config.sources import SourceConfig
-from connectors.http import Backoff, PermanentError, TransientError
+from connectors.http import Backoff, ConnectorError, PermanentError, TransientError
 from connectors.marketing import build_source
-from connectors.marketing.base import Page, prefetch
+from connectors.marketing.base import Page, SplittableSource, prefetch
 from connectors.marketing.worker import run_in_child, serve
 from domain.activity import screen
 from store.engine import get_engine
-from store.ingest import get_watermark, write_batch
+from store.ingest import advance_watermark, get_watermark, write_batch
 
 
 class SourceSummary(BaseModel):
@@ -37,6 +38,7 @@ class SourceSummary(BaseModel):
     watermark: datetime | None = None
     seconds: float = 0.0
     error: str | None = None
+    windows: int = 1  # time windows read side by side
 
 
 def merge_pages(pages: Iterable[Page], size: int) -> Iterator[Page]:
@@ -55,12 +57,39 @@ def merge_pages(pages: Iterable[Page], size: int) -> Iterator[Page]:
         yield batch
 
 
-def _pages_in_thread(config: SourceConfig, secrets: dict[str, str], since: datetime | None, *, timeout, backoff):
+def _pages_in_thread(config: SourceConfig, secrets: dict[str, str], since: datetime | None, until: datetime | None,
+                     *, timeout, backoff):
     source = build_source(config, secrets, timeout=timeout, backoff=backoff)
     try:
-        yield from prefetch(source.pages(since))
+        yield from prefetch(source.pages(since) if until is None else source.pages(since, until))
     finally:
         source.close()
+
+
+def _http_options(settings: Settings) -> dict:
+    return {
+        "timeout": (settings.http_connect_timeout, settings.http_read_timeout),
+        "backoff": Backoff(base=settings.http_backoff_base, cap=settings.http_backoff_cap,
+                           max_attempts=settings.http_max_attempts, max_asked=settings.http_max_retry_after),
+    }
+
+
+Window = tuple[datetime | None, datetime | None]
+
+
+def plan_windows(since: datetime | None, first: datetime | None, now: datetime, parts: int, shortest: timedelta) -> list[Window]:
+    """Split the read from `since` (whose first activity is at `first`) up to `now` into at most `parts` windows
+    [start, until) of equal time span, none shorter than `shortest`; the last one is open-ended, so whatever is
+    dated later still has a window. Cuts fall on whole seconds, where a paging token can start."""
+    if first is None or parts < 2 or now <= first:
+        return [(since, None)]
+    count = min(parts, int((now - first) / shortest))
+    if count < 2:
+        return [(since, None)]
+    step = (now - first) / count
+    cuts = [(first + step * k).replace(microsecond=0) for k in range(1, count)]
+    starts = [since, *cuts]
+    return list(zip(starts, [*cuts, None]))
 
 
 def ingest_source_once(
@@ -81,12 +110,87 @@ def ingest_source_once(
 
     With `fetch_in_subprocess` (the default) all of it, fetching, normalizing and writing, runs in a child
     process of its own, so the sources of one run use every core instead of sharing one interpreter lock;
-    the child's logs come back to `log`, its failures are raised here.
+    the child's logs come back to `log`, its failures are raised here. A long read of a source that can start
+    its feed at any time is split into time windows, each in a child of its own (see `_ingest_windows`).
     """
     if not settings.fetch_in_subprocess:
         return _ingest(config, secrets, now=now, run_id=run_id, settings=settings, since=since, log=log)
-    results = run_in_child(_ingest_in_child, (config, secrets, now, run_id, settings, since), name=f"ingest-{config.name}",
-                           what=f"{config.name}: the ingest process", depth=16, log=log)
+    engine = get_engine(settings.resolved_database_url())
+    stored = get_watermark(engine, config.name)
+    start = since if since is not None or stored is None else stored - timedelta(minutes=config.overlap_minutes)
+    windows = _windows(config, secrets, start, now=now, settings=settings)
+    if len(windows) > 1:
+        return _ingest_windows(config, secrets, windows, stored, now=now, run_id=run_id, settings=settings, log=log)
+    return _ingest_child(config, secrets, since, None, True, now=now, run_id=run_id, settings=settings, log=log)
+
+
+def _windows(config: SourceConfig, secrets: dict[str, str], start: datetime | None, *, now: datetime,
+             settings: Settings) -> list[Window]:
+    """The time windows to read side by side: one, unless the source can split its feed by time and the read
+    is long. The source is asked where its data really begins, so a backfill from 1970 is split where the
+    activities are; if it cannot say (or fails to), the read is not split and fails, if it must, as usual."""
+    if settings.ingest_windows < 2:
+        return [(start, None)]
+    source = build_source(config, secrets, **_http_options(settings))
+    try:
+        if not isinstance(source, SplittableSource):
+            return [(start, None)]
+        first = source.first_activity_at(start)
+    except ConnectorError:
+        return [(start, None)]
+    finally:
+        source.close()
+    return plan_windows(start, first, now, settings.ingest_windows, timedelta(hours=settings.ingest_window_min_hours))
+
+
+def _ingest_windows(config: SourceConfig, secrets: dict[str, str], windows: list[Window], stored: datetime | None, *,
+                    now: datetime, run_id: str | None, settings: Settings, log) -> SourceSummary:
+    """Read disjoint time windows side by side, each in a child of its own, and add up what they did.
+
+    Only the first window moves the watermark as its batches commit: everything before its checkpoint is then
+    stored. The later windows' data is committed as they go, but their newest time becomes the watermark only
+    once every window has finished; a run stopped before that resumes from the first window's progress and
+    reads the later windows again, which the upsert keys make harmless."""
+    started = time.perf_counter()
+    if log:
+        log.info("%s: reading from %s as %d time windows side by side, cut at %s", config.name, windows[0][0] or "the start",
+                 len(windows), ", ".join(str(until) for _, until in windows[:-1]))
+    with ThreadPoolExecutor(max_workers=len(windows), thread_name_prefix=f"ingest-{config.name}") as pool:
+        futures = [pool.submit(_ingest_child, config, secrets, start, until, n == 0, now=now, run_id=run_id,
+                               settings=settings, log=log) for n, (start, until) in enumerate(windows)]
+        wait(futures)
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+    parts = [f.result() for f in futures]
+    summary = SourceSummary(source=config.name, since=windows[0][0], watermark=stored, windows=len(windows))
+    for part in parts:
+        summary.fetched += part.fetched
+        summary.new += part.new
+        summary.quarantined += part.quarantined
+        summary.leads_created += part.leads_created
+        summary.batches += part.batches
+    failed = [part for part in parts if part.status != "ok"]
+    engine = get_engine(settings.resolved_database_url())
+    if failed:
+        summary.status, summary.error = failed[0].status, failed[0].error
+        summary.watermark = get_watermark(engine, config.name)
+    else:
+        newest = max((part.watermark for part in parts if part.watermark), default=None)
+        if newest is not None:
+            advance_watermark(engine, config.name, newest, now, run_id)
+        summary.watermark = get_watermark(engine, config.name)
+    summary.duplicate = summary.fetched - summary.new - summary.quarantined
+    summary.seconds = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def _ingest_child(config: SourceConfig, secrets: dict[str, str], since: datetime | None, until: datetime | None,
+                  moves_watermark: bool, *, now: datetime, run_id: str | None, settings: Settings, log) -> SourceSummary:
+    args = (config, secrets, now, run_id, settings, since, until, moves_watermark)
+    window = "" if until is None and moves_watermark else f" (window from {since or 'the start'})"
+    results = run_in_child(_ingest_in_child, args, name=f"ingest-{config.name}",
+                           what=f"{config.name}: the ingest process{window}", depth=16, log=log)
     try:
         summaries = list(results)
     finally:
@@ -94,14 +198,15 @@ def ingest_source_once(
     return SourceSummary.model_validate(summaries[-1])
 
 
-def _ingest_in_child(channel, config, secrets, now, run_id, settings, since) -> None:
+def _ingest_in_child(channel, config, secrets, now, run_id, settings, since, until, moves_watermark) -> None:
     parent = os.getppid()
 
     def work(send) -> None:
         # A child whose parent is gone (killed, cancelled) stops before its next batch: a later run must not
         # find an orphan still writing beside it.
-        summary = _ingest(config, secrets, now=now, run_id=run_id, settings=settings, since=since,
-                          log=logging.getLogger("handoff.ingest"), orphaned=lambda: os.getppid() != parent)
+        summary = _ingest(config, secrets, now=now, run_id=run_id, settings=settings, since=since, until=until,
+                          moves_watermark=moves_watermark, log=logging.getLogger("handoff.ingest"),
+                          orphaned=lambda: os.getppid() != parent)
         send(summary.model_dump())
 
     serve(channel, work)
@@ -116,23 +221,21 @@ def _ingest(
     settings: Settings,
     since: datetime | None,
     log,
+    until: datetime | None = None,
+    moves_watermark: bool = True,
     orphaned=lambda: False,
 ) -> SourceSummary:
+    """Read from `since` (or the watermark less the overlap) up to `until` (or the end), batch by batch. A batch
+    carries its checkpoint to the watermark only when `moves_watermark`; either way the summary's watermark
+    is the newest checkpoint reached."""
     engine = get_engine(settings.resolved_database_url())
     started = time.perf_counter()
     watermark = get_watermark(engine, config.name)
     if since is None and watermark is not None:
         since = watermark - timedelta(minutes=config.overlap_minutes)
     summary = SourceSummary(source=config.name, since=since, watermark=watermark)
-    timeout = (settings.http_connect_timeout, settings.http_read_timeout)
-    backoff = Backoff(
-        base=settings.http_backoff_base,
-        cap=settings.http_backoff_cap,
-        max_attempts=settings.http_max_attempts,
-        max_asked=settings.http_max_retry_after,
-    )
     tolerance = timedelta(minutes=settings.future_tolerance_minutes)
-    pages = _pages_in_thread(config, secrets, since, timeout=timeout, backoff=backoff)
+    pages = _pages_in_thread(config, secrets, since, until, **_http_options(settings))
     try:
         for batch in merge_pages(pages, settings.batch_size):
             if orphaned():
@@ -148,7 +251,7 @@ def _ingest(
                 activities=accepted,
                 people=batch.people,
                 rejections=batch.rejected + late_rejects,
-                checkpoint=checkpoint,
+                checkpoint=checkpoint if moves_watermark else None,
                 now=now,
                 run_id=run_id,
             )

@@ -6,7 +6,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator, Protocol, TypeVar
+from typing import Iterator, Protocol, TypeVar, runtime_checkable
 
 from domain.activity import ActivityRecord, PersonRecord, Rejection
 
@@ -38,6 +38,20 @@ class MarketingSource(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SplittableSource(MarketingSource, Protocol):
+    """A source whose API can start its feed at any time and returns activities oldest first (Marketo's paging
+    tokens): a long backfill can then be read as disjoint time windows side by side."""
+
+    def pages(self, since: datetime | None, until: datetime | None = None) -> Iterator[Page]:
+        """As MarketingSource.pages, but only activities before `until` (all of them when None)."""
+        ...
+
+    def first_activity_at(self, since: datetime | None) -> datetime | None:
+        """The time of the first activity at or after `since`; None when there is none."""
+        ...
 
 
 def newest(current: datetime | None, records: list[ActivityRecord]) -> datetime | None:

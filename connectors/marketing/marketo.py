@@ -14,7 +14,9 @@ import requests
 from config.sources import SourceConfig
 from connectors.http import Backoff, HttpClient, PermanentError, TokenExpired, TransientError, retry_after_seconds
 from connectors.marketing.base import Page, newest, prefetch
-from domain.activity import ActivityRecord, ActivityType, PersonRecord, Rejection, build_activity, dump_raw, normalize_email
+from domain.activity import (
+    ActivityRecord, ActivityType, PersonRecord, Rejection, build_activity, dump_raw, normalize_email, parse_instant,
+)
 
 MAX_BATCH = 300  # activities per page and lead ids per lookup
 MAX_TYPE_IDS = 10
@@ -56,6 +58,19 @@ def _int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def _whole_seconds(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _first_at_or_after(records: list[Any], until: datetime) -> int | None:
+    """The index of the first record dated at or after `until`; a record without a readable date does not cut."""
+    for index, record in enumerate(records):
+        moment = parse_instant(record.get("activityDate")) if isinstance(record, dict) else None
+        if moment is not None and moment >= until:
+            return index
+    return None
 
 
 def _envelope_error(where: str, code: str, message: str) -> Exception:
@@ -115,21 +130,44 @@ class MarketoSource:
 
     # --- the feed ---
 
-    def pages(self, since: datetime | None) -> Iterator[Page]:
+    def pages(self, since: datetime | None, until: datetime | None = None) -> Iterator[Page]:
+        """Activities from `since` on, oldest first; with `until`, only those before it: the feed is cut at the
+        first record dated at or after `until`, which is where a paging token for `until` starts."""
         types = self._activity_types()
         type_ids = ",".join(str(i) for i in sorted(types))
-        start = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if since else self._backfill_since
-        token = self._get("/rest/v1/activities/pagingtoken.json", {"sinceDatetime": start}).get("nextPageToken")
-        if not token:
-            raise PermanentError(f"{self.name}: the paging token response has no nextPageToken")
         latest: datetime | None = None
         # The feed is fetched a few pages ahead in its own thread, so lead lookups overlap the next fetch.
-        feed = self._feed(token, type_ids)
+        feed = self._feed(self._paging_token(since), type_ids)
         for records in prefetch(feed, depth=self._pages_ahead) if self._pages_ahead else feed:
-            page = self._page(records, types)
+            cut = _first_at_or_after(records, until) if until else None
+            page = self._page(records if cut is None else records[:cut], types)
             latest = newest(latest, page.activities)
             page.checkpoint = latest
             yield page
+            if cut is not None:
+                return
+
+    def first_activity_at(self, since: datetime | None) -> datetime | None:
+        """When the first activity at or after `since` happened (None when there is none): where a backfill's
+        data really begins, so that splitting it by time gives windows of similar size."""
+        types = self._activity_types()
+        feed = self._feed(self._paging_token(since), ",".join(str(i) for i in sorted(types)))
+        try:
+            for records in feed:
+                for record in records:
+                    moment = parse_instant(record.get("activityDate")) if isinstance(record, dict) else None
+                    if moment is not None:
+                        return moment
+        finally:
+            feed.close()
+        return None
+
+    def _paging_token(self, since: datetime | None) -> str:
+        start = _whole_seconds(since) if since else self._backfill_since
+        token = self._get("/rest/v1/activities/pagingtoken.json", {"sinceDatetime": start}).get("nextPageToken")
+        if not token:
+            raise PermanentError(f"{self.name}: the paging token response has no nextPageToken")
+        return token
 
     def _feed(self, token: str, type_ids: str) -> Iterator[list[Any]]:
         """The records of each non-empty page of the activity feed, and of its last page."""
