@@ -16,6 +16,7 @@ from tasks.reporting import publish_score_summary
 from tasks.scoring import (
     ChunkOutcome,
     all_leads,
+    drop_merged_states,
     load_rules,
     publish_lead_events,
     rebuild_all_ledgers,
@@ -80,6 +81,7 @@ def run_scoring(now: datetime | None, *, force_rescore: bool, reason: str | None
         # pass rebuilds only the ledgers of leads with new activities and re-decays everyone's points.
         if mode == "rescore":
             outcome.ledger_rows = rebuild_all_ledgers(version_id)
+            outcome.merged_away = drop_merged_states()
         marked = dict(take_dirty(10**9))
         for chunk in _chunks(all_leads(), size):
             marks = [(lead_id, marked[lead_id]) for lead_id in chunk if lead_id in marked]

@@ -188,10 +188,15 @@ def rebuild_ledger(conn: Connection, version_id: int, lead_ids: Sequence[int] | 
     if not lead_ids:
         return 0
     keys = _keys_param(conn, lead_ids)
-    in_keys = "IN (SELECT value FROM json_each(?))" if conn.dialect.name == "sqlite" else "= ANY(%s)"
+    in_keys = _in_keys(conn)
     conn.exec_driver_sql(f"DELETE FROM score_ledger WHERE lead_id {in_keys}", (keys,))
     sql = _sql(conn, _LEDGER, leads=f"AND a.lead_id {in_keys}")
     return conn.exec_driver_sql(sql, (version_id, version_id, keys, version_id)).rowcount
+
+
+def _in_keys(conn: Connection) -> str:
+    """`IN` a list of keys passed as one parameter (see _keys_param)."""
+    return "IN (SELECT value FROM json_each(?))" if conn.dialect.name == "sqlite" else "= ANY(%s)"
 
 
 def _keys_param(conn: Connection, keys: Sequence[int]):
@@ -221,7 +226,7 @@ def behaviour_totals(conn: Connection, version_id: int, now: datetime, lead_ids:
         return {lead_id: int(total) for lead_id, total in conn.exec_driver_sql(sql, (version_id, now_epoch, max_age))}
     if not lead_ids:
         return {}
-    in_keys = "IN (SELECT value FROM json_each(?))" if conn.dialect.name == "sqlite" else "= ANY(%s)"
+    in_keys = _in_keys(conn)
     sql = _sql(conn, _SCORES, where=f"WHERE l.lead_id {in_keys}")
     rows = conn.exec_driver_sql(sql, (version_id, now_epoch, max_age, _keys_param(conn, lead_ids)))
     return {lead_id: int(total) for lead_id, total in rows}  # PostgreSQL sums bigints as numeric
@@ -296,6 +301,20 @@ def load_states(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadStat
 
 
 _STAGES = {stage.value: stage for stage in Stage}
+
+
+def drop_merged_states(conn: Connection) -> int:
+    """Forget the state of every lead merged into another; returns how many had one."""
+    return conn.exec_driver_sql(
+        "DELETE FROM lead_state WHERE lead_id IN (SELECT id FROM lead WHERE merged_into_id IS NOT NULL)").rowcount
+
+
+def drop_states(conn: Connection, lead_ids: Sequence[int]) -> int:
+    """Forget the current state of these leads (merged into others); returns how many had one."""
+    if not lead_ids:
+        return 0
+    in_keys = _in_keys(conn)
+    return conn.exec_driver_sql(f"DELETE FROM lead_state WHERE lead_id {in_keys}", (_keys_param(conn, lead_ids),)).rowcount
 
 
 def save_qualifications(

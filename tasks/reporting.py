@@ -65,6 +65,9 @@ def score_markdown(summary: dict, limit: int = 25) -> str:
         f"| {outcome['leads']} | {outcome['score_changed']} | {changed_stage} | {len(outcome['new_mqls'])} | "
         f"{outcome['cold']} | {outcome['ledger_rows']} | {summary['events_published']} |",
     ]
+    if outcome.get("merged_away"):
+        lines += ["", f"{outcome['merged_away']} leads were merged into others since they were last scored: their "
+                      "activities now count for the lead that remains, and their own state left the funnel."]
     if outcome["stage_changes"]:
         lines += ["", "## Stage changes", "", "| change | leads |", "|---|---:|"]
         ranked = sorted(outcome["stage_changes"].items(), key=lambda item: (-item[1], item[0]))

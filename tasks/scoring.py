@@ -43,11 +43,13 @@ class ChunkOutcome(BaseModel):
     new_mqls: list[NewMql] = Field(default_factory=list)
     cold: int = 0
     ledger_rows: int = 0
+    merged_away: int = 0  # leads merged into another since they were last scored: their state is dropped
 
     def add(self, other: "ChunkOutcome") -> None:
         self.leads += other.leads
         self.score_changed += other.score_changed
         self.cold += other.cold
+        self.merged_away += other.merged_away
         self.ledger_rows += other.ledger_rows
         for kind, n in other.stage_changes.items():
             self.stage_changes[kind] = self.stage_changes.get(kind, 0) + n
@@ -86,6 +88,9 @@ def score_chunk(
             outcome.ledger_rows = store.rebuild_ledger(conn, version_id, rebuild)
         totals = store.behaviour_totals(conn, version_id, now, lead_ids)
         profiles = store.lead_profiles(conn, lead_ids)
+        # A lead merged into another is no lead of its own any more: its activities now score for the lead
+        # that remains (marked for scoring with it), and its own state leaves the funnel.
+        outcome.merged_away = store.drop_states(conn, [lead_id for lead_id in lead_ids if lead_id not in profiles])
         raises = store.last_hand_raises(conn, list(profiles), hand_raisers)
         states = store.load_states(conn, list(profiles))
         results: dict[int, Qualification] = {}
@@ -155,6 +160,14 @@ def rebuild_all_ledgers(version_id: int) -> int:
     """A new rulebook version: every lead's contributions recomputed in one set-wise statement."""
     with get_engine(get_settings().resolved_database_url()).begin() as conn:
         return store.rebuild_ledger(conn, version_id, None)
+
+
+@task(cache_policy=NO_CACHE)
+def drop_merged_states() -> int:
+    """A rescore also forgets the state of any lead merged into another (one left from before a merge was
+    scored, say): every lead that remains is rescored with the activities it now holds."""
+    with get_engine(get_settings().resolved_database_url()).begin() as conn:
+        return store.drop_merged_states(conn)
 
 
 @task(cache_policy=NO_CACHE)
