@@ -79,6 +79,18 @@ def grade_for(points: int, model: FitModel) -> str:
     return "D"
 
 
+def _within(domain: str, domains: frozenset[str]) -> bool:
+    """The domain is one of `domains` or a subdomain of one (eu.rival.example is rival.example's)."""
+    if domain in domains:
+        return True
+    dot = domain.find(".")
+    while dot >= 0:
+        if domain[dot + 1:] in domains:
+            return True
+        dot = domain.find(".", dot + 1)
+    return False
+
+
 def assess_fit(fields: Mapping[str, Any], email: str | None, model: FitModel) -> FitAssessment:
     lines = []
     for rule in model.rules:
@@ -90,7 +102,7 @@ def assess_fit(fields: Mapping[str, Any], email: str | None, model: FitModel) ->
     domain = email.rsplit("@", 1)[-1].lower() if email and "@" in email else None
     disqualified = capped_by = None
     for rule in model.disqualifiers:
-        hit = (domain is not None and domain in rule.domain_set) or (
+        hit = (domain is not None and _within(domain, rule.domain_set)) or (
             rule.field is not None and str(fields.get(rule.field) or "").lower() in rule.lowered_values
         )
         if not hit:

@@ -95,6 +95,12 @@ def test_a_competitor_e_mail_domain_disqualifies_the_lead():
 
 def test_a_look_alike_domain_is_not_the_competitor_domain():
     assert fit(IDEAL, email="spy@notrivalrevops.example").disqualified is None
+    assert fit(IDEAL, email="spy@rivalrevops.example.net").disqualified is None
+
+
+def test_a_subdomain_of_a_competitor_domain_is_the_competitor():
+    assert fit(IDEAL, email="spy@eu.sales.RivalRevOps.example").disqualified == "works for a competitor"
+    assert fit(IDEAL, email="ada@mail.gmail.com").capped_by == "personal e-mail address"
 
 
 def test_a_free_mail_address_caps_the_grade_at_c():
