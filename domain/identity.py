@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """How a source names a person: its contact id, the normalized e-mail, or both."""
+class Identity(NamedTuple):
+    """How a source names a person: its contact id, the normalized e-mail, or both. A tuple: a batch hashes
+    each of its identities several times, and a tuple's hash is computed in C."""
 
     source: str
     contact_id: str | None
