@@ -7,20 +7,22 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Sequence
 
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import DBAPIError
 
 from domain.activity import ActivityRecord, PersonRecord, Rejection
 from domain.identity import Identity
-from store.bulk import db_time, insert_for, insert_new_rows
+from store.bulk import db_time, insert_for, insert_new_rows, insert_rows
 from store.leads import resolve_leads
 from store.scoring import mark_dirty
-from store.tables import Activity, Quarantine, SourceWatermark
+from store.tables import Activity, Quarantine, SourceFile, SourceWatermark
 
 activity_t = Activity.__table__
 quarantine_t = Quarantine.__table__
 watermark_t = SourceWatermark.__table__
+file_t = SourceFile.__table__
 
 
 TRANSIENT_ATTEMPTS = 5
@@ -139,6 +141,26 @@ def _quarantine(conn: Connection, rejections: list[Rejection], now: datetime, ru
         }
     stmt = insert_for(conn, quarantine_t).on_conflict_do_nothing(index_elements=["source", "digest"])
     return len(conn.execute(stmt.returning(quarantine_t.c.id), list(rows.values())).all())
+
+
+def read_files(engine: Engine, source: str) -> dict[str, tuple[int, int]]:
+    """The files a file-based source has read to the end: path -> (size, modification time in ns)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(file_t.c.path, file_t.c.size, file_t.c.mtime_ns).where(file_t.c.source == source))
+        return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
+
+
+def record_files(engine: Engine, source: str, files: Sequence[tuple[str, int, int, int]], now: datetime,
+                 run_id: str | None) -> None:
+    """Note files read to the end, (path, size, mtime_ns, lines) each, once all their lines are committed."""
+    if not files:
+        return
+    with engine.begin() as conn:
+        stamp = db_time(conn)(now)
+        insert_rows(conn, file_t, ("source", "path", "size", "mtime_ns", "lines", "read_at", "run_id"),
+                    [(source, *f, stamp, run_id) for f in files], conflict=("source", "path"),
+                    on_conflict="DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, lines = excluded.lines, "
+                                "read_at = excluded.read_at, run_id = excluded.run_id")
 
 
 def advance_watermark(engine: Engine, source: str, checkpoint: datetime, now: datetime, run_id: str | None) -> None:

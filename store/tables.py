@@ -81,6 +81,21 @@ class SourceWatermark(SQLModel, table=True):
     run_id: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
 
 
+class SourceFile(SQLModel, table=True):
+    """A file a file-based source has read to its end, every line committed: an unchanged file (same size and
+    modification time) is not read again."""
+
+    __tablename__ = "source_file"
+
+    source: str = Field(sa_column=Column(String(40), primary_key=True))
+    path: str = Field(sa_column=Column(String(1000), primary_key=True))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    mtime_ns: int = Field(sa_column=Column(BigInteger, nullable=False))
+    lines: int = Field(sa_column=Column(Integer, nullable=False))
+    read_at: datetime = Field(sa_column=utc_column(nullable=False))
+    run_id: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+
+
 class Quarantine(SQLModel, table=True):
     """A rejected record with its reason and raw payload; `digest` keeps a re-read record from landing twice."""
 

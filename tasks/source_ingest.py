@@ -16,11 +16,11 @@ from config.settings import Settings
 from config.sources import SourceConfig
 from connectors.http import Backoff, ConnectorError, PermanentError, TransientError
 from connectors.marketing import build_source
-from connectors.marketing.base import Page, SplittableSource, prefetch
+from connectors.marketing.base import FileSource, Page, SplittableSource, prefetch
 from connectors.marketing.worker import run_in_child, serve
 from domain.activity import screen
 from store.engine import get_engine
-from store.ingest import advance_watermark, get_watermark, write_batch
+from store.ingest import advance_watermark, get_watermark, read_files, record_files, write_batch
 
 
 class SourceSummary(BaseModel):
@@ -55,15 +55,6 @@ def merge_pages(pages: Iterable[Page], size: int) -> Iterator[Page]:
             batch = Page()
     if batch.fetched or batch.people or batch.rejected or batch.checkpoint:
         yield batch
-
-
-def _pages_in_thread(config: SourceConfig, secrets: dict[str, str], since: datetime | None, until: datetime | None,
-                     *, timeout, backoff):
-    source = build_source(config, secrets, timeout=timeout, backoff=backoff)
-    try:
-        yield from prefetch(source.pages(since) if until is None else source.pages(since, until))
-    finally:
-        source.close()
 
 
 def _http_options(settings: Settings) -> dict:
@@ -231,12 +222,19 @@ def _ingest(
     engine = get_engine(settings.resolved_database_url())
     started = time.perf_counter()
     watermark = get_watermark(engine, config.name)
+    backfill = since is not None
     if since is None and watermark is not None:
         since = watermark - timedelta(minutes=config.overlap_minutes)
     summary = SourceSummary(source=config.name, since=since, watermark=watermark)
     tolerance = timedelta(minutes=settings.future_tolerance_minutes)
-    pages = _pages_in_thread(config, secrets, since, until, **_http_options(settings))
+    source = pages = None
     try:
+        source = build_source(config, secrets, **_http_options(settings))
+        files = source if isinstance(source, FileSource) else None
+        if files is not None and not backfill:  # a backfill re-reads every file
+            files.skip_unchanged(read_files(engine, config.name))
+        # Fetched in a thread of its own, a few pages ahead, so fetching overlaps writing.
+        pages = prefetch(source.pages(since) if until is None else source.pages(since, until))
         for batch in merge_pages(pages, settings.batch_size):
             if orphaned():
                 raise TransientError(f"{config.name}: the run that started this ingest is gone; stopping")
@@ -264,10 +262,18 @@ def _ingest(
                 summary.watermark = checkpoint
             if log:
                 log.info("%s: batch %d committed (%d fetched, %d new)", config.name, summary.batches, batch.fetched, counts.new)
+        if files is not None:
+            # Every line of these files is committed now: the next run need not read them again unchanged.
+            record_files(engine, config.name, files.completed, now, run_id)
+            if log and files.skipped:
+                log.info("%s: %d files unchanged since they were read, not read again", config.name, files.skipped)
     except PermanentError as exc:
         summary.status, summary.error = "failed", str(exc)
     finally:
-        pages.close()
+        if pages is not None:
+            pages.close()
+        if source is not None:
+            source.close()
         summary.duplicate = summary.fetched - summary.new - summary.quarantined
         summary.seconds = round(time.perf_counter() - started, 3)
     return summary

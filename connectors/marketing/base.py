@@ -6,7 +6,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator, Protocol, TypeVar, runtime_checkable
+from typing import Iterator, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from domain.activity import ActivityRecord, PersonRecord, Rejection
 
@@ -38,6 +38,26 @@ class MarketingSource(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class FileRead(NamedTuple):
+    """A file read to its end: its path, and its size and modification time before the read."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    lines: int
+
+
+@runtime_checkable
+class FileSource(MarketingSource, Protocol):
+    """A source that reads files: told which files were read before (path -> (size, mtime_ns)), it skips those
+    still the same, and lists in `completed` the files it read to the end."""
+
+    completed: list[FileRead]
+    skipped: int
+
+    def skip_unchanged(self, known: dict[str, tuple[int, int]]) -> None: ...
 
 
 @runtime_checkable

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 from config.sources import SourceConfig
 from connectors.http import PermanentError
-from connectors.marketing.base import Page, newest
+from connectors.marketing.base import FileRead, Page, newest
 from domain.activity import PERSON_FIELDS, PersonRecord, Rejection, build_activity, normalize_email
 
 PAGE_LINES = 5000
@@ -40,13 +40,21 @@ def _person(source: str, line: dict[str, Any]) -> PersonRecord | None:
 
 
 class JsonlSource:
-    """Every run reads every file (files carry old and late activities alike); the store drops what it has.
-    Lines older than the watermark are not skipped, so a late export is never lost."""
+    """Every file is read whole, whatever the watermark (files carry old and late activities alike, so a late
+    export is never lost); the store drops what it has. A file read to the end before and unchanged since
+    (same size and modification time, see `skip_unchanged`) is not read again; one that grew is read again."""
 
     def __init__(self, config: SourceConfig, secrets: dict[str, str] | None = None, **_: Any):
         self.name = config.name
         self.pattern = config.path or ""
         self.page_lines = config.page_size or PAGE_LINES
+        self._known: dict[str, tuple[int, int]] = {}
+        self.completed: list[FileRead] = []
+        self.skipped = 0
+
+    def skip_unchanged(self, known: dict[str, tuple[int, int]]) -> None:
+        """Files read before: path -> (size, mtime_ns) as they were then."""
+        self._known = dict(known)
 
     def pages(self, since: datetime | None) -> Iterator[Page]:
         files = _files(self.pattern)
@@ -55,8 +63,14 @@ class JsonlSource:
         latest: datetime | None = None
         page = Page()
         for path in files:
+            key, stat = str(path.resolve()), path.stat()
+            if self._known.get(key) == (stat.st_size, stat.st_mtime_ns):
+                self.skipped += 1
+                continue
+            lines = 0
             with path.open("r", encoding="utf-8", errors="replace") as handle:
                 for number, text in enumerate(handle, start=1):
+                    lines = number
                     if not text.strip():
                         continue
                     self._read_line(page, path.name, number, text.rstrip("\n"))
@@ -64,6 +78,8 @@ class JsonlSource:
                         latest = newest(latest, page.activities)
                         yield page
                         page = Page()
+            # Listed once its last page has been handed on: the caller notes it when everything is committed.
+            self.completed.append(FileRead(key, stat.st_size, stat.st_mtime_ns, lines))
         page.checkpoint = newest(latest, page.activities)
         yield page
 
