@@ -76,9 +76,10 @@ def run_ingest(
     from flows.ingest import IngestFailed, ingest
     from handoff.prefect_server import prefect_api
 
+    since_at, now_at = _instant(since, "--since"), _instant(now, "--now")  # a bad time fails before any server starts
     with prefect_api(_settings().home / "prefect"):
         try:
-            summary = ingest(sources=source or None, since=_instant(since, "--since"), now=_instant(now, "--now"))
+            summary = ingest(sources=source or None, since=since_at, now=now_at)
         except IngestFailed as failed:
             _print_ingest(failed.summary)
             console.print(f"[red]{failed}[/red]")
@@ -99,7 +100,8 @@ def run_score(now: Optional[str] = typer.Option(None, help="The run's clock (ISO
     """Score and qualify the leads touched since the last run (and re-decay everyone when it is due)."""
     from flows.score import score_and_qualify
 
-    _run_scoring(lambda: score_and_qualify(now=_instant(now, "--now")))
+    at = _instant(now, "--now")
+    _run_scoring(lambda: score_and_qualify(now=at))
 
 
 @run_app.command("rescore")
@@ -110,7 +112,10 @@ def run_rescore(
     """Recompute every lead from the activity log with the current rulebook."""
     from flows.score import rescore
 
-    _run_scoring(lambda: rescore(reason=reason, now=_instant(now, "--now")))
+    at = _instant(now, "--now")
+    if not reason.strip():
+        raise typer.BadParameter("say why the leads are rescored", param_hint="--reason")
+    _run_scoring(lambda: rescore(reason=reason, now=at))
 
 
 @rules_app.command("check")

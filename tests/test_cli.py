@@ -1,0 +1,117 @@
+"""The `handoff` command as people type it: exit codes, messages and output (no Prefect server needed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timezone
+
+import pytest
+from typer.testing import CliRunner
+
+from config.settings import CONFIG_DIR, get_settings
+from domain.activity import build_activity
+from handoff.cli import app
+from store import scoring as store
+from store.engine import get_engine
+from store.ingest import write_batch
+from store.migrate import head
+
+NOW = datetime(2026, 11, 2, 12, tzinfo=timezone.utc)
+runner = CliRunner()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """An empty Handoff home with its own SQLite database; no Prefect server is started by these commands."""
+    monkeypatch.setenv("HANDOFF_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HANDOFF_DATABASE_URL", raising=False)
+    monkeypatch.setenv("HANDOFF_RULEBOOK_DIR", str(CONFIG_DIR))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def handoff(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_db_upgrade_migrates_an_empty_home_and_db_current_says_it_is_at_the_latest_revision(home):
+    before = handoff("db", "current")
+    assert before.exit_code == 0 and f"revision none (latest {head()})" in before.output
+    upgraded = handoff("db", "upgrade")
+    assert upgraded.exit_code == 0 and f"is at revision {head()}" in upgraded.output
+    assert f"revision {head()} (latest {head()})" in handoff("db", "current").output
+
+
+def test_rules_check_prints_the_model_and_says_the_rulebook_is_valid(home):
+    result = handoff("rules", "check")
+    assert result.exit_code == 0
+    for text in ("whitepaper_download", "State of RevOps 2026", "Decay:", "Grades:", "Disqualifier: works for a competitor",
+                 "The rulebook is valid"):
+        assert text in result.output
+
+
+def test_rules_check_names_the_file_and_line_of_a_mistake_and_exits_non_zero(home, monkeypatch):
+    rules = home / "rules"
+    shutil.copytree(CONFIG_DIR, rules, ignore=shutil.ignore_patterns("sources.yaml"))
+    sheet = rules / "scoring.csv"
+    lines = sheet.read_text().splitlines()
+    number = next(n for n, text in enumerate(lines, start=1) if text.startswith("email_click,"))
+    lines[number - 1] = "email_click,awareness,lots,15,2/day"
+    sheet.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("HANDOFF_RULEBOOK_DIR", str(rules))
+    get_settings.cache_clear()
+    result = handoff("rules", "check")
+    assert result.exit_code == 1
+    assert f"scoring.csv:{number}: readiness_pct must be a number, not 'lots'" in result.output
+    assert "valid" not in result.output
+
+
+def test_explain_says_when_there_is_no_such_lead(home):
+    handoff("db", "upgrade")
+    missing = handoff("explain", "nobody@acme.example")
+    assert missing.exit_code == 1 and "no lead with the e-mail nobody@acme.example" in missing.output
+    assert handoff("explain", "not an address").exit_code == 1
+
+
+def test_explain_json_gives_the_score_and_contributions_that_add_up_to_it(home):
+    from config.rulebook import load_rulebook
+    from tasks.scoring import score_chunk
+
+    handoff("db", "upgrade")
+    engine = get_engine(get_settings().resolved_database_url())
+    records = [build_activity(source="web", external_id=f"w{n}", type_name=kind, occurred_at="2026-11-01T10:00:00Z",
+                              raw={"n": n}, email="Ada@Acme.example", asset=asset)
+               for n, (kind, asset) in enumerate([("whitepaper_download", "Lead Scoring Playbook"),
+                                                  ("page_view", "/pricing"), ("email_open", "November release notes")])]
+    write_batch(engine, source="web", activities=records, people=[], rejections=[], checkpoint=None, now=NOW)
+    rulebook = load_rulebook(CONFIG_DIR)
+    with engine.begin() as conn:
+        version_id = store.ensure_version(conn, rulebook, NOW)
+    with engine.connect() as conn:
+        dirty = store.dirty_leads(conn, 10)
+    leads = [lead_id for lead_id, _ in dirty]
+    score_chunk(engine, rulebook, version_id, leads, now=NOW, run_id=None, rebuild=leads, dirty=dirty)
+
+    result = handoff("explain", "ada@acme.example", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert data["explained_total"] == data["score"] and float(data["score"]) > 0
+    assert len(data["contributions"]) == 3
+    readable = handoff("explain", "ada@acme.example")
+    assert readable.exit_code == 0 and "Lead Scoring Playbook" in readable.output
+
+
+@pytest.mark.parametrize("command", [["run", "ingest", "--now", "yesterday-ish"], ["run", "score", "--now", "soon"],
+                                     ["run", "rescore", "--reason", "test", "--now", "2026-13-45"]])
+def test_a_time_that_is_not_iso_8601_is_refused_before_anything_runs(home, command):
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2
+    assert "not an ISO-8601 time" in result.output
+    assert not (home / "home" / "prefect").exists()  # no Prefect server was started for it
+
+
+def test_a_rescore_needs_a_reason(home):
+    result = runner.invoke(app, ["run", "rescore", "--reason", "  "])
+    assert result.exit_code == 2 and "say why" in result.output
