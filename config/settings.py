@@ -32,10 +32,11 @@ class Settings(BaseSettings):
     fetch_in_subprocess: bool = Field(
         default=True, description="Run each source's ingest (fetch, normalize, write) in a child process of its own"
     )
-    ingest_windows: int = Field(
-        default=1, ge=1, le=16,
+    ingest_windows: int | None = Field(
+        default=None, ge=1, le=16,
         description="A long backfill of a source that can start its feed at any time (Marketo) is read as up to "
-                    "this many time windows side by side, each in its own process (with fetch_in_subprocess)",
+                    "this many time windows side by side, each in its own process (with fetch_in_subprocess). "
+                    "Unset: 2 on PostgreSQL, which takes concurrent writers; 1 on SQLite, which has one writer",
     )
     ingest_window_min_hours: float = Field(
         default=12, gt=0, description="The shortest window a split backfill gets: shorter runs are not split"
@@ -43,6 +44,11 @@ class Settings(BaseSettings):
     ingest_retry_delays: list[float] = Field(
         default=[10.0, 60.0], description="Task-level retries of a source (JSON list of seconds), after HTTP retries"
     )
+
+    def resolved_ingest_windows(self) -> int:
+        if self.ingest_windows is not None:
+            return self.ingest_windows
+        return 1 if self.resolved_database_url().startswith("sqlite") else 2
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -120,7 +120,8 @@ def _windows(config: SourceConfig, secrets: dict[str, str], start: datetime | No
     """The time windows to read side by side: one, unless the source can split its feed by time and the read
     is long. The source is asked where its data really begins, so a backfill from 1970 is split where the
     activities are; if it cannot say (or fails to), the read is not split and fails, if it must, as usual."""
-    if settings.ingest_windows < 2:
+    parts = settings.resolved_ingest_windows()
+    if parts < 2:
         return [(start, None)]
     source = build_source(config, secrets, **_http_options(settings))
     try:
@@ -131,7 +132,7 @@ def _windows(config: SourceConfig, secrets: dict[str, str], start: datetime | No
         return [(start, None)]
     finally:
         source.close()
-    return plan_windows(start, first, now, settings.ingest_windows, timedelta(hours=settings.ingest_window_min_hours))
+    return plan_windows(start, first, now, parts, timedelta(hours=settings.ingest_window_min_hours))
 
 
 def _ingest_windows(config: SourceConfig, secrets: dict[str, str], windows: list[Window], stored: datetime | None, *,
