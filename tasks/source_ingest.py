@@ -121,8 +121,9 @@ def _windows(config: SourceConfig, secrets: dict[str, str], start: datetime | No
     is long. The source is asked where its data really begins, so a backfill from 1970 is split where the
     activities are; if it cannot say (or fails to), the read is not split and fails, if it must, as usual."""
     parts = settings.resolved_ingest_windows()
-    if parts < 2:
-        return [(start, None)]
+    shortest = timedelta(hours=settings.ingest_window_min_hours)
+    if parts < 2 or (start is not None and now - start < 2 * shortest):
+        return [(start, None)]  # an incremental run: too short to split, so no API call is spent asking
     source = build_source(config, secrets, **_http_options(settings))
     try:
         if not isinstance(source, SplittableSource):
@@ -132,7 +133,7 @@ def _windows(config: SourceConfig, secrets: dict[str, str], start: datetime | No
         return [(start, None)]
     finally:
         source.close()
-    return plan_windows(start, first, now, parts, timedelta(hours=settings.ingest_window_min_hours))
+    return plan_windows(start, first, now, parts, shortest)
 
 
 def _ingest_windows(config: SourceConfig, secrets: dict[str, str], windows: list[Window], stored: datetime | None, *,

@@ -122,3 +122,16 @@ def test_windows_are_on_for_postgresql_and_off_for_sqlite_unless_set():
     assert Settings(database_url="postgresql://u@h/db").resolved_ingest_windows() == 2
     assert Settings(database_url="sqlite:///x.db", ingest_windows=3).resolved_ingest_windows() == 3
     assert Settings(database_url="postgresql://u@h/db", ingest_windows=1).resolved_ingest_windows() == 1
+
+
+@pytest.mark.slow
+def test_an_incremental_run_spends_no_api_call_on_planning_windows(sandbox_factory, tmp_path):
+    box = sandbox_factory(SPEC, tools=("marketo",))
+    url = sqlite_database(tmp_path, "incremental.db")
+    run(box, url, 2)  # the backfill, in two windows
+    state = box.servers["marketo"].app.state.marketo
+    before = [path for path, _ in state.requests]
+    again, _ = run(box, url, 2)
+    asked = [path for path, _ in state.requests][len(before):]
+    assert again.windows == 1
+    assert asked.count("/rest/v1/activities/pagingtoken.json") == 1  # the read itself, no probe before it
