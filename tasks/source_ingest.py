@@ -106,12 +106,12 @@ def ingest_source_once(
     """
     if not settings.fetch_in_subprocess:
         return _ingest(config, secrets, now=now, run_id=run_id, settings=settings, since=since, log=log)
-    engine = get_engine(settings.resolved_database_url())
-    stored = get_watermark(engine, config.name)
-    start = since if since is not None or stored is None else stored - timedelta(minutes=config.overlap_minutes)
-    windows = _windows(config, secrets, start, now=now, settings=settings)
-    if len(windows) > 1:
-        return _ingest_windows(config, secrets, windows, stored, now=now, run_id=run_id, settings=settings, log=log)
+    if settings.resolved_ingest_windows() > 1:
+        stored = get_watermark(get_engine(settings.resolved_database_url()), config.name)
+        start = since if since is not None or stored is None else stored - timedelta(minutes=config.overlap_minutes)
+        windows = _windows(config, secrets, start, now=now, settings=settings)
+        if len(windows) > 1:
+            return _ingest_windows(config, secrets, windows, stored, now=now, run_id=run_id, settings=settings, log=log)
     return _ingest_child(config, secrets, since, None, True, now=now, run_id=run_id, settings=settings, log=log)
 
 
@@ -122,7 +122,7 @@ def _windows(config: SourceConfig, secrets: dict[str, str], start: datetime | No
     activities are; if it cannot say (or fails to), the read is not split and fails, if it must, as usual."""
     parts = settings.resolved_ingest_windows()
     shortest = timedelta(hours=settings.ingest_window_min_hours)
-    if parts < 2 or (start is not None and now - start < 2 * shortest):
+    if start is not None and now - start < 2 * shortest:
         return [(start, None)]  # an incremental run: too short to split, so no API call is spent asking
     source = build_source(config, secrets, **_http_options(settings))
     try:

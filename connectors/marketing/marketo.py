@@ -64,10 +64,17 @@ def _whole_seconds(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _record_time(record: Any) -> datetime | None:
+    return parse_instant(record.get("activityDate")) if isinstance(record, dict) else None
+
+
 def _first_at_or_after(records: list[Any], until: datetime) -> int | None:
     """The index of the first record dated at or after `until`; a record without a readable date does not cut."""
     for index, record in enumerate(records):
-        moment = parse_instant(record.get("activityDate")) if isinstance(record, dict) else None
+        moment = _record_time(record)
         if moment is not None and moment >= until:
             return index
     return None
@@ -134,10 +141,9 @@ class MarketoSource:
         """Activities from `since` on, oldest first; with `until`, only those before it: the feed is cut at the
         first record dated at or after `until`, which is where a paging token for `until` starts."""
         types = self._activity_types()
-        type_ids = ",".join(str(i) for i in sorted(types))
         latest: datetime | None = None
         # The feed is fetched a few pages ahead in its own thread, so lead lookups overlap the next fetch.
-        feed = self._feed(self._paging_token(since), type_ids)
+        feed = self._feed_since(since)
         for records in prefetch(feed, depth=self._pages_ahead) if self._pages_ahead else feed:
             cut = _first_at_or_after(records, until) if until else None
             page = self._page(records if cut is None else records[:cut], types)
@@ -150,24 +156,23 @@ class MarketoSource:
     def first_activity_at(self, since: datetime | None) -> datetime | None:
         """When the first activity at or after `since` happened (None when there is none): where a backfill's
         data really begins, so that splitting it by time gives windows of similar size."""
-        types = self._activity_types()
-        feed = self._feed(self._paging_token(since), ",".join(str(i) for i in sorted(types)))
+        feed = self._feed_since(since)
         try:
             for records in feed:
-                for record in records:
-                    moment = parse_instant(record.get("activityDate")) if isinstance(record, dict) else None
-                    if moment is not None:
-                        return moment
+                first = _first_at_or_after(records, _EARLIEST)
+                if first is not None:
+                    return _record_time(records[first])
         finally:
             feed.close()
         return None
 
-    def _paging_token(self, since: datetime | None) -> str:
+    def _feed_since(self, since: datetime | None) -> Iterator[list[Any]]:
+        """The feed of the activity types Handoff reads, from a paging token for `since` (or the backfill start)."""
         start = _whole_seconds(since) if since else self._backfill_since
         token = self._get("/rest/v1/activities/pagingtoken.json", {"sinceDatetime": start}).get("nextPageToken")
         if not token:
             raise PermanentError(f"{self.name}: the paging token response has no nextPageToken")
-        return token
+        return self._feed(token, ",".join(str(i) for i in sorted(self._activity_types())))
 
     def _feed(self, token: str, type_ids: str) -> Iterator[list[Any]]:
         """The records of each non-empty page of the activity feed, and of its last page."""
