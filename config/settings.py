@@ -45,10 +45,25 @@ class Settings(BaseSettings):
         default=[10.0, 60.0], description="Task-level retries of a source (JSON list of seconds), after HTTP retries"
     )
 
+    score_workers: int | None = Field(
+        default=None, ge=1, le=8,
+        description="Chunks of a rescore or decay pass scored side by side, each on its own connection. Unset: 2 on "
+                    "PostgreSQL, whose server runs each connection's statements in a process of its own; 1 on SQLite, "
+                    "which has one writer",
+    )
+
+    def resolved_score_workers(self) -> int:
+        if self.score_workers is not None:
+            return self.score_workers
+        return 1 if self._on_sqlite() else 2
+
+    def _on_sqlite(self) -> bool:
+        return self.resolved_database_url().startswith("sqlite")
+
     def resolved_ingest_windows(self) -> int:
         if self.ingest_windows is not None:
             return self.ingest_windows
-        return 1 if self.resolved_database_url().startswith("sqlite") else 2
+        return 1 if self._on_sqlite() else 2
 
     def resolved_database_url(self) -> str:
         if self.database_url:

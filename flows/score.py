@@ -3,6 +3,7 @@ triggers once; re-decay everyone on schedule; rescore everyone when the rulebook
 
 from __future__ import annotations
 
+from collections import deque
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
@@ -82,12 +83,19 @@ def run_scoring(now: datetime | None, *, force_rescore: bool, reason: str | None
         if mode == "rescore":
             outcome.ledger_rows = rebuild_all_ledgers(version_id)
             outcome.merged_away = drop_merged_states()
+        # The chunks hold disjoint leads, so up to HANDOFF_SCORE_WORKERS of them run side by side, each in its
+        # own transaction on its own connection; outcomes are added in chunk order all the same.
         marked = dict(take_dirty(10**9))
+        running: deque = deque()
         for chunk in _chunks(all_leads(), size):
             marks = [(lead_id, marked[lead_id]) for lead_id in chunk if lead_id in marked]
             rebuild = [lead_id for lead_id, _ in marks] if mode == "decay" else []
-            outcome.add(score_leads(rulebook, version_id, quote(chunk), now, run_id, quote(rebuild), quote(marks),
-                                    label=f"{chunk[0]}-{chunk[-1]}"))
+            if len(running) >= settings.resolved_score_workers():
+                outcome.add(running.popleft().result())
+            running.append(score_leads.submit(rulebook, version_id, quote(chunk), now, run_id, quote(rebuild),
+                                              quote(marks), label=f"{chunk[0]}-{chunk[-1]}"))
+        while running:
+            outcome.add(running.popleft().result())
         decayed_at = now
     record_bookmarks(version_id, now, decayed_at)
     published = publish_lead_events(now)

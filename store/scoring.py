@@ -182,9 +182,16 @@ SELECT lead_id, activity_id, {p}, rule_id, points, epoch FROM earned WHERE point
 def rebuild_ledger(conn: Connection, version_id: int, lead_ids: Sequence[int] | None = None) -> int:
     """Recompute the contributions of these leads (all leads when None) from their whole activity history."""
     if lead_ids is None:
-        conn.exec_driver_sql("DELETE FROM score_ledger")
+        # PostgreSQL: TRUNCATE gives the table fresh files inside this transaction (readers wait for the commit),
+        # where DELETE would leave a million dead rows for every later read to step over until a vacuum.
+        conn.exec_driver_sql("DELETE FROM score_ledger" if conn.dialect.name == "sqlite" else "TRUNCATE score_ledger")
         sql = _sql(conn, _LEDGER, leads="")
-        return conn.exec_driver_sql(sql, (version_id, version_id, version_id)).rowcount
+        rows = conn.exec_driver_sql(sql, (version_id, version_id, version_id)).rowcount
+        if conn.dialect.name == "postgresql":
+            # Every row is new: without fresh statistics the chunks that read the ledger next are planned for
+            # the table as it was (estimates off by millions of rows), not as it is.
+            conn.exec_driver_sql("ANALYZE score_ledger")
+        return rows
     if not lead_ids:
         return 0
     keys = _keys_param(conn, lead_ids)

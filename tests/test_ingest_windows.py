@@ -117,12 +117,6 @@ def test_a_window_that_fails_leaves_the_watermark_within_the_first_window_and_th
     assert after == expected
 
 
-def test_windows_are_on_for_postgresql_and_off_for_sqlite_unless_set():
-    assert Settings(database_url="sqlite:///x.db").resolved_ingest_windows() == 1
-    assert Settings(database_url="postgresql://u@h/db").resolved_ingest_windows() == 2
-    assert Settings(database_url="sqlite:///x.db", ingest_windows=3).resolved_ingest_windows() == 3
-    assert Settings(database_url="postgresql://u@h/db", ingest_windows=1).resolved_ingest_windows() == 1
-
 
 @pytest.mark.slow
 def test_an_incremental_run_spends_no_api_call_on_planning_windows(sandbox_factory, tmp_path):

@@ -192,3 +192,29 @@ def test_the_daily_decay_pass_lowers_scores_of_leads_nobody_touched(prefect_serv
         after = dict(conn.execute(select(LeadState.__table__.c.lead_id, LeadState.__table__.c.score)).all())
     assert all(after[lead] <= before[lead] for lead in before)
     assert sum(after.values()) < sum(before.values())
+
+
+def _states(engine) -> dict[int, tuple]:
+    table = LeadState.__table__
+    columns = [c for c in table.c if c.name != "scored_at"]
+    with engine.connect() as conn:
+        return {row[0]: tuple(row[1:]) for row in conn.execute(select(*columns).order_by(table.c.lead_id))}
+
+
+def test_chunks_scored_side_by_side_give_what_one_at_a_time_gives(prefect_server, handoff_env, engine, sandbox_factory):
+    box = sandbox_factory(WORLD)
+    ingested(box, handoff_env, HANDOFF_SCORE_CHUNK_SIZE="23", HANDOFF_SCORE_WORKERS="3")
+    first = score_and_qualify(now=box.world.now)  # every lead, in 14 chunks, three at a time
+
+    assert first.mode == "rescore" and first.outcome.leads == len(lead_emails(engine)) == count(engine, LeadState)
+    mqls = count(engine, LeadState, LeadState.__table__.c.stage == "mql")
+    assert mqls == len(first.outcome.new_mqls) == count(engine, LeadEvent) > 0
+    assert count(engine, HandoffQueue) == 2 * mqls
+    side_by_side = _states(engine)
+
+    handoff_env(HANDOFF_SCORE_CHUNK_SIZE="5000", HANDOFF_SCORE_WORKERS="1")
+    again = rescore(reason="the same leads in one chunk", now=box.world.now)
+
+    assert again.outcome.leads == first.outcome.leads
+    assert again.outcome.score_changed == 0 and again.outcome.stage_changes == {} and not again.outcome.new_mqls
+    assert _states(engine) == side_by_side
