@@ -82,7 +82,7 @@ def run_scoring(now: datetime | None, *, force_rescore: bool, reason: str | None
         # pass rebuilds only the ledgers of leads with new activities and re-decays everyone's points.
         if mode == "rescore":
             outcome.ledger_rows = rebuild_all_ledgers(version_id)
-            outcome.merged_away = drop_merged_states()
+            outcome.merged_away, outcome.queue_closed = drop_merged_states(now)
         # The chunks hold disjoint leads, so up to HANDOFF_SCORE_WORKERS of them run side by side, each in its
         # own transaction on its own connection; outcomes are added in chunk order all the same.
         marked = dict(take_dirty(10**9))

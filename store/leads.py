@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterable
 
-from sqlalchemy import Connection, bindparam, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from domain.activity import PERSON_FIELDS, PersonRecord
 from domain.identity import Identity, NewLead, plan_resolution
@@ -94,6 +94,12 @@ def resolve_leads(
             update(lead_t).where(lead_t.c.id == bindparam("b_from")).values(merged_into_id=bindparam("b_into"), updated_at=now),
             moves,
         )
+        # What the merged-away lead knew fills what the lead that remains does not (the badge scanner's company
+        # and title, say): its fit and stage are judged on everything known about the person.
+        away = lead_t.alias("away")
+        known = {name: func.coalesce(lead_t.c[name], select(away.c[name]).where(away.c.id == bindparam("b_from"))
+                                     .scalar_subquery()) for name in PERSON_FIELDS}
+        conn.execute(update(lead_t).where(lead_t.c.id == bindparam("b_into")).values(**known, updated_at=now), moves)
     if plan.links:
         links = sorted((s, c, lead_id(ref)) for (s, c), ref in plan.links.items())
         insert_rows(conn, contact_t, ("source", "contact_id", "lead_id"), links, conflict=("source", "contact_id"),

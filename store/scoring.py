@@ -310,18 +310,28 @@ def load_states(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadStat
 _STAGES = {stage.value: stage for stage in Stage}
 
 
-def drop_merged_states(conn: Connection) -> int:
-    """Forget the state of every lead merged into another; returns how many had one."""
-    return conn.exec_driver_sql(
-        "DELETE FROM lead_state WHERE lead_id IN (SELECT id FROM lead WHERE merged_into_id IS NOT NULL)").rowcount
+def drop_merged_states(conn: Connection, now: datetime) -> tuple[int, int]:
+    """Retire every lead merged into another that still has a state or open queue rows (see retire_merged)."""
+    return _retire(conn, "IN (SELECT id FROM lead WHERE merged_into_id IS NOT NULL)", (), now)
 
 
-def drop_states(conn: Connection, lead_ids: Sequence[int]) -> int:
-    """Forget the current state of these leads (merged into others); returns how many had one."""
+def retire_merged(conn: Connection, lead_ids: Sequence[int], now: datetime) -> tuple[int, int]:
+    """These leads were merged into others: forget their current state, and close their open routing and CRM-sync
+    rows (outcome "merged", naming the lead that remains), since the lead that remains now holds their activities
+    and queues its own work when it crosses. Returns (states dropped, queue rows closed)."""
     if not lead_ids:
-        return 0
-    in_keys = _in_keys(conn)
-    return conn.exec_driver_sql(f"DELETE FROM lead_state WHERE lead_id {in_keys}", (_keys_param(conn, lead_ids),)).rowcount
+        return 0, 0
+    return _retire(conn, _in_keys(conn), (_keys_param(conn, lead_ids),), now)
+
+
+def _retire(conn: Connection, leads: str, params: tuple, now: datetime) -> tuple[int, int]:
+    p = _p(conn)
+    dropped = conn.exec_driver_sql(f"DELETE FROM lead_state WHERE lead_id {leads}", params).rowcount
+    closed = conn.exec_driver_sql(
+        f"UPDATE handoff_queue SET done_at = {p}, outcome = 'merged', "
+        "detail = (SELECT 'merged into lead ' || CAST(l.merged_into_id AS VARCHAR(20)) FROM lead l WHERE l.id = handoff_queue.lead_id) "
+        f"WHERE done_at IS NULL AND lead_id {leads}", (db_time(conn)(now), *params)).rowcount
+    return dropped, closed
 
 
 def save_qualifications(

@@ -241,6 +241,10 @@ class HandoffQueue(SQLModel, table=True):
     queue: str = Field(sa_column=Column(String(20), nullable=False))
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
     done_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    # Set when a row is closed without being worked (outcome "merged": its lead was merged into another, whose own
+    # crossing queues the work), with the detail a person needs; empty while pending or when worked.
+    outcome: str | None = Field(default=None, sa_column=Column(String(20), nullable=True))
+    detail: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
 
 
 class ScoringState(SQLModel, table=True):

@@ -68,6 +68,9 @@ def score_markdown(summary: dict, limit: int = 25) -> str:
     if outcome.get("merged_away"):
         lines += ["", f"{outcome['merged_away']} leads were merged into others since they were last scored: their "
                       "activities now count for the lead that remains, and their own state left the funnel."]
+        if outcome.get("queue_closed"):
+            lines[-1] += (f" {outcome['queue_closed']} of their open routing and CRM-sync rows were closed as merged:"
+                          " the lead that remains queues its own.")
     if outcome["stage_changes"]:
         lines += ["", "## Stage changes", "", "| change | leads |", "|---|---:|"]
         ranked = sorted(outcome["stage_changes"].items(), key=lambda item: (-item[1], item[0]))

@@ -44,12 +44,14 @@ class ChunkOutcome(BaseModel):
     cold: int = 0
     ledger_rows: int = 0
     merged_away: int = 0  # leads merged into another since they were last scored: their state is dropped
+    queue_closed: int = 0  # ... and their open routing and CRM-sync rows closed as "merged"
 
     def add(self, other: "ChunkOutcome") -> None:
         self.leads += other.leads
         self.score_changed += other.score_changed
         self.cold += other.cold
         self.merged_away += other.merged_away
+        self.queue_closed += other.queue_closed
         self.ledger_rows += other.ledger_rows
         for kind, n in other.stage_changes.items():
             self.stage_changes[kind] = self.stage_changes.get(kind, 0) + n
@@ -90,7 +92,8 @@ def score_chunk(
         profiles = store.lead_profiles(conn, lead_ids)
         # A lead merged into another is no lead of its own any more: its activities now score for the lead
         # that remains (marked for scoring with it), and its own state leaves the funnel.
-        outcome.merged_away = store.drop_states(conn, [lead_id for lead_id in lead_ids if lead_id not in profiles])
+        outcome.merged_away, outcome.queue_closed = store.retire_merged(
+            conn, [lead_id for lead_id in lead_ids if lead_id not in profiles], now)
         raises = store.last_hand_raises(conn, list(profiles), hand_raisers)
         states = store.load_states(conn, list(profiles))
         results: dict[int, Qualification] = {}
@@ -163,11 +166,12 @@ def rebuild_all_ledgers(version_id: int) -> int:
 
 
 @task(cache_policy=NO_CACHE)
-def drop_merged_states() -> int:
-    """A rescore also forgets the state of any lead merged into another (one left from before a merge was
-    scored, say): every lead that remains is rescored with the activities it now holds."""
+def drop_merged_states(now: datetime) -> tuple[int, int]:
+    """A rescore also retires any lead merged into another (one left from before merges were handled, say): its
+    state is forgotten and its open queue rows closed; every lead that remains is rescored with the activities
+    it now holds."""
     with get_engine(get_settings().resolved_database_url()).begin() as conn:
-        return store.drop_merged_states(conn)
+        return store.drop_merged_states(conn, now)
 
 
 @task(cache_policy=NO_CACHE)

@@ -62,6 +62,17 @@ def test_activities_of_an_emailless_contact_follow_it_when_it_merges_into_the_em
     assert count(engine, Lead, Lead.__table__.c.merged_into_id.is_(None)) == 1
 
 
+def test_a_merge_fills_the_remaining_leads_empty_fields_and_keeps_its_own(engine):
+    write(engine, [activity("marketo", 1, email="ada@acme.example", contact="101")],
+          people=[PersonRecord("marketo", "101", "ada@acme.example", title="CRO")])
+    write(engine, [activity("hubspot", 1, contact="9001")],
+          people=[PersonRecord("hubspot", "9001", None, first_name="Ada", title="VP Sales", company_size=300)])
+    write(engine, [], people=[PersonRecord("hubspot", "9001", "ada@acme.example")])  # the same person: merged
+    with engine.connect() as conn:
+        lead = conn.execute(select(Lead.__table__).where(Lead.__table__.c.merged_into_id.is_(None))).one()
+    assert (lead.email, lead.first_name, lead.title, lead.company_size) == ("ada@acme.example", "Ada", "CRO", 300)
+
+
 def test_person_fields_fill_in_and_the_latest_non_empty_value_wins(engine):
     write(engine, [activity("marketo", 1, email="ada@acme.example")],
           people=[PersonRecord("marketo", None, "ada@acme.example", company="Acme", title="VP Sales", company_size=300)])
