@@ -44,6 +44,7 @@ TITLES = ["VP of Sales", "Head of Revenue Operations", "Marketing Operations Man
 
 def load(url: str, leads: int, activities: int, seed: int) -> None:
     """Leads with firmographics and a history of activities over eight weeks, bulk-inserted."""
+    from domain.activity import asset_key
     from store.bulk import db_time, insert_rows
     from store.engine import make_engine
     from store.tables import Activity, Lead
@@ -63,7 +64,8 @@ def load(url: str, leads: int, activities: int, seed: int) -> None:
         rows = []
         for n in range(activities):
             kind, assets = rng.choice(kinds)
-            rows.append(("bench", f"a{n}", 1 + rng.randrange(leads), kind, rng.choice(assets), None,
+            asset = rng.choice(assets)
+            rows.append(("bench", f"a{n}", 1 + rng.randrange(leads), kind, asset, asset_key(asset), None,
                          at(NOW - timedelta(seconds=rng.randrange(span))), stamp, "{}"))
             if len(rows) == 50_000:
                 insert_rows(conn, Activity.__table__, _COLUMNS, rows, conflict=("source", "external_id"))
@@ -75,7 +77,8 @@ def load(url: str, leads: int, activities: int, seed: int) -> None:
     engine.dispose()
 
 
-_COLUMNS = ("source", "external_id", "lead_id", "type", "asset", "campaign", "occurred_at", "ingested_at", "raw")
+_COLUMNS = ("source", "external_id", "lead_id", "type", "asset", "asset_key", "campaign", "occurred_at", "ingested_at",
+            "raw")
 
 
 def new_activities(url: str, count: int, leads: int, seed: int, when: datetime) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from config.loading import ConfigError, LineDict, _LineLoader, line_of_byte, read_yaml, where
-from domain.activity import PERSON_FIELDS, ActivityType
+from domain.activity import PERSON_FIELDS, ActivityType, asset_key
 from domain.rules import (
     GRADES,
     DecayPolicy,
@@ -117,8 +117,8 @@ def load_scoring_csv(path: Path, threshold: Decimal) -> tuple[ScoringRule, ...]:
                 raise ConfigError(f"{place}: {len(row)} columns, the header has {len(names)}")
             cells = dict(zip(names, (cell.strip() for cell in row)))
             rules.append(_rule(cells, place, line, threshold))
-            # What a rule matches, not how it is spelled: "type:asset" and "type: asset" are the same rule.
-            key = (rules[-1].type.value, rules[-1].asset.lower() if rules[-1].asset else None)
+            # What a rule matches, not how it is spelled: "type:Asset" and "type: asset" are the same rule.
+            key = (rules[-1].type.value, asset_key(rules[-1].asset))
             if key in seen:
                 raise ConfigError(f"{place}: action {rules[-1].action!r} is already scored on line {seen[key]}")
             seen[key] = line

@@ -58,6 +58,16 @@ def normalize_email(value: Any) -> str | None:
     return _normalized(value) if isinstance(value, str) else None
 
 
+@lru_cache(maxsize=65_536)
+def asset_key(asset: str | None) -> str | None:
+    """What an asset name matches by: case-folded, with runs of white space as one space. Marketers type asset
+    names into the rulebook by hand, and tools spell the same asset differently ("State of RevOps 2026" and
+    "State of Revops  2026")."""
+    if not asset:
+        return None
+    return " ".join(asset.split()).casefold() or None
+
+
 def parse_instant(value: Any) -> datetime | None:
     """An aware UTC datetime from ISO-8601 text or epoch milliseconds; None when unparseable."""
     if isinstance(value, datetime):

@@ -14,7 +14,7 @@ from enum import StrEnum
 from functools import cached_property, lru_cache
 from typing import Any
 
-from domain.activity import ActivityType
+from domain.activity import ActivityType, asset_key
 
 CENTS = 100  # centipoints per point
 DECAY_TABLE_DAYS = 3650  # ages are counted up to ten years; older points keep the ten-year share
@@ -190,12 +190,13 @@ class Rulebook:
 
     def __post_init__(self) -> None:
         for rule in self.rules:
-            self._index[(rule.type, rule.asset)] = rule
+            self._index[(rule.type, asset_key(rule.asset))] = rule
 
     def rule_for(self, kind: ActivityType | str, asset: str | None) -> ScoringRule | None:
-        """The asset's own rule wins over the bare type's."""
+        """The asset's own rule wins over the bare type's; assets match by their key (case and spacing aside)."""
         kind = ActivityType(kind)
-        return (asset is not None and self._index.get((kind, asset))) or self._index.get((kind, None))
+        key = asset_key(asset)
+        return (key is not None and self._index.get((kind, key))) or self._index.get((kind, None))
 
     @property
     def digest(self) -> str:

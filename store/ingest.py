@@ -12,7 +12,7 @@ from typing import Sequence
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import DBAPIError
 
-from domain.activity import ActivityRecord, PersonRecord, Rejection
+from domain.activity import ActivityRecord, PersonRecord, Rejection, asset_key
 from domain.identity import Identity
 from store.bulk import db_time, insert_for, insert_new_rows, insert_rows
 from store.leads import resolve_leads
@@ -98,8 +98,8 @@ def _write_batch(engine, source, activities, people, rejections, checkpoint, now
             if lead_id is None:
                 unresolved.append(Rejection(a.source, a.external_id, "identity could not be resolved to a lead", a.raw_json))
                 continue
-            rows.append((a.source, a.external_id, lead_id, a.type.value, a.asset, a.campaign, to_db(a.occurred_at),
-                         ingested_at, a.raw_json))
+            rows.append((a.source, a.external_id, lead_id, a.type.value, a.asset, asset_key(a.asset), a.campaign,
+                         to_db(a.occurred_at), ingested_at, a.raw_json))
         # An activity already stored (re-read in the overlap window, or sent twice) is skipped by its key; only
         # leads with new activities or changed details need scoring again, not those merely re-read.
         new_leads = _insert_activities(conn, rows)
@@ -111,7 +111,8 @@ def _write_batch(engine, source, activities, people, rejections, checkpoint, now
     return BatchCounts(new=new, quarantined=quarantined, leads_created=resolution.created)
 
 
-ACTIVITY_COLUMNS = ("source", "external_id", "lead_id", "type", "asset", "campaign", "occurred_at", "ingested_at", "raw")
+ACTIVITY_COLUMNS = ("source", "external_id", "lead_id", "type", "asset", "asset_key", "campaign", "occurred_at",
+                    "ingested_at", "raw")
 
 
 def _insert_activities(conn: Connection, rows: list[tuple]) -> list[int]:

@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 import orjson
 from sqlalchemy import Connection, select
 
+from domain.activity import asset_key
 from domain.lifecycle import LeadState, Qualification, Stage
 from domain.rules import DECAY_TABLE_DAYS, MICROS, Rulebook, _plain
 from domain.scoring import epoch_seconds
@@ -53,6 +54,7 @@ def ensure_version(conn: Connection, rulebook: Rulebook, now: datetime, reason: 
     ).scalar_one()
     conn.execute(rule_t.insert(), [
         {"version_id": version_id, "rule_id": n, "action": r.action, "type": r.type.value, "asset": r.asset,
+         "asset_key": asset_key(r.asset),
          "points": r.points, "cap": r.cap, "repeat_kind": r.repeat.kind.value, "per_day": r.repeat.per_day}
         for n, r in enumerate(rulebook.rules, start=1)
     ])
@@ -149,8 +151,8 @@ WITH matched AS (
            CASE WHEN ra.rule_id IS NOT NULL THEN ra.repeat_kind ELSE rt.repeat_kind END AS repeat_kind,
            CASE WHEN ra.rule_id IS NOT NULL THEN ra.per_day ELSE rt.per_day END AS per_day
     FROM activity a
-    LEFT JOIN score_rule ra ON ra.version_id = {p} AND ra.type = a.type AND ra.asset = a.asset
-    LEFT JOIN score_rule rt ON rt.version_id = {p} AND rt.type = a.type AND rt.asset IS NULL
+    LEFT JOIN score_rule ra ON ra.version_id = {p} AND ra.type = a.type AND ra.asset_key = a.asset_key
+    LEFT JOIN score_rule rt ON rt.version_id = {p} AND rt.type = a.type AND rt.asset_key IS NULL
     WHERE (ra.rule_id IS NOT NULL OR rt.rule_id IS NOT NULL) {leads}
 ), whole AS (
     -- 'every' and 'first': k counts a lead's occurrences of the rule in history order
@@ -251,8 +253,8 @@ def activity_points_sum(conn: Connection, version_id: int) -> dict[int, int]:
     p = _p(conn)
     rows = conn.exec_driver_sql(
         "SELECT a.lead_id, SUM(COALESCE(ra.points, rt.points)) FROM activity a "
-        f"LEFT JOIN score_rule ra ON ra.version_id = {p} AND ra.type = a.type AND ra.asset = a.asset "
-        f"LEFT JOIN score_rule rt ON rt.version_id = {p} AND rt.type = a.type AND rt.asset IS NULL "
+        f"LEFT JOIN score_rule ra ON ra.version_id = {p} AND ra.type = a.type AND ra.asset_key = a.asset_key "
+        f"LEFT JOIN score_rule rt ON rt.version_id = {p} AND rt.type = a.type AND rt.asset_key IS NULL "
         "GROUP BY a.lead_id", (version_id, version_id))
     return {lead_id: int(total or 0) for lead_id, total in rows}
 

@@ -64,6 +64,7 @@ class Activity(SQLModel, table=True):
     lead_id: int = Field(sa_column=Column(Integer, ForeignKey("lead.id"), nullable=False))
     type: str = Field(sa_column=Column(String(40), nullable=False))
     asset: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
+    asset_key: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))  # domain.activity.asset_key
     campaign: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
     occurred_at: datetime = Field(sa_column=utc_column(nullable=False))
     ingested_at: datetime = Field(sa_column=utc_column(nullable=False))
@@ -138,13 +139,14 @@ class ScoreRule(SQLModel, table=True):
     """A version's scoring rules in the shape the set-wise scoring query joins on."""
 
     __tablename__ = "score_rule"
-    __table_args__ = (Index("ix_score_rule_match", "version_id", "type", "asset"),)
+    __table_args__ = (Index("ix_score_rule_match", "version_id", "type", "asset_key"),)
 
     version_id: int = Field(sa_column=Column(Integer, ForeignKey("rulebook_version.id"), primary_key=True))
     rule_id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     action: str = Field(sa_column=Column(String(600), nullable=False))
     type: str = Field(sa_column=Column(String(40), nullable=False))
     asset: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
+    asset_key: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))  # what it matches
     points: int = Field(sa_column=Column(Integer, nullable=False))
     cap: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     repeat_kind: str = Field(sa_column=Column(String(10), nullable=False))

@@ -12,7 +12,7 @@ import pytest
 
 from config.rulebook import load_rulebook
 from config.settings import CONFIG_DIR
-from domain.activity import ActivityType
+from domain.activity import ActivityType, asset_key
 from domain.explain import LedgerEntry, explain_score, reason_text
 from domain.rules import MICROS, DecayPolicy, decayed, points_text, to_centipoints
 from domain.scoring import ScoredActivity, behaviour_score, capped, contributions
@@ -91,6 +91,14 @@ def test_an_asset_rule_wins_over_the_bare_activity_type(shipped):
     assert earned([revops], shipped) == [3500]
     assert earned([act("whitepaper_download", asset="Another Paper")], shipped) == [3000]
     assert earned([act("whitepaper_download")], shipped) == [3000]
+
+
+def test_an_asset_matches_its_rule_whatever_its_case_and_spacing(shipped):
+    for spelled in ("state of revops 2026", "STATE OF REVOPS 2026", "  State of  RevOps\t2026 "):
+        assert shipped.rule_for("whitepaper_download", spelled).asset == "State of RevOps 2026", spelled
+    assert earned([act("whitepaper_download", asset="State of RevOps 2025")], shipped) == [3000]  # another asset
+    assert asset_key("  Straße\tGuide ") == asset_key("STRASSE GUIDE") == "strasse guide"
+    assert asset_key("   ") is None and asset_key(None) is None
 
 
 def test_an_asset_rule_and_the_bare_rule_keep_their_own_repeats_and_caps(shipped):
