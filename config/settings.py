@@ -19,6 +19,12 @@ class Settings(BaseSettings):
     sources_file: Path = Field(default=CONFIG_DIR / "sources.yaml")
     rulebook_dir: Path = Field(default=CONFIG_DIR, description="Where scoring.yaml and scoring.csv live")
     score_chunk_size: int = Field(default=5000, ge=1, description="Leads scored per transaction")
+    score_workers: int | None = Field(
+        default=None, ge=1, le=8,
+        description="Chunks of a rescore or decay pass scored side by side, each on its own connection. Unset: 2 on "
+                    "PostgreSQL, whose server runs each connection's statements in a process of its own; 1 on SQLite, "
+                    "which has one writer",
+    )
     decay_every_hours: float = Field(default=24, gt=0, description="How often the score run also re-decays every lead")
     batch_size: int = Field(default=5000, ge=1, description="Activities written per database transaction")
     max_payload_bytes: int = Field(default=64 * 1024, ge=1024)
@@ -45,25 +51,18 @@ class Settings(BaseSettings):
         default=[10.0, 60.0], description="Task-level retries of a source (JSON list of seconds), after HTTP retries"
     )
 
-    score_workers: int | None = Field(
-        default=None, ge=1, le=8,
-        description="Chunks of a rescore or decay pass scored side by side, each on its own connection. Unset: 2 on "
-                    "PostgreSQL, whose server runs each connection's statements in a process of its own; 1 on SQLite, "
-                    "which has one writer",
-    )
-
     def resolved_score_workers(self) -> int:
-        if self.score_workers is not None:
-            return self.score_workers
-        return 1 if self._on_sqlite() else 2
-
-    def _on_sqlite(self) -> bool:
-        return self.resolved_database_url().startswith("sqlite")
+        return self._per_database(self.score_workers)
 
     def resolved_ingest_windows(self) -> int:
-        if self.ingest_windows is not None:
-            return self.ingest_windows
-        return 1 if self._on_sqlite() else 2
+        return self._per_database(self.ingest_windows)
+
+    def _per_database(self, value: int | None) -> int:
+        """A count of things done side by side: as set, else 2 on PostgreSQL (concurrent writers) and 1 on
+        SQLite (one writer)."""
+        if value is not None:
+            return value
+        return 1 if self.resolved_database_url().startswith("sqlite") else 2
 
     def resolved_database_url(self) -> str:
         if self.database_url:

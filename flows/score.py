@@ -17,12 +17,12 @@ from tasks.reporting import publish_score_summary
 from tasks.scoring import (
     ChunkOutcome,
     all_leads,
-    drop_merged_states,
     load_rules,
     publish_lead_events,
     rebuild_all_ledgers,
     record_bookmarks,
     register_version,
+    retire_merged_leads,
     score_leads,
     scoring_bookmarks,
     take_dirty,
@@ -82,15 +82,16 @@ def run_scoring(now: datetime | None, *, force_rescore: bool, reason: str | None
         # pass rebuilds only the ledgers of leads with new activities and re-decays everyone's points.
         if mode == "rescore":
             outcome.ledger_rows = rebuild_all_ledgers(version_id)
-            outcome.merged_away, outcome.queue_closed = drop_merged_states(now)
+            outcome.merged_away, outcome.queue_closed = retire_merged_leads(now)
         # The chunks hold disjoint leads, so up to HANDOFF_SCORE_WORKERS of them run side by side, each in its
         # own transaction on its own connection; outcomes are added in chunk order all the same.
         marked = dict(take_dirty(10**9))
+        workers = settings.resolved_score_workers()
         running: deque = deque()
         for chunk in _chunks(all_leads(), size):
             marks = [(lead_id, marked[lead_id]) for lead_id in chunk if lead_id in marked]
             rebuild = [lead_id for lead_id, _ in marks] if mode == "decay" else []
-            if len(running) >= settings.resolved_score_workers():
+            if len(running) >= workers:
                 outcome.add(running.popleft().result())
             running.append(score_leads.submit(rulebook, version_id, quote(chunk), now, run_id, quote(rebuild),
                                               quote(marks), label=f"{chunk[0]}-{chunk[-1]}"))

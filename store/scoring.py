@@ -312,7 +312,7 @@ def load_states(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadStat
 _STAGES = {stage.value: stage for stage in Stage}
 
 
-def drop_merged_states(conn: Connection, now: datetime) -> tuple[int, int]:
+def retire_all_merged(conn: Connection, now: datetime) -> tuple[int, int]:
     """Retire every lead merged into another that still has a state or open queue rows (see retire_merged)."""
     return _retire(conn, "IN (SELECT id FROM lead WHERE merged_into_id IS NOT NULL)", (), now)
 

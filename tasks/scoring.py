@@ -166,12 +166,12 @@ def rebuild_all_ledgers(version_id: int) -> int:
 
 
 @task(cache_policy=NO_CACHE)
-def drop_merged_states(now: datetime) -> tuple[int, int]:
+def retire_merged_leads(now: datetime) -> tuple[int, int]:
     """A rescore also retires any lead merged into another (one left from before merges were handled, say): its
     state is forgotten and its open queue rows closed; every lead that remains is rescored with the activities
     it now holds."""
     with get_engine(get_settings().resolved_database_url()).begin() as conn:
-        return store.drop_merged_states(conn, now)
+        return store.retire_all_merged(conn, now)
 
 
 @task(cache_policy=NO_CACHE)

@@ -89,7 +89,7 @@ def test_a_rescore_drops_a_state_left_behind_by_a_merge(engine, monkeypatch):
     assert leads[None] in states(engine)
 
     monkeypatch.setattr(tasks.scoring, "get_engine", lambda _url: engine)
-    assert tasks.scoring.drop_merged_states.fn(NOW) == (1, 0)
+    assert tasks.scoring.retire_merged_leads.fn(NOW) == (1, 0)
     assert set(states(engine)) == {leads["sam@acme.example"]}
 
 
