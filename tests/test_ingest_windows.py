@@ -4,6 +4,8 @@ run is under way, and a run that fails in any window is completed by the next on
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -129,3 +131,32 @@ def test_an_incremental_run_spends_no_api_call_on_planning_windows(sandbox_facto
     asked = [path for path, _ in state.requests][len(before):]
     assert again.windows == 1
     assert asked.count("/rest/v1/activities/pagingtoken.json") == 1  # the read itself, no probe before it
+
+
+class _ContextRecorder:
+    """A run logger stand-in that notes, for every line, which thread logged it and what a context variable
+    held there: Prefect keeps the API to report to and the task run a line belongs to in context variables."""
+
+    def __init__(self, var):
+        self.var = var
+        self.lines: list[tuple[str, str, str]] = []
+
+    def log(self, level, message, *args):
+        self.lines.append((threading.current_thread().name, self.var.get("unset"), message % args if args else message))
+
+    def info(self, message, *args):
+        self.log(20, message, *args)
+
+
+def test_each_window_logs_in_the_context_of_the_run_that_started_it(sandbox_factory, tmp_path):
+    box = sandbox_factory(SPEC, tools=("marketo",))
+    var = contextvars.ContextVar("handoff_test_run")
+    var.set("the ingest task's run")
+    recorder = _ContextRecorder(var)
+    summary = ingest_source_once(marketo(box), box.credentials["marketo"], now=box.world.now, run_id="r1",
+                                 settings=settings_for(sqlite_database(tmp_path, "ctx.db"), 3), log=recorder)
+
+    assert summary.windows == 3 and summary.status == "ok"
+    from_windows = [line for line in recorder.lines if line[0].startswith("ingest-marketo")]
+    assert {thread for thread, _, _ in from_windows} and any("batch" in text for _, _, text in from_windows)
+    assert {held for _, held, _ in recorder.lines} == {"the ingest task's run"}
