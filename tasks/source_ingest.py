@@ -150,8 +150,8 @@ def _ingest_windows(config: SourceConfig, secrets: dict[str, str], windows: list
         log.info("%s: reading from %s as %d time windows side by side, cut at %s", config.name, windows[0][0] or "the start",
                  len(windows), ", ".join(str(until) for _, until in windows[:-1]))
     with ThreadPoolExecutor(max_workers=len(windows), thread_name_prefix=f"ingest-{config.name}") as pool:
-        # Each window's thread runs in a copy of this context: Prefect keeps its settings (the API to report to)
-        # and the task run its log lines belong to in context variables, which a bare thread starts without.
+        # Each window's thread runs in a copy of this context: Prefect keeps its settings (which API the run's
+        # log lines go to) and its run context in context variables, which a bare thread starts without.
         futures = [pool.submit(contextvars.copy_context().run, _ingest_child, config, secrets, start, until, n == 0,
                                now=now, run_id=run_id, settings=settings, log=log)
                    for n, (start, until) in enumerate(windows)]
