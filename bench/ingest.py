@@ -26,6 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench.databases import fresh_database
+from bench.proc import machine_jiffies, process_cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,27 +183,16 @@ def stop_sandbox(processes: list[subprocess.Popen]) -> None:
         process.wait(timeout=30)
 
 
-def _process_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_jiffies() -> tuple[int, int]:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
 def run_phase(args: list[str], env: dict[str, str], sandbox_pids: list[int]) -> dict:
-    server_before = sum(_process_cpu(pid) for pid in sandbox_pids)
-    busy_before, total_before = _machine_jiffies()
+    server_before = sum(process_cpu_seconds(pid) for pid in sandbox_pids)
+    busy_before, total_before = machine_jiffies()
     result = subprocess.run([sys.executable, "-m", "bench.ingest", *args], cwd=ROOT, env=env, capture_output=True, text=True)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
         raise RuntimeError(f"phase {args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     measured = json.loads(lines[-1])
-    measured["stand_in_cpu_seconds"] = round(sum(_process_cpu(pid) for pid in sandbox_pids) - server_before, 1)
-    busy_after, total_after = _machine_jiffies()
+    measured["stand_in_cpu_seconds"] = round(sum(process_cpu_seconds(pid) for pid in sandbox_pids) - server_before, 1)
+    busy_after, total_after = machine_jiffies()
     measured["machine_busy"] = round((busy_after - busy_before) / max(1, total_after - total_before), 2)
     return measured
 

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from bench.databases import fresh_database
+from bench.proc import group_cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 2, tzinfo=timezone.utc)
@@ -131,11 +132,11 @@ def settle_prefect(server, limit_seconds: float = 300.0) -> float:
     drain_prefect_clients(timeout=limit_seconds)
     group = server.process.pid  # the server runs in a session of its own: its process group has its pid
     quiet = 0
-    if _group_cpu_seconds(group) is not None:
+    if group_cpu_seconds(group) is not None:
         while quiet < 2 and time.perf_counter() - started < limit_seconds:
-            before = _group_cpu_seconds(group)
+            before = group_cpu_seconds(group)
             time.sleep(2.0)
-            quiet = quiet + 1 if _group_cpu_seconds(group) - before < 0.1 else 0
+            quiet = quiet + 1 if group_cpu_seconds(group) - before < 0.1 else 0
         return time.perf_counter() - started
     with requests.Session() as session:
         while quiet < 3 and time.perf_counter() - started < limit_seconds:
@@ -144,23 +145,6 @@ def settle_prefect(server, limit_seconds: float = 300.0) -> float:
             quiet = quiet + 1 if time.perf_counter() - asked < 0.25 else 0
             time.sleep(0.5)
     return time.perf_counter() - started
-
-
-def _group_cpu_seconds(group: int) -> float | None:
-    """CPU seconds used so far by the processes of a process group, from /proc; None where there is no /proc."""
-    proc = Path("/proc")
-    if not (proc / "self" / "stat").exists():
-        return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for stat in proc.glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the process ended meanwhile
-        if int(fields[2]) == group:  # after the name: state, ppid, pgrp, ..., utime (12th), stime (13th)
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
 
 
 def timed(call) -> tuple[float, object]:

@@ -171,12 +171,11 @@ def _ingest_windows(config: SourceConfig, secrets: dict[str, str], windows: list
     engine = get_engine(settings.resolved_database_url())
     if failed:
         summary.status, summary.error = failed[0].status, failed[0].error
-        summary.watermark = get_watermark(engine, config.name)
     else:
         newest = max((part.watermark for part in parts if part.watermark), default=None)
         if newest is not None:
             advance_watermark(engine, config.name, newest, now, run_id)
-        summary.watermark = get_watermark(engine, config.name)
+    summary.watermark = get_watermark(engine, config.name)
     summary.duplicate = summary.fetched - summary.new - summary.quarantined
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
