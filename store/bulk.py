@@ -33,7 +33,12 @@ def _sqlite_time(value: datetime | None) -> str | None:
 
 def db_time(conn: Connection) -> Callable[[datetime | None], Any]:
     """How an aware datetime is passed to this connection's driver for a raw (driver-level) write."""
-    return _sqlite_time if conn.dialect.name == "sqlite" else (lambda value: value)
+    return db_time_for(conn.dialect.name)
+
+
+def db_time_for(dialect: str) -> Callable[[datetime | None], Any]:
+    """`db_time` for a dialect by name, for rows prepared before a connection is taken."""
+    return _sqlite_time if dialect == "sqlite" else (lambda value: value)
 
 
 def _is_sqlite(conn: Connection) -> bool:
@@ -126,7 +131,11 @@ def insert_new_rows(
     if _is_sqlite(conn):
         before = conn.exec_driver_sql(f"SELECT COALESCE(MAX(rowid), 0) FROM {table.name}").scalar_one()
         conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({_placeholders(len(columns))}) {clause}", rows)
-        return [value for (value,) in conn.exec_driver_sql(f"SELECT {report} FROM {table.name} WHERE rowid > ?", (before,))]
+        cursor = conn.connection.cursor()  # the driver's own rows: a batch's worth, on the hot path
+        try:
+            return [value for (value,) in cursor.execute(f"SELECT {report} FROM {table.name} WHERE rowid > ?", (before,))]
+        finally:
+            cursor.close()
     staged = stage(conn, table, columns, rows)
     inserted = conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staged} {clause} RETURNING {report}")
     return [value for (value,) in inserted]

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from domain.activity import ActivityRecord, PersonRecord, Rejection, asset_key
 from domain.identity import Identity
-from store.bulk import db_time, insert_for, insert_new_rows, insert_rows
+from store.bulk import db_time, db_time_for, insert_for, insert_new_rows, insert_rows
 from store.leads import resolve_leads
 from store.scoring import mark_dirty
 from store.tables import Activity, Quarantine, SourceFile, SourceWatermark
@@ -61,11 +61,15 @@ def write_batch(
     run_id: str | None = None,
 ) -> BatchCounts:
     """One transaction: a crash before commit leaves nothing of the batch, after commit all of it and its watermark.
-    A transaction that lost a deadlock to a concurrent batch is run again."""
+    A transaction that lost a deadlock to a concurrent batch is run again.
+
+    Whatever does not depend on what is stored is prepared before the transaction begins: on SQLite the
+    transaction holds the database's one write lock, which every other source's batch is waiting for."""
+    prepared = _prepare(engine.dialect.name, activities, people, rejections, now, run_id)
     attempt = 1
     while True:
         try:
-            return _write_batch(engine, source, activities, people, rejections, checkpoint, now, run_id)
+            return _write_batch(engine, prepared, source, checkpoint, now, run_id)
         except DBAPIError as exc:
             if attempt >= TRANSIENT_ATTEMPTS or not is_transient(exc):
                 raise
@@ -73,39 +77,58 @@ def write_batch(
             attempt += 1
 
 
-def _write_batch(engine, source, activities, people, rejections, checkpoint, now, run_id) -> BatchCounts:
+@dataclass(frozen=True)
+class _Prepared:
+    """A batch made ready to write: activities once per key, each with its person's name and its row but
+    for the lead, the identities to resolve, and the quarantine rows."""
+
+    people: list[PersonRecord]
+    identities: list[Identity]
+    keys: list[Identity]
+    named: list[tuple[Identity, tuple, ActivityRecord]]
+    quarantine: list[dict]
+
+
+def _prepare(dialect: str, activities, people, rejections, now: datetime, run_id: str | None) -> _Prepared:
+    to_db = db_time_for(dialect)
+    ingested_at = to_db(now)
+    unique: dict[tuple[str, str], ActivityRecord] = {}
+    for record in activities:
+        unique.setdefault((record.source, record.external_id), record)
+    # Each row lacks only its lead (the third column), which the transaction resolves.
+    named = [(Identity(a.source, a.source_contact_id, a.email),
+              (a.type.value, a.asset, asset_key(a.asset), a.campaign, to_db(a.occurred_at), ingested_at, a.raw_json), a)
+             for a in unique.values()]
+    # Resolve each distinct way a person is named once, not once per activity.
+    keys = list(dict.fromkeys(key for key, _, _ in named))
+    identities = [Identity(p.source, p.source_contact_id, p.email) for p in people] + keys
+    return _Prepared(people, identities, keys, named, _quarantine_rows(rejections, now, run_id))
+
+
+def _write_batch(engine, prepared: _Prepared, source, checkpoint, now, run_id) -> BatchCounts:
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Commit without waiting for the WAL flush: a crash can lose only whole batches, data and watermark
             # together, and the next run fetches them again; nothing outside the database saw them.
             conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-        unique: dict[tuple[str, str], ActivityRecord] = {}
-        for record in activities:
-            unique.setdefault((record.source, record.external_id), record)
-        batch = list(unique.values())
-        # Resolve each distinct way a person is named once, not once per activity.
-        named = {(a.source, a.source_contact_id, a.email): None for a in batch}
-        identities = [Identity(p.source, p.source_contact_id, p.email) for p in people]
-        identities += [Identity(*key) for key in named]
-        resolution = resolve_leads(conn, identities, people, now)
-        lead_ids = {key: resolution.lead_of(Identity(*key)) for key in named}
-        to_db = db_time(conn)
-        ingested_at = to_db(now)
+        resolution = resolve_leads(conn, prepared.identities, prepared.people, now)
+        lead_of = resolution.lead_of
+        lead_ids = {key: lead_of(key) for key in prepared.keys}
         rows = []
         unresolved: list[Rejection] = []
-        for a in batch:
-            lead_id = lead_ids[(a.source, a.source_contact_id, a.email)]
+        for key, rest, a in prepared.named:
+            lead_id = lead_ids[key]
             if lead_id is None:
                 unresolved.append(Rejection(a.source, a.external_id, "identity could not be resolved to a lead", a.raw_json))
                 continue
-            rows.append((a.source, a.external_id, lead_id, a.type.value, a.asset, asset_key(a.asset), a.campaign,
-                         to_db(a.occurred_at), ingested_at, a.raw_json))
+            rows.append((a.source, a.external_id, lead_id, *rest))
         # An activity already stored (re-read in the overlap window, or sent twice) is skipped by its key; only
         # leads with new activities or changed details need scoring again, not those merely re-read.
         new_leads = _insert_activities(conn, rows)
         new = len(new_leads)
         mark_dirty(conn, set(resolution.touched).union(new_leads), now)
-        quarantined = _quarantine(conn, rejections + unresolved, now, run_id)
+        quarantine = prepared.quarantine + _quarantine_rows(unresolved, now, run_id)
+        quarantined = _quarantine(conn, quarantine)
         if checkpoint is not None:
             _advance_watermark(conn, source, checkpoint, now, run_id)
     return BatchCounts(new=new, quarantined=quarantined, leads_created=resolution.created)
@@ -124,24 +147,18 @@ def _digest(rejection: Rejection) -> str:
     return hashlib.sha256(f"{rejection.external_id}\x00{rejection.reason}\x00{rejection.raw_json}".encode()).hexdigest()
 
 
-def _quarantine(conn: Connection, rejections: list[Rejection], now: datetime, run_id: str | None) -> int:
+def _quarantine_rows(rejections: list[Rejection], now: datetime, run_id: str | None) -> list[dict]:
+    return [{"source": r.source, "external_id": r.external_id, "reason": r.reason, "raw": r.raw_json,
+             "digest": _digest(r), "quarantined_at": now, "run_id": run_id} for r in rejections]
+
+
+def _quarantine(conn: Connection, rows: list[dict]) -> int:
     """Rejected records, once each: a record re-read in the overlap window is not quarantined again."""
-    if not rejections:
+    if not rows:
         return 0
-    rows = {}
-    for r in rejections:
-        digest = _digest(r)
-        rows[(r.source, digest)] = {
-            "source": r.source,
-            "external_id": r.external_id,
-            "reason": r.reason,
-            "raw": r.raw_json,
-            "digest": digest,
-            "quarantined_at": now,
-            "run_id": run_id,
-        }
+    unique = {(row["source"], row["digest"]): row for row in rows}
     stmt = insert_for(conn, quarantine_t).on_conflict_do_nothing(index_elements=["source", "digest"])
-    return len(conn.execute(stmt.returning(quarantine_t.c.id), list(rows.values())).all())
+    return len(conn.execute(stmt.returning(quarantine_t.c.id), list(unique.values())).all())
 
 
 def read_files(engine: Engine, source: str) -> dict[str, tuple[int, int]]:

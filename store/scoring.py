@@ -88,16 +88,17 @@ def set_scoring_state(conn: Connection, version_id: int, now: datetime, decayed_
 # ---------------------------------------------------------------------------------------------- dirty leads
 
 def mark_dirty(conn: Connection, lead_ids: Iterable[int], now: datetime) -> None:
-    """Mark leads for scoring, in lead-id order so concurrent batches lock the marks alike."""
+    """Mark leads for scoring, in lead-id order so concurrent batches lock the marks alike. The keys go as one
+    parameter (an array, or a JSON array on SQLite): one statement, not one per lead."""
     keys = sorted(set(lead_ids))
     if not keys:
         return
     upsert = "ON CONFLICT (lead_id) DO UPDATE SET marked_at = excluded.marked_at"
     if conn.dialect.name == "sqlite":
-        stamp = db_time(conn)(now)
-        conn.exec_driver_sql(f"INSERT INTO {dirty_t.name} (lead_id, marked_at) VALUES (?, ?) {upsert}",
-                             [(lead_id, stamp) for lead_id in keys])
-    else:  # one statement, no staging: the keys go as one array
+        # WHERE true: SQLite reads an ON CONFLICT straight after a SELECT's FROM as a join's ON otherwise.
+        conn.exec_driver_sql(f"INSERT INTO {dirty_t.name} (lead_id, marked_at) SELECT value, ? FROM json_each(?) WHERE true "
+                             f"{upsert}", (db_time(conn)(now), orjson.dumps(keys).decode()))
+    else:
         conn.exec_driver_sql(f"INSERT INTO {dirty_t.name} (lead_id, marked_at) SELECT k, %s FROM unnest(%s::bigint[]) AS k "
                              f"{upsert}", (now, keys))
 
