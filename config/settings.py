@@ -38,11 +38,10 @@ class Settings(BaseSettings):
     fetch_in_subprocess: bool = Field(
         default=True, description="Run each source's ingest (fetch, normalize, write) in a child process of its own"
     )
-    ingest_windows: int | None = Field(
-        default=None, ge=1, le=16,
+    ingest_windows: int = Field(
+        default=2, ge=1, le=16,
         description="A long backfill of a source that can start its feed at any time (Marketo) is read as up to "
-                    "this many time windows side by side, each in its own process (with fetch_in_subprocess). "
-                    "Unset: 2 on PostgreSQL, which takes concurrent writers; 1 on SQLite, which has one writer",
+                    "this many time windows side by side, each in its own process (with fetch_in_subprocess)",
     )
     ingest_window_min_hours: float = Field(
         default=12, gt=0, description="The shortest window a split backfill gets: shorter runs are not split"
@@ -53,9 +52,6 @@ class Settings(BaseSettings):
 
     def resolved_score_workers(self) -> int:
         return self._per_database(self.score_workers)
-
-    def resolved_ingest_windows(self) -> int:
-        return self._per_database(self.ingest_windows)
 
     def _per_database(self, value: int | None) -> int:
         """A count of things done side by side: as set, else 2 on PostgreSQL (concurrent writers) and 1 on

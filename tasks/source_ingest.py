@@ -107,7 +107,7 @@ def ingest_source_once(
     """
     if not settings.fetch_in_subprocess:
         return _ingest(config, secrets, now=now, run_id=run_id, settings=settings, since=since, log=log)
-    if settings.resolved_ingest_windows() > 1:
+    if settings.ingest_windows > 1:
         stored = get_watermark(get_engine(settings.resolved_database_url()), config.name)
         start = since if since is not None or stored is None else stored - timedelta(minutes=config.overlap_minutes)
         windows = _windows(config, secrets, start, now=now, settings=settings)
@@ -121,7 +121,7 @@ def _windows(config: SourceConfig, secrets: dict[str, str], start: datetime | No
     """The time windows to read side by side: one, unless the source can split its feed by time and the read
     is long. The source is asked where its data really begins, so a backfill from 1970 is split where the
     activities are; if it cannot say (or fails to), the read is not split and fails, if it must, as usual."""
-    parts = settings.resolved_ingest_windows()
+    parts = settings.ingest_windows
     shortest = timedelta(hours=settings.ingest_window_min_hours)
     if start is not None and now - start < 2 * shortest:
         return [(start, None)]  # an incremental run: too short to split, so no API call is spent asking
