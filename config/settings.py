@@ -51,13 +51,9 @@ class Settings(BaseSettings):
     )
 
     def resolved_score_workers(self) -> int:
-        return self._per_database(self.score_workers)
-
-    def _per_database(self, value: int | None) -> int:
-        """A count of things done side by side: as set, else 2 on PostgreSQL (concurrent writers) and 1 on
-        SQLite (one writer)."""
-        if value is not None:
-            return value
+        """As set, else 2 on PostgreSQL (concurrent writers) and 1 on SQLite (one writer)."""
+        if self.score_workers is not None:
+            return self.score_workers
         return 1 if self.resolved_database_url().startswith("sqlite") else 2
 
     def resolved_database_url(self) -> str:

@@ -53,12 +53,17 @@ def select_where_in(conn: Connection, sql: str, keys: Sequence[Any], *params: An
     a JSON array read by json_each on SQLite, an array on PostgreSQL. `params` come before the keys, as `?`."""
     if not keys:
         return []
-    cursor = conn.connection.cursor()  # the driver's own rows: no result wrapping on this hot path
+    if _is_sqlite(conn):
+        return driver_rows(conn, sql.format(keys="IN (SELECT value FROM json_each(?))"),
+                           (*params, orjson.dumps(list(keys)).decode()))
+    return driver_rows(conn, sql.replace("?", "%s").format(keys="= ANY(%s)"), (*params, list(keys)))
+
+
+def driver_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple]:
+    """The rows of `sql` as the driver returns them: no result wrapping on the hot paths that read a batch's worth."""
+    cursor = conn.connection.cursor()
     try:
-        if _is_sqlite(conn):
-            cursor.execute(sql.format(keys="IN (SELECT value FROM json_each(?))"), (*params, orjson.dumps(list(keys)).decode()))
-        else:
-            cursor.execute(sql.replace("?", "%s").format(keys="= ANY(%s)"), (*params, list(keys)))
+        cursor.execute(sql, params)
         return cursor.fetchall()
     finally:
         cursor.close()
@@ -131,11 +136,7 @@ def insert_new_rows(
     if _is_sqlite(conn):
         before = conn.exec_driver_sql(f"SELECT COALESCE(MAX(rowid), 0) FROM {table.name}").scalar_one()
         conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({_placeholders(len(columns))}) {clause}", rows)
-        cursor = conn.connection.cursor()  # the driver's own rows: a batch's worth, on the hot path
-        try:
-            return [value for (value,) in cursor.execute(f"SELECT {report} FROM {table.name} WHERE rowid > ?", (before,))]
-        finally:
-            cursor.close()
+        return [value for (value,) in driver_rows(conn, f"SELECT {report} FROM {table.name} WHERE rowid > ?", (before,))]
     staged = stage(conn, table, columns, rows)
     inserted = conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staged} {clause} RETURNING {report}")
     return [value for (value,) in inserted]

@@ -80,11 +80,11 @@ def write_batch(
 @dataclass(frozen=True)
 class _Prepared:
     """A batch made ready to write: activities once per key, each with its person's name and its row but
-    for the lead, the identities to resolve, and the quarantine rows."""
+    for the lead, the identities to resolve (each once: the people's and the activities'), and the quarantine
+    rows."""
 
     people: list[PersonRecord]
     identities: list[Identity]
-    keys: list[Identity]
     named: list[tuple[Identity, tuple, ActivityRecord]]
     quarantine: list[dict]
 
@@ -100,9 +100,9 @@ def _prepare(dialect: str, activities, people, rejections, now: datetime, run_id
               (a.type.value, a.asset, asset_key(a.asset), a.campaign, to_db(a.occurred_at), ingested_at, a.raw_json), a)
              for a in unique.values()]
     # Resolve each distinct way a person is named once, not once per activity.
-    keys = list(dict.fromkeys(key for key, _, _ in named))
-    identities = [Identity(p.source, p.source_contact_id, p.email) for p in people] + keys
-    return _Prepared(people, identities, keys, named, _quarantine_rows(rejections, now, run_id))
+    identities = list(dict.fromkeys([*(Identity(p.source, p.source_contact_id, p.email) for p in people),
+                                     *(key for key, _, _ in named)]))
+    return _Prepared(people, identities, named, _quarantine_rows(rejections, now, run_id))
 
 
 def _write_batch(engine, prepared: _Prepared, source, checkpoint, now, run_id) -> BatchCounts:
@@ -113,7 +113,7 @@ def _write_batch(engine, prepared: _Prepared, source, checkpoint, now, run_id) -
             conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
         resolution = resolve_leads(conn, prepared.identities, prepared.people, now)
         lead_of = resolution.lead_of
-        lead_ids = {key: lead_of(key) for key in prepared.keys}
+        lead_ids = {key: lead_of(key) for key in prepared.identities}
         rows = []
         unresolved: list[Rejection] = []
         for key, rest, a in prepared.named:

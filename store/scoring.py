@@ -97,7 +97,7 @@ def mark_dirty(conn: Connection, lead_ids: Iterable[int], now: datetime) -> None
     if conn.dialect.name == "sqlite":
         # WHERE true: SQLite reads an ON CONFLICT straight after a SELECT's FROM as a join's ON otherwise.
         conn.exec_driver_sql(f"INSERT INTO {dirty_t.name} (lead_id, marked_at) SELECT value, ? FROM json_each(?) WHERE true "
-                             f"{upsert}", (db_time(conn)(now), orjson.dumps(keys).decode()))
+                             f"{upsert}", (db_time(conn)(now), _keys_param(conn, keys)))
     else:
         conn.exec_driver_sql(f"INSERT INTO {dirty_t.name} (lead_id, marked_at) SELECT k, %s FROM unnest(%s::bigint[]) AS k "
                              f"{upsert}", (now, keys))
