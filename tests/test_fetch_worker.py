@@ -88,6 +88,18 @@ def _raise_unpicklable(channel) -> None:
     serve(channel, work)
 
 
+def _collector_settings(channel) -> None:
+    def work(send):
+        import gc
+
+        garbage = []
+        garbage.append(garbage)  # a cycle only the collector can free
+        del garbage
+        send((gc.get_threshold()[0], gc.get_freeze_count(), gc.collect()))
+
+    serve(channel, work)
+
+
 def _endless(channel) -> None:
     def work(send):
         n = 0
@@ -129,3 +141,17 @@ def test_an_ingest_whose_run_is_gone_stops_before_writing_another_batch(tmp_path
         _ingest(export(tmp_path, 50), {}, now=NOW, run_id="r1", settings=settings, since=None, log=None,
                 orphaned=lambda: True)
     assert snapshot(get_engine(url))["activities"] == {}
+
+
+def test_the_child_keeps_what_it_imported_out_of_the_collectors_scans():
+    """A batch child runs the cycle collector rarely and never over the modules it imported (the scans once
+    took about 30% of an ingest child's CPU time), and real cyclic garbage is still collected."""
+    import gc
+
+    from connectors.marketing.worker import CHILD_GC_THRESHOLD
+
+    [(threshold, frozen, collected)] = list(run_in_child(_collector_settings, (), name="gc", what="the test child", depth=2))
+    assert threshold == CHILD_GC_THRESHOLD > gc.get_threshold()[0]
+    assert frozen > 10_000  # the interpreter's and the imported modules' objects
+    assert collected >= 1
+
