@@ -89,11 +89,17 @@ def set_scoring_state(conn: Connection, version_id: int, now: datetime, decayed_
 
 def mark_dirty(conn: Connection, lead_ids: Iterable[int], now: datetime) -> None:
     """Mark leads for scoring, in lead-id order so concurrent batches lock the marks alike. The keys go as one
-    parameter (an array, or a JSON array on SQLite): one statement, not one per lead."""
+    parameter (an array, or a JSON array on SQLite): one statement, not one per lead.
+
+    A lead already marked at `now` (by an earlier batch of the same run) is left as it is: its row is only
+    locked, not rewritten, which spares the database a new row version per lead per batch (about 830,000 of
+    them in a million-activity backfill, for 100,000 leads). The lock still makes a marking wait for a scoring
+    chunk that holds the mark (see lock_marks), so the mark cannot be cleared under a new activity."""
     keys = sorted(set(lead_ids))
     if not keys:
         return
-    upsert = "ON CONFLICT (lead_id) DO UPDATE SET marked_at = excluded.marked_at"
+    upsert = (f"ON CONFLICT (lead_id) DO UPDATE SET marked_at = excluded.marked_at "
+              f"WHERE {dirty_t.name}.marked_at <> excluded.marked_at")
     if conn.dialect.name == "sqlite":
         # WHERE true: SQLite reads an ON CONFLICT straight after a SELECT's FROM as a join's ON otherwise.
         conn.exec_driver_sql(f"INSERT INTO {dirty_t.name} (lead_id, marked_at) SELECT value, ? FROM json_each(?) WHERE true "
@@ -107,6 +113,18 @@ def dirty_leads(conn: Connection, limit: int) -> list[tuple[int, datetime]]:
     table = dirty_t
     rows = conn.execute(select(table.c.lead_id, table.c.marked_at).order_by(table.c.lead_id).limit(limit)).all()
     return [(row.lead_id, row.marked_at) for row in rows]
+
+
+def lock_marks(conn: Connection, taken: Sequence[tuple[int, datetime]]) -> None:
+    """Hold the marks a scoring chunk is about to clear until it commits (PostgreSQL; a SQLite transaction
+    holds the one write lock from its start). Without it, a batch that stores an activity for a taken lead
+    and commits while the chunk is past reading that lead's activities, leaving the mark as it was (same run,
+    same time), would have its activity's mark cleared unscored. With it, the batch's marking waits for the
+    chunk and then marks the lead afresh."""
+    if not taken or conn.dialect.name == "sqlite":
+        return
+    conn.exec_driver_sql(f"SELECT lead_id FROM {dirty_t.name} WHERE lead_id = ANY(%s) ORDER BY lead_id FOR UPDATE",
+                         (sorted(lead_id for lead_id, _ in taken),))
 
 
 def clear_dirty(conn: Connection, taken: Sequence[tuple[int, datetime]]) -> None:

@@ -86,6 +86,7 @@ def score_chunk(
     outcome = ChunkOutcome()
     hand_raisers = {kind.value for kind in rulebook.qualification.hand_raisers}
     with engine.begin() as conn:
+        store.lock_marks(conn, dirty)
         if rebuild:
             outcome.ledger_rows = store.rebuild_ledger(conn, version_id, rebuild)
         totals = store.behaviour_totals(conn, version_id, now, lead_ids)
