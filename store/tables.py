@@ -61,7 +61,9 @@ class Activity(SQLModel, table=True):
     )
     source: str = Field(sa_column=Column(String(40), nullable=False))
     external_id: str = Field(sa_column=Column(String(200), nullable=False))
-    lead_id: int = Field(sa_column=Column(Integer, ForeignKey("lead.id"), nullable=False))
+    # No foreign key: the batch that stores an activity sets its lead in the same transaction, and leads are
+    # never deleted; a per-row check cost a fifth of the database's work in a backfill (migration 0008).
+    lead_id: int = Field(sa_column=Column(Integer, nullable=False))
     type: str = Field(sa_column=Column(String(40), nullable=False))
     asset: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
     asset_key: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))  # domain.activity.asset_key
