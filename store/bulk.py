@@ -33,12 +33,19 @@ def _sqlite_time(value: datetime | None) -> str | None:
 
 def db_time(conn: Connection) -> Callable[[datetime | None], Any]:
     """How an aware datetime is passed to this connection's driver for a raw (driver-level) write."""
-    return db_time_for(conn.dialect.name)
+    return _sqlite_time if conn.dialect.name == "sqlite" else (lambda value: value)
 
 
-def db_time_for(dialect: str) -> Callable[[datetime | None], Any]:
-    """`db_time` for a dialect by name, for rows prepared before a connection is taken."""
-    return _sqlite_time if dialect == "sqlite" else (lambda value: value)
+def bulk_time_for(dialect: str) -> Callable[[datetime | None], Any]:
+    """How an aware datetime goes into a row for `insert_rows` / `insert_new_rows`, prepared before a connection
+    is taken: SQLite's stored text, or ISO 8601 text for PostgreSQL's COPY, which parses it exactly as it parses
+    the driver's rendering of the datetime; the driver's rendering costs the client twice as much (about 1 s
+    per million rows)."""
+    return _sqlite_time if dialect == "sqlite" else _iso_time
+
+
+def _iso_time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def _is_sqlite(conn: Connection) -> bool:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from domain.activity import ActivityRecord, PersonRecord, Rejection, asset_key
 from domain.identity import Identity
-from store.bulk import db_time, db_time_for, insert_for, insert_new_rows, insert_rows
+from store.bulk import bulk_time_for, db_time, insert_for, insert_new_rows, insert_rows
 from store.leads import resolve_leads
 from store.scoring import mark_dirty
 from store.tables import Activity, Quarantine, SourceFile, SourceWatermark
@@ -90,7 +90,7 @@ class _Prepared:
 
 
 def _prepare(dialect: str, activities, people, rejections, now: datetime, run_id: str | None) -> _Prepared:
-    to_db = db_time_for(dialect)
+    to_db = bulk_time_for(dialect)
     ingested_at = to_db(now)
     unique: dict[tuple[str, str], ActivityRecord] = {}
     for record in activities:
