@@ -39,8 +39,8 @@ def db_time(conn: Connection) -> Callable[[datetime | None], Any]:
 def bulk_time_for(dialect: str) -> Callable[[datetime | None], Any]:
     """How an aware datetime goes into a row for `insert_rows` / `insert_new_rows`, prepared before a connection
     is taken: SQLite's stored text, or ISO 8601 text for PostgreSQL's COPY, which parses it exactly as it parses
-    the driver's rendering of the datetime; the driver's rendering costs the client twice as much (about 1 s
-    per million rows)."""
+    the driver's rendering of the datetime. The driver renders each datetime it is handed afresh, about 0.85 µs
+    a value, which was a third of formatting an activity row for COPY; the text is made once per value here."""
     return _sqlite_time if dialect == "sqlite" else _iso_time
 
 
