@@ -60,10 +60,19 @@ def select_where_in(conn: Connection, sql: str, keys: Sequence[Any], *params: An
     a JSON array read by json_each on SQLite, an array on PostgreSQL. `params` come before the keys, as `?`."""
     if not keys:
         return []
-    if _is_sqlite(conn):
-        return driver_rows(conn, sql.format(keys="IN (SELECT value FROM json_each(?))"),
-                           (*params, orjson.dumps(list(keys)).decode()))
-    return driver_rows(conn, sql.replace("?", "%s").format(keys="= ANY(%s)"), (*params, list(keys)))
+    if not _is_sqlite(conn):
+        sql = sql.replace("?", "%s")
+    return driver_rows(conn, sql.format(keys=in_keys(conn)), (*params, keys_param(conn, keys)))
+
+
+def in_keys(conn: Connection) -> str:
+    """`IN` a list of keys passed as one parameter (see keys_param)."""
+    return "IN (SELECT value FROM json_each(?))" if _is_sqlite(conn) else "= ANY(%s)"
+
+
+def keys_param(conn: Connection, keys: Sequence[Any]) -> Any:
+    """Any number of keys as one parameter: a JSON array on SQLite (read by json_each), an array on PostgreSQL."""
+    return orjson.dumps(list(keys)).decode() if _is_sqlite(conn) else list(keys)
 
 
 def driver_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple]:

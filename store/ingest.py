@@ -112,12 +112,10 @@ def _write_batch(engine, prepared: _Prepared, source, checkpoint, now, run_id) -
             # together, and the next run fetches them again; nothing outside the database saw them.
             conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
         resolution = resolve_leads(conn, prepared.identities, prepared.people, now)
-        lead_of = resolution.lead_of
-        lead_ids = {key: lead_of(key) for key in prepared.identities}
         rows = []
         unresolved: list[Rejection] = []
         for key, rest, a in prepared.named:
-            lead_id = lead_ids[key]
+            lead_id = resolution.lead_of(key)  # resolved once per identity, however many activities name it
             if lead_id is None:
                 unresolved.append(Rejection(a.source, a.external_id, "identity could not be resolved to a lead", a.raw_json))
                 continue

@@ -10,14 +10,13 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Iterable, Sequence
 
-import orjson
 from sqlalchemy import Connection, select
 
 from domain.activity import asset_key
 from domain.lifecycle import LeadState, Qualification, Stage
 from domain.rules import DECAY_TABLE_DAYS, MICROS, Rulebook, _plain
 from domain.scoring import epoch_seconds
-from store.bulk import db_time, insert_rows, select_where_in
+from store.bulk import db_time, in_keys, insert_rows, keys_param, select_where_in
 from store.types import from_db_time
 from store.tables import (
     DecayFactor,
@@ -103,7 +102,7 @@ def mark_dirty(conn: Connection, lead_ids: Iterable[int], now: datetime) -> None
     if conn.dialect.name == "sqlite":
         # WHERE true: SQLite reads an ON CONFLICT straight after a SELECT's FROM as a join's ON otherwise.
         conn.exec_driver_sql(f"INSERT INTO {dirty_t.name} (lead_id, marked_at) SELECT value, ? FROM json_each(?) WHERE true "
-                             f"{upsert}", (db_time(conn)(now), _keys_param(conn, keys)))
+                             f"{upsert}", (db_time(conn)(now), keys_param(conn, keys)))
     else:
         conn.exec_driver_sql(f"INSERT INTO {dirty_t.name} (lead_id, marked_at) SELECT k, %s FROM unnest(%s::bigint[]) AS k "
                              f"{upsert}", (now, keys))
@@ -123,8 +122,8 @@ def lock_marks(conn: Connection, taken: Sequence[tuple[int, datetime]]) -> None:
     chunk and then marks the lead afresh."""
     if not taken or conn.dialect.name == "sqlite":
         return
-    conn.exec_driver_sql(f"SELECT lead_id FROM {dirty_t.name} WHERE lead_id = ANY(%s) ORDER BY lead_id FOR UPDATE",
-                         (sorted(lead_id for lead_id, _ in taken),))
+    conn.exec_driver_sql(f"SELECT lead_id FROM {dirty_t.name} WHERE lead_id {in_keys(conn)} ORDER BY lead_id FOR UPDATE",
+                         (keys_param(conn, sorted(lead_id for lead_id, _ in taken)),))
 
 
 def clear_dirty(conn: Connection, taken: Sequence[tuple[int, datetime]]) -> None:
@@ -215,20 +214,11 @@ def rebuild_ledger(conn: Connection, version_id: int, lead_ids: Sequence[int] | 
         return rows
     if not lead_ids:
         return 0
-    keys = _keys_param(conn, lead_ids)
-    in_keys = _in_keys(conn)
-    conn.exec_driver_sql(f"DELETE FROM score_ledger WHERE lead_id {in_keys}", (keys,))
-    sql = _sql(conn, _LEDGER, leads=f"AND a.lead_id {in_keys}")
+    keys = keys_param(conn, lead_ids)
+    leads_in = in_keys(conn)
+    conn.exec_driver_sql(f"DELETE FROM score_ledger WHERE lead_id {leads_in}", (keys,))
+    sql = _sql(conn, _LEDGER, leads=f"AND a.lead_id {leads_in}")
     return conn.exec_driver_sql(sql, (version_id, version_id, keys, version_id)).rowcount
-
-
-def _in_keys(conn: Connection) -> str:
-    """`IN` a list of keys passed as one parameter (see _keys_param)."""
-    return "IN (SELECT value FROM json_each(?))" if conn.dialect.name == "sqlite" else "= ANY(%s)"
-
-
-def _keys_param(conn: Connection, keys: Sequence[int]):
-    return orjson.dumps(list(keys)).decode() if conn.dialect.name == "sqlite" else list(keys)
 
 
 _SCORES = """
@@ -254,9 +244,8 @@ def behaviour_totals(conn: Connection, version_id: int, now: datetime, lead_ids:
         return {lead_id: int(total) for lead_id, total in conn.exec_driver_sql(sql, (version_id, now_epoch, max_age))}
     if not lead_ids:
         return {}
-    in_keys = _in_keys(conn)
-    sql = _sql(conn, _SCORES, where=f"WHERE l.lead_id {in_keys}")
-    rows = conn.exec_driver_sql(sql, (version_id, now_epoch, max_age, _keys_param(conn, lead_ids)))
+    sql = _sql(conn, _SCORES, where=f"WHERE l.lead_id {in_keys(conn)}")
+    rows = conn.exec_driver_sql(sql, (version_id, now_epoch, max_age, keys_param(conn, lead_ids)))
     return {lead_id: int(total) for lead_id, total in rows}  # PostgreSQL sums bigints as numeric
 
 
@@ -342,7 +331,7 @@ def retire_merged(conn: Connection, lead_ids: Sequence[int], now: datetime) -> t
     and queues its own work when it crosses. Returns (states dropped, queue rows closed)."""
     if not lead_ids:
         return 0, 0
-    return _retire(conn, _in_keys(conn), (_keys_param(conn, lead_ids),), now)
+    return _retire(conn, in_keys(conn), (keys_param(conn, lead_ids),), now)
 
 
 def _retire(conn: Connection, leads: str, params: tuple, now: datetime) -> tuple[int, int]:
