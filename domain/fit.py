@@ -27,20 +27,44 @@ class FitAssessment:
     capped_by: str | None = None  # the reason, when a disqualifier capped the grade
 
 
-_MEMO: dict[tuple[int, Any], tuple[FitRule, int | None]] = {}
+# Leads share few distinct field values (industries, titles, sizes) and e-mail domains (one per company):
+# answers are remembered per model, by the tuple of the values its rules read and by domain. A memo entry holds
+# its model, so an id reused by a later model cannot answer for it; each memo stops growing at its bound.
+_PROFILE_MEMO: dict[tuple[int, tuple], tuple[FitModel, tuple[FitLine, ...], int]] = {}
+_DOMAIN_MEMO: dict[tuple[int, str | None], tuple[FitModel, tuple[bool, ...]]] = {}
+_MEMO_BOUND = 200_000
 
 
-def _rule_points(rule: FitRule, value: Any) -> int | None:
-    """Points of the first matching entry; None when nothing matches (or the value is missing). Leads share
-    few distinct values (industries, titles, sizes), so answers are remembered per rule and value."""
-    key = (id(rule), value)
-    hit = _MEMO.get(key)
-    if hit is not None and hit[0] is rule:
+def _profile_points(model: FitModel, values: tuple) -> tuple[tuple[FitLine, ...], int]:
+    """The lines and total of a profile whose rules' fields hold `values` (in rule order)."""
+    key = (id(model), values)
+    try:
+        hit = _PROFILE_MEMO.get(key)
+    except TypeError:  # a value that cannot be a key (a list from a hand-built profile): answered afresh
+        key, hit = None, None
+    if hit is not None and hit[0] is model:
+        return hit[1], hit[2]
+    lines = []
+    for rule, value in zip(model.rules, values):
+        points = _match(rule, value)
+        if points is not None:
+            lines.append(FitLine(rule.field, value, points))
+    result = tuple(lines), sum(line.points for line in lines)
+    if key is not None and len(_PROFILE_MEMO) < _MEMO_BOUND:
+        _PROFILE_MEMO[key] = (model, *result)
+    return result
+
+
+def _domain_hits(model: FitModel, domain: str | None) -> tuple[bool, ...]:
+    """For each disqualifier of the model, whether this e-mail domain is one of its domains."""
+    key = (id(model), domain)
+    hit = _DOMAIN_MEMO.get(key)
+    if hit is not None and hit[0] is model:
         return hit[1]
-    points = _match(rule, value)
-    if len(_MEMO) < 200_000:
-        _MEMO[key] = (rule, points)
-    return points
+    hits = tuple(domain is not None and _within(domain, rule.domain_set) for rule in model.disqualifiers)
+    if len(_DOMAIN_MEMO) < _MEMO_BOUND:
+        _DOMAIN_MEMO[key] = (model, hits)
+    return hits
 
 
 def _match(rule: FitRule, value: Any) -> int | None:
@@ -92,23 +116,16 @@ def _within(domain: str, domains: frozenset[str]) -> bool:
 
 
 def assess_fit(fields: Mapping[str, Any], email: str | None, model: FitModel) -> FitAssessment:
-    lines = []
-    for rule in model.rules:
-        points = _rule_points(rule, fields.get(rule.field))
-        if points is not None:
-            lines.append(FitLine(rule.field, fields.get(rule.field), points))
-    total = sum(line.points for line in lines)
+    lines, total = _profile_points(model, tuple(fields.get(rule.field) for rule in model.rules))
     grade = grade_for(total, model)
     domain = email.rsplit("@", 1)[-1].lower() if email and "@" in email else None
     disqualified = capped_by = None
-    for rule in model.disqualifiers:
-        hit = (domain is not None and _within(domain, rule.domain_set)) or (
-            rule.field is not None and str(fields.get(rule.field) or "").lower() in rule.lowered_values
-        )
+    for rule, domain_hit in zip(model.disqualifiers, _domain_hits(model, domain)):
+        hit = domain_hit or (rule.field is not None and str(fields.get(rule.field) or "").lower() in rule.lowered_values)
         if not hit:
             continue
         if rule.effect == "disqualify":
             disqualified = disqualified or rule.reason
         elif rule.max_grade and GRADES.index(grade) < GRADES.index(rule.max_grade):
             grade, capped_by = rule.max_grade, rule.reason
-    return FitAssessment(points=total, grade=grade, lines=tuple(lines), disqualified=disqualified, capped_by=capped_by)
+    return FitAssessment(points=total, grade=grade, lines=lines, disqualified=disqualified, capped_by=capped_by)

@@ -16,7 +16,7 @@ from domain.activity import asset_key
 from domain.lifecycle import LeadState, Qualification, Stage
 from domain.rules import DECAY_TABLE_DAYS, MICROS, Rulebook, _plain
 from domain.scoring import epoch_seconds
-from store.bulk import db_time, in_keys, insert_rows, keys_param, select_where_in
+from store.bulk import db_time, driver_rows, in_keys, insert_rows, keys_param, select_where_in
 from store.types import from_db_time
 from store.tables import (
     DecayFactor,
@@ -240,12 +240,12 @@ def behaviour_totals(conn: Connection, version_id: int, now: datetime, lead_ids:
     ).scalar_one()
     now_epoch = epoch_seconds(now)
     if lead_ids is None:
-        sql = _sql(conn, _SCORES, where="")
-        return {lead_id: int(total) for lead_id, total in conn.exec_driver_sql(sql, (version_id, now_epoch, max_age))}
-    if not lead_ids:
+        rows = driver_rows(conn, _sql(conn, _SCORES, where=""), (version_id, now_epoch, max_age))
+    elif not lead_ids:
         return {}
-    sql = _sql(conn, _SCORES, where=f"WHERE l.lead_id {in_keys(conn)}")
-    rows = conn.exec_driver_sql(sql, (version_id, now_epoch, max_age, keys_param(conn, lead_ids)))
+    else:
+        sql = _sql(conn, _SCORES, where=f"WHERE l.lead_id {in_keys(conn)}")
+        rows = driver_rows(conn, sql, (version_id, now_epoch, max_age, keys_param(conn, lead_ids)))
     return {lead_id: int(total) for lead_id, total in rows}  # PostgreSQL sums bigints as numeric
 
 

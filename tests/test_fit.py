@@ -138,3 +138,21 @@ def test_the_strictest_of_several_grade_caps_wins():
     ))
     result = fit(dict(IDEAL, company="N/A"), email="x@gmail.com", model=model)
     assert result.grade == "D"
+
+
+def test_a_profile_seen_before_is_graded_by_the_model_in_hand_not_by_an_earlier_one():
+    # Answers are remembered per model: the same profile and domain under a changed rulebook grade afresh.
+    lenient = FitModel(rules=(FitRule("industry", values=(("Software", 8000),)),),
+                       grade_thresholds=SHIPPED.grade_thresholds)
+    strict = FitModel(rules=(FitRule("industry", values=(("Software", 1000),)),),
+                      grade_thresholds=SHIPPED.grade_thresholds,
+                      disqualifiers=(Disqualifier(reason="works for a competitor", effect="disqualify",
+                                                  email_domains=("acme.example",)),))
+    for _ in range(2):
+        assert (fit({"industry": "Software"}, model=lenient).grade, fit({"industry": "Software"}, model=lenient).disqualified) == ("A", None)
+        assert fit({"industry": "Software"}, model=strict).grade == "D"
+        assert fit({"industry": "Software"}, model=strict).disqualified == "works for a competitor"
+
+
+def test_a_field_value_that_cannot_be_remembered_is_still_assessed():
+    assert fit({"industry": ["Software"], "country": "US"}).points == 1000

@@ -349,3 +349,15 @@ def test_a_lead_that_never_engaged_is_not_cold():
 def test_the_score_and_fit_are_kept_on_the_state():
     q = qualify(lead(), facts(score=4321, grade="C"), RULES, NOW)
     assert (q.state.score, q.state.fit_grade, q.state.fit_points) == (4321, "C", 3000)
+
+
+def test_qualifying_keeps_what_the_new_facts_do_not_decide():
+    # A sales-owned lead with a history: the new score and fit change, its stage, crossings and times stay.
+    before = LeadState(stage=Stage.SQL, score=9000, peak_score=12000, fit_points=5000, fit_grade="B", mql_armed=False,
+                       crossings=2, cold=False, qualified_at=NOW - 9 * DAY, stage_changed_at=NOW - 3 * DAY)
+    after = qualify(before, facts(score=8000, grade="A"), RULES, NOW).state
+    assert after == replace(before, score=8000, fit_points=8000, fit_grade="A")
+    # qualify builds the new state field by field: a field added to LeadState must be carried there too
+    assert set(LeadState.__dataclass_fields__) == {
+        "stage", "score", "peak_score", "fit_points", "fit_grade", "mql_armed", "crossings", "cold", "qualified_at",
+        "stage_changed_at"}
