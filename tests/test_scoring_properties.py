@@ -372,6 +372,32 @@ def test_when_two_leads_merge_their_points_are_counted_once_batch_by_batch(engin
     assert sorted(batch_by_batch) == sorted(at_once)
 
 
+def test_the_benchmark_s_yardsticks_count_what_they_say(engine):
+    # Ada: two white papers and an open; Bob: three opens. The ceilings sum every activity at its rule's points
+    # (no repeat rules, caps or decay); the floor numbers each lead's activities of a type in history order.
+    kinds = [(EMAILS[0], ActivityType.WHITEPAPER_DOWNLOAD), (EMAILS[0], ActivityType.WHITEPAPER_DOWNLOAD),
+             (EMAILS[0], ActivityType.EMAIL_OPEN)] + [(EMAILS[1], ActivityType.EMAIL_OPEN)] * 3
+    write_batch(engine, source="marketo", rejections=[], checkpoint=None, now=BASE, people=[], activities=[
+        ActivityRecord(source="marketo", external_id=str(n), type=kind, occurred_at=BASE + timedelta(hours=n),
+                       email=email, source_contact_id=None, raw_json="{}") for n, (email, kind) in enumerate(kinds)])
+    leads, _ = stored_ids(engine)
+    with engine.begin() as conn:
+        version_id = store.ensure_version(conn, SHIPPED, BASE)
+        store.rebuild_ledger(conn, version_id)
+        paper, opened = (SHIPPED.rule_for(kind, None).points for kind in (ActivityType.WHITEPAPER_DOWNLOAD, ActivityType.EMAIL_OPEN))
+        assert store.activity_points_sum(conn, version_id) == {leads[EMAILS[0]]: 2 * paper + opened,
+                                                                leads[EMAILS[1]]: 3 * opened}
+        assert store.ledger_sum(conn) == {lead: sum(p for _, p in lines) for lead, lines in _ledger_by_lead(conn).items()}
+        assert store.history_order_pass(conn) == (1 + 2) + 1 + (1 + 2 + 3)
+
+
+def _ledger_by_lead(conn) -> dict[int, list[tuple[int, int]]]:
+    grouped: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for lead_id, activity_id, points in conn.execute(text("SELECT lead_id, activity_id, points FROM score_ledger")):
+        grouped[lead_id].append((activity_id, points))
+    return grouped
+
+
 def test_each_lead_s_latest_hand_raise_is_found_whatever_its_type(engine):
     def activity(n, kind, email, when):
         return ActivityRecord(source="marketo", external_id=str(n), type=kind, occurred_at=when, email=email,
