@@ -171,6 +171,8 @@ class ScoreLedger(SQLModel, table=True):
     reference their lead: no foreign key of its own, which a full rescore would check a million times."""
 
     __tablename__ = "score_ledger"
+    # SQLite stores the rows in key order, lead first: every read is by lead (migration 0009)
+    __table_args__ = {"sqlite_with_rowid": False}
 
     lead_id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     activity_id: int = Field(sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True))
