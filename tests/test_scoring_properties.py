@@ -11,9 +11,14 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import SQLModel
 
 from config.rulebook import load_rulebook
 from config.settings import CONFIG_DIR
@@ -389,6 +394,55 @@ def test_the_benchmark_s_yardsticks_count_what_they_say(engine):
                                                                 leads[EMAILS[1]]: 3 * opened}
         assert store.ledger_sum(conn) == {lead: sum(p for _, p in lines) for lead, lines in _ledger_by_lead(conn).items()}
         assert store.history_order_pass(conn) == (1 + 2) + 1 + (1 + 2 + 3)
+
+
+def test_a_full_rebuild_leaves_the_ledger_keyed_as_before(engine):
+    # PostgreSQL builds the key anew after a full rebuild's rows are in: it must be there, and hold, after it.
+    write_batch(engine, source="marketo", rejections=[], checkpoint=None, now=BASE, people=[], activities=[
+        ActivityRecord(source="marketo", external_id="1", type=ActivityType.WHITEPAPER_DOWNLOAD, occurred_at=BASE,
+                       email=EMAILS[0], source_contact_id=None, raw_json="{}")])
+    with engine.begin() as conn:
+        version_id = store.ensure_version(conn, SHIPPED, BASE)
+        assert store.rebuild_ledger(conn, version_id) == 1
+    with engine.connect() as conn:
+        assert not compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+        again = conn.execute(text("SELECT lead_id, activity_id, version_id, rule_id, points, occurred_epoch FROM score_ledger")).one()
+        with pytest.raises(IntegrityError):
+            conn.execute(text("INSERT INTO score_ledger VALUES (:a, :b, :c, :d, :e, :f)"), dict(zip("abcdef", again)))
+
+
+@pytest.mark.postgres
+def test_a_role_that_does_not_own_the_ledger_still_rebuilds_it(postgres_template):
+    # Operators often migrate as the owner and run the flows as a role that only reads and writes rows
+    # (PostgreSQL: SQLite has no roles).
+    from sqlalchemy.engine import make_url
+
+    from store.engine import make_engine
+    from tests.conftest import _postgres_copy
+
+    database_url, drop = _postgres_copy(postgres_template)
+    owner = make_engine(database_url)
+    role = f"handoff_runtime_{make_url(database_url).database[-12:]}"
+    with owner.begin() as conn:
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        conn.execute(text(f'GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA public TO "{role}"'))
+        conn.execute(text(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{role}"'))
+    runtime = make_engine(make_url(database_url).set(username=role).render_as_string(hide_password=False))
+    try:
+        write_batch(runtime, source="marketo", rejections=[], checkpoint=None, now=BASE, people=[], activities=[
+            ActivityRecord(source="marketo", external_id="1", type=ActivityType.WHITEPAPER_DOWNLOAD, occurred_at=BASE,
+                           email=EMAILS[0], source_contact_id=None, raw_json="{}")])
+        with owner.begin() as conn:
+            version_id = store.ensure_version(conn, SHIPPED, BASE)
+        with runtime.begin() as conn:
+            assert store.rebuild_ledger(conn, version_id) == 1
+    finally:
+        runtime.dispose()
+        with owner.begin() as conn:
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
+            conn.execute(text(f'DROP ROLE "{role}"'))
+        owner.dispose()
+        drop()
 
 
 def _ledger_by_lead(conn) -> dict[int, list[tuple[int, int]]]:
