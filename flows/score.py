@@ -71,32 +71,33 @@ def run_scoring(now: datetime | None, *, force_rescore: bool, reason: str | None
         mode = "incremental"
 
     outcome = ChunkOutcome()
-    size = settings.score_chunk_size
+    # The leads marked for scoring when the run starts (new activities, changed fields, merges); a lead marked
+    # again meanwhile keeps its new mark for the next run.
+    marked = dict(take_dirty(10**9))
     if mode == "incremental":
-        while dirty := take_dirty(size):
-            leads = [lead_id for lead_id, _ in dirty]
-            outcome.add(score_leads(rulebook, version_id, quote(leads), now, run_id, quote(leads), quote(dirty),
-                                    label=f"{leads[0]}-{leads[-1]}"))
+        leads = sorted(marked)  # only those, each with its ledger rebuilt
     else:
-        # Every lead, chunk by chunk. A rescore rebuilds every ledger first, in one set-wise statement; a decay
-        # pass rebuilds only the ledgers of leads with new activities and re-decays everyone's points.
+        # Every lead. A rescore rebuilds every ledger first, in one set-wise statement; a decay pass rebuilds
+        # only the ledgers of the marked leads and re-decays everyone's points.
         if mode == "rescore":
-            outcome.ledger_rows = rebuild_all_ledgers(version_id)
+            outcome.ledger_rows = rebuild_all_ledgers(version_id, quote(list(marked.items())))
             outcome.merged_away, outcome.queue_closed = retire_merged_leads(now)
-        # The chunks hold disjoint leads, so up to HANDOFF_SCORE_WORKERS of them run side by side, each in its
-        # own transaction on its own connection; outcomes are added in chunk order all the same.
-        marked = dict(take_dirty(10**9))
-        workers = settings.resolved_score_workers()
-        running: deque = deque()
-        for chunk in _chunks(all_leads(), size):
-            marks = [(lead_id, marked[lead_id]) for lead_id in chunk if lead_id in marked]
-            rebuild = [lead_id for lead_id, _ in marks] if mode == "decay" else []
-            if len(running) >= workers:
-                outcome.add(running.popleft().result())
-            running.append(score_leads.submit(rulebook, version_id, quote(chunk), now, run_id, quote(rebuild),
-                                              quote(marks), label=f"{chunk[0]}-{chunk[-1]}"))
-        while running:
+            marked = {}  # cleared with the rebuild
+        leads = all_leads()
+    # The chunks hold disjoint leads, so up to HANDOFF_SCORE_WORKERS of them run side by side, each in its own
+    # transaction on its own connection; outcomes are added in chunk order all the same.
+    workers = settings.resolved_score_workers()
+    running: deque = deque()
+    for chunk in _chunks(leads, settings.score_chunk_size):
+        marks = [(lead_id, marked[lead_id]) for lead_id in chunk if lead_id in marked]
+        rebuild = [lead_id for lead_id, _ in marks]
+        if len(running) >= workers:
             outcome.add(running.popleft().result())
+        running.append(score_leads.submit(rulebook, version_id, quote(chunk), now, run_id, quote(rebuild),
+                                          quote(marks), label=f"{chunk[0]}-{chunk[-1]}"))
+    while running:
+        outcome.add(running.popleft().result())
+    if mode != "incremental":
         decayed_at = now
     record_bookmarks(version_id, now, decayed_at)
     published = publish_lead_events(now)

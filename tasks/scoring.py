@@ -160,10 +160,17 @@ def scoring_bookmarks() -> tuple[int, datetime | None] | None:
 
 
 @task(cache_policy=NO_CACHE)
-def rebuild_all_ledgers(version_id: int) -> int:
-    """A new rulebook version: every lead's contributions recomputed in one set-wise statement."""
+def rebuild_all_ledgers(version_id: int, marks: list[tuple[int, datetime]]) -> int:
+    """A new rulebook version: every lead's contributions recomputed in one set-wise statement. The marks taken
+    before it are cleared in the same transaction, held first as a scoring chunk holds its own (lock_marks):
+    an activity a batch stores while the statement runs either is in it or leaves its lead marked. Cleared
+    later, by the chunks, a mark could go with an activity the statement never saw (a batch of the same
+    ingest run, whose marking leaves an equal mark as it is)."""
     with get_engine(get_settings().resolved_database_url()).begin() as conn:
-        return store.rebuild_ledger(conn, version_id, None)
+        store.lock_marks(conn, marks)
+        rows = store.rebuild_ledger(conn, version_id, None)
+        store.clear_dirty(conn, marks)
+        return rows
 
 
 @task(cache_policy=NO_CACHE)

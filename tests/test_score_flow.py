@@ -15,7 +15,7 @@ from flows.ingest import ingest
 from flows.score import rescore, score_and_qualify
 from handoff.prefect_server import drain_prefect_clients
 from sandbox.world import WorldSpec
-from store.tables import HandoffQueue, LeadEvent, LeadState, StageChange
+from store.tables import HandoffQueue, LeadDirty, LeadEvent, LeadState, StageChange
 from tasks.explain import explain_lead
 from tests.flow_support import FAST, lead_emails
 
@@ -84,9 +84,11 @@ def test_scoring_qualifies_leads_explains_every_score_exactly_and_a_second_run_f
     assert count(engine, StageChange) == changes and count(engine, LeadEvent) == mqls
 
 
-def test_new_activities_rescore_only_the_leads_they_touch(prefect_server, handoff_env, engine, sandbox_factory):
+@pytest.mark.parametrize("chunk, workers", [("5000", "1"), ("7", "3")])  # one chunk; chunks three at a time
+def test_new_activities_rescore_only_the_leads_they_touch(prefect_server, handoff_env, engine, sandbox_factory, chunk,
+                                                          workers):
     box = sandbox_factory(WorldSpec(seed=4, people=200, activities=2500, weeks=1, late_rate=0.4, late_by_hours=3))
-    ingested(box, handoff_env)
+    ingested(box, handoff_env, HANDOFF_SCORE_CHUNK_SIZE=chunk, HANDOFF_SCORE_WORKERS=workers)
     score_and_qualify(now=box.world.now)
     hidden = {e.person for e in box.world.events if e.available_ts > box.world.clock and not e.malformed}
     assert hidden
@@ -96,7 +98,9 @@ def test_new_activities_rescore_only_the_leads_they_touch(prefect_server, handof
     later = score_and_qualify(now=box.world.now)
 
     assert later.mode == "incremental"
-    assert later.outcome.leads == len(hidden)  # the people with late activities, and no one else
+    assert later.outcome.leads == len(hidden)  # the people with late activities, and no one else, each once
+    assert count(engine, LeadDirty) == 0
+    assert score_and_qualify(now=box.world.now).outcome.leads == 0
 
 
 def test_a_run_that_fails_after_emitting_is_retried_without_a_second_event_or_routing(

@@ -76,3 +76,57 @@ def test_an_activity_stored_while_its_lead_is_scored_keeps_the_lead_marked(engin
         lines = store.ledger_lines(conn, [lead_id])[lead_id]
         assert [line["type"] for line in lines] == ["newsletter_signup", "demo_request"]
         assert store.lead_state_row(conn, lead_id)["score"] == sum(line["points"] for line in lines)
+
+
+def test_an_activity_stored_while_a_rescore_rebuilds_the_ledger_keeps_its_lead_marked(engine, handoff_env, monkeypatch):
+    # A rescore rebuilds every ledger in one statement, ahead of its chunks: the marks it took before are
+    # cleared with that statement, so a batch of the same ingest run that lands meanwhile marks its lead anew.
+    from tasks.scoring import rebuild_all_ledgers
+
+    handoff_env()
+    rulebook = load_rulebook(CONFIG_DIR)
+    with engine.begin() as conn:
+        version_id = store.ensure_version(conn, rulebook, NOW)
+    write(engine, "a1", "newsletter_signup")
+    with engine.connect() as conn:
+        taken = store.dirty_leads(conn, 10)
+    [(lead_id, _)] = taken
+
+    built, resume = threading.Event(), threading.Event()
+    rebuild = store.rebuild_ledger
+
+    def paused_rebuild(*args, **kwargs):
+        rows = rebuild(*args, **kwargs)
+        built.set()
+        resume.wait(30)
+        return rows
+
+    monkeypatch.setattr(store, "rebuild_ledger", paused_rebuild)
+    errors: list[BaseException] = []
+
+    def run(call):
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    rescoring = threading.Thread(target=run, args=(lambda: rebuild_all_ledgers.fn(version_id, taken),))
+    rescoring.start()
+    assert built.wait(30)
+    batch = threading.Thread(target=run, args=(lambda: write(engine, "a2", "demo_request"),))
+    batch.start()
+    time.sleep(1.0)
+    resume.set()
+    rescoring.join(30)
+    batch.join(30)
+    assert errors == []
+    monkeypatch.setattr(store, "rebuild_ledger", rebuild)
+
+    # The rescore's chunk scores the lead with the ledger as rebuilt and clears no mark of its own ...
+    score_chunk(engine, rulebook, version_id, [lead_id], now=NOW, run_id="r", rebuild=[], dirty=[])
+    with engine.connect() as conn:
+        again = store.dirty_leads(conn, 10)
+    assert [lead for lead, _ in again] == [lead_id]  # ... and the demo request waits for the next run
+    score_chunk(engine, rulebook, version_id, [lead_id], now=NOW, run_id="r2", rebuild=[lead_id], dirty=again)
+    with engine.connect() as conn:
+        assert [line["type"] for line in store.ledger_lines(conn, [lead_id])[lead_id]] == ["newsletter_signup", "demo_request"]
