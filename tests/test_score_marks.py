@@ -25,7 +25,8 @@ def write(engine, ext, kind):
     write_batch(engine, source="events", activities=[record], people=[], rejections=[], checkpoint=None, now=NOW)
 
 
-def test_an_activity_stored_while_its_lead_is_scored_keeps_the_lead_marked(engine, monkeypatch):
+def newsletter_reader(engine):
+    """A lead who signed up for the newsletter, marked for scoring: (rulebook, version id, lead id, its mark)."""
     rulebook = load_rulebook(CONFIG_DIR)
     with engine.begin() as conn:
         version_id = store.ensure_version(conn, rulebook, NOW)
@@ -33,40 +34,51 @@ def test_an_activity_stored_while_its_lead_is_scored_keeps_the_lead_marked(engin
     with engine.connect() as conn:
         taken = store.dirty_leads(conn, 10)
     [(lead_id, _)] = taken
+    return rulebook, version_id, lead_id, taken
 
-    # The chunk pauses once it has read the lead's activities (its ledger rebuilt, its total summed) ...
-    read, resume = threading.Event(), threading.Event()
-    totals = store.behaviour_totals
 
-    def paused_totals(*args, **kwargs):
-        result = totals(*args, **kwargs)
-        read.set()
+def while_paused_after(monkeypatch, name: str, call, *, meanwhile) -> None:
+    """Run `call` in a thread until the store function `name` has returned once, then `meanwhile` in another
+    thread; let `call` go on a second later, and wait for both (any error of either fails the test)."""
+    done, resume = threading.Event(), threading.Event()
+    original = getattr(store, name)
+
+    def paused(*args, **kwargs):
+        result = original(*args, **kwargs)
+        done.set()
         resume.wait(30)
         return result
 
-    monkeypatch.setattr(store, "behaviour_totals", paused_totals)
+    monkeypatch.setattr(store, name, paused)
     errors: list[BaseException] = []
 
-    def run(call):
+    def run(work):
         try:
-            call()
+            work()
         except BaseException as exc:  # noqa: BLE001 - collected for the assertion
             errors.append(exc)
 
-    scoring = threading.Thread(target=run, args=(lambda: score_chunk(
-        engine, rulebook, version_id, [lead_id], now=NOW, run_id="r", rebuild=[lead_id], dirty=taken),))
-    scoring.start()
-    assert read.wait(30)
-    # ... while a later batch of the same ingest run stores a demo request for the lead.
-    batch = threading.Thread(target=run, args=(lambda: write(engine, "a2", "demo_request"),))
-    batch.start()
+    first = threading.Thread(target=run, args=(call,))
+    first.start()
+    assert done.wait(30)
+    second = threading.Thread(target=run, args=(meanwhile,))
+    second.start()
     time.sleep(1.0)
     resume.set()
-    scoring.join(30)
-    batch.join(30)
+    first.join(30)
+    second.join(30)
+    monkeypatch.setattr(store, name, original)
     assert errors == []
 
-    monkeypatch.setattr(store, "behaviour_totals", totals)
+
+def test_an_activity_stored_while_its_lead_is_scored_keeps_the_lead_marked(engine, monkeypatch):
+    rulebook, version_id, lead_id, taken = newsletter_reader(engine)
+
+    # The chunk pauses once it has read the lead's activities (its ledger rebuilt, its total summed), while a
+    # later batch of the same ingest run stores a demo request for the lead.
+    while_paused_after(monkeypatch, "behaviour_totals", lambda: score_chunk(
+        engine, rulebook, version_id, [lead_id], now=NOW, run_id="r", rebuild=[lead_id], dirty=taken),
+        meanwhile=lambda: write(engine, "a2", "demo_request"))
     with engine.connect() as conn:
         assert [lead for lead, _ in store.dirty_leads(conn, 10)] == [lead_id]
         again = store.dirty_leads(conn, 10)
@@ -84,43 +96,10 @@ def test_an_activity_stored_while_a_rescore_rebuilds_the_ledger_keeps_its_lead_m
     from tasks.scoring import rebuild_all_ledgers
 
     handoff_env()
-    rulebook = load_rulebook(CONFIG_DIR)
-    with engine.begin() as conn:
-        version_id = store.ensure_version(conn, rulebook, NOW)
-    write(engine, "a1", "newsletter_signup")
-    with engine.connect() as conn:
-        taken = store.dirty_leads(conn, 10)
-    [(lead_id, _)] = taken
+    rulebook, version_id, lead_id, taken = newsletter_reader(engine)
 
-    built, resume = threading.Event(), threading.Event()
-    rebuild = store.rebuild_ledger
-
-    def paused_rebuild(*args, **kwargs):
-        rows = rebuild(*args, **kwargs)
-        built.set()
-        resume.wait(30)
-        return rows
-
-    monkeypatch.setattr(store, "rebuild_ledger", paused_rebuild)
-    errors: list[BaseException] = []
-
-    def run(call):
-        try:
-            call()
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
-            errors.append(exc)
-
-    rescoring = threading.Thread(target=run, args=(lambda: rebuild_all_ledgers.fn(version_id, taken),))
-    rescoring.start()
-    assert built.wait(30)
-    batch = threading.Thread(target=run, args=(lambda: write(engine, "a2", "demo_request"),))
-    batch.start()
-    time.sleep(1.0)
-    resume.set()
-    rescoring.join(30)
-    batch.join(30)
-    assert errors == []
-    monkeypatch.setattr(store, "rebuild_ledger", rebuild)
+    while_paused_after(monkeypatch, "rebuild_ledger", lambda: rebuild_all_ledgers.fn(version_id, taken),
+                       meanwhile=lambda: write(engine, "a2", "demo_request"))
 
     # The rescore's chunk scores the lead with the ledger as rebuilt and clears no mark of its own ...
     score_chunk(engine, rulebook, version_id, [lead_id], now=NOW, run_id="r", rebuild=[], dirty=[])
