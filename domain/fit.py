@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from domain.rules import GRADES, FitModel, FitRule
 
@@ -30,41 +30,41 @@ class FitAssessment:
 # Leads share few distinct field values (industries, titles, sizes) and e-mail domains (one per company):
 # answers are remembered per model, by the tuple of the values its rules read and by domain. A memo entry holds
 # its model, so an id reused by a later model cannot answer for it; each memo stops growing at its bound.
-_PROFILE_MEMO: dict[tuple[int, tuple], tuple[FitModel, tuple[FitLine, ...], int]] = {}
+_PROFILE_MEMO: dict[tuple[int, tuple], tuple[FitModel, tuple[tuple[FitLine, ...], int]]] = {}
 _DOMAIN_MEMO: dict[tuple[int, str | None], tuple[FitModel, tuple[bool, ...]]] = {}
 _MEMO_BOUND = 200_000
 
 
+def _remembered(memo: dict, model: FitModel, key: Any, answer: Callable[[], Any]) -> Any:
+    """The memo's answer for this model and key, worked out by `answer` the first time (and remembered while the
+    memo is under its bound); a key that cannot be one (a list from a hand-built profile) is answered afresh."""
+    entry = (id(model), key)
+    try:
+        hit = memo.get(entry)
+    except TypeError:
+        return answer()
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    result = answer()
+    if len(memo) < _MEMO_BOUND:
+        memo[entry] = (model, result)
+    return result
+
+
 def _profile_points(model: FitModel, values: tuple) -> tuple[tuple[FitLine, ...], int]:
     """The lines and total of a profile whose rules' fields hold `values` (in rule order)."""
-    key = (id(model), values)
-    try:
-        hit = _PROFILE_MEMO.get(key)
-    except TypeError:  # a value that cannot be a key (a list from a hand-built profile): answered afresh
-        key, hit = None, None
-    if hit is not None and hit[0] is model:
-        return hit[1], hit[2]
-    lines = []
-    for rule, value in zip(model.rules, values):
-        points = _match(rule, value)
-        if points is not None:
-            lines.append(FitLine(rule.field, value, points))
-    result = tuple(lines), sum(line.points for line in lines)
-    if key is not None and len(_PROFILE_MEMO) < _MEMO_BOUND:
-        _PROFILE_MEMO[key] = (model, *result)
-    return result
+    def answer():
+        lines = tuple(FitLine(rule.field, value, points) for rule, value in zip(model.rules, values)
+                      if (points := _match(rule, value)) is not None)
+        return lines, sum(line.points for line in lines)
+
+    return _remembered(_PROFILE_MEMO, model, values, answer)
 
 
 def _domain_hits(model: FitModel, domain: str | None) -> tuple[bool, ...]:
     """For each disqualifier of the model, whether this e-mail domain is one of its domains."""
-    key = (id(model), domain)
-    hit = _DOMAIN_MEMO.get(key)
-    if hit is not None and hit[0] is model:
-        return hit[1]
-    hits = tuple(domain is not None and _within(domain, rule.domain_set) for rule in model.disqualifiers)
-    if len(_DOMAIN_MEMO) < _MEMO_BOUND:
-        _DOMAIN_MEMO[key] = (model, hits)
-    return hits
+    return _remembered(_DOMAIN_MEMO, model, domain, lambda: tuple(
+        domain is not None and _within(domain, rule.domain_set) for rule in model.disqualifiers))
 
 
 def _match(rule: FitRule, value: Any) -> int | None:
