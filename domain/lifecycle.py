@@ -164,6 +164,44 @@ def _mql_reason(state: LeadState, facts: LeadFacts, rulebook: Rulebook) -> str |
     return None
 
 
+# How far along a person a record shows, for merging two records of one person. Sales' stages and a current MQL
+# outrank everything marketing holds; a recycled record outranks a plain Lead (the person was handed over once and
+# came back with a reason, which must not be forgotten). Disqualified ranks lowest: it is marketing's judgment of
+# the facts (the fit's disqualifiers), made again at once on the merged person's facts by qualify().
+MERGE_RANK = (Stage.DISQUALIFIED, Stage.SUBSCRIBER, Stage.LEAD, Stage.RECYCLED, Stage.MQL, Stage.SQL,
+              Stage.OPPORTUNITY, Stage.CUSTOMER)
+
+
+def absorb(state: LeadState | None, merged: list[tuple[int, LeadState]]) -> tuple[Qualification, int | None]:
+    """The state of a lead after other leads of the same person were merged into it (`merged`: their ids and
+    last states). A merge is not a move: the person stands where the furthest of its records stood, with that
+    record's trigger state and since that record's time, so a person handed over as one record is not handed
+    over again as the other.
+    Crossings add up (each record's were the person's), the latest qualification counts (an old hand-raise
+    does not qualify again), and the peak is the highest. Score, fit and cold are left for qualify() to judge
+    on the merged facts. The change, if the stage moved, names the records it came from. Also returns the id
+    of the merged lead whose stage the person took (None when the lead that remains keeps its own): its open
+    handoff work is the person's, where the others' is not."""
+    if not merged:
+        raise ValueError("absorb needs at least one merged lead")
+    records = ([state] if state is not None else []) + [s for _, s in merged]
+    # The furthest record wins; of equals, the lead that remains (listed first), then the earlier merged lead.
+    winner = max(records, key=lambda s: MERGE_RANK.index(s.stage) * 2 + (s is state))
+    took_from = next((lead_id for lead_id, s in merged if s is winner), None)
+    qualified = [s.qualified_at for s in records if s.qualified_at is not None]
+    person = replace(
+        state if state is not None else winner,
+        stage=winner.stage, stage_changed_at=winner.stage_changed_at, mql_armed=winner.mql_armed,
+        peak_score=max(s.peak_score for s in records), crossings=sum(s.crossings for s in records),
+        qualified_at=max(qualified) if qualified else None,
+    )
+    changes: tuple[StageChange, ...] = ()
+    if state is None or state.stage is not winner.stage:
+        names = ", ".join(f"lead {lead_id} ({s.stage.value})" for lead_id, s in sorted(merged, key=lambda m: m[0]))
+        changes = (StageChange(state.stage if state else None, winner.stage, f"merged with {names}"),)
+    return Qualification(person, changes), took_from
+
+
 def recycle(state: LeadState, reason: str, now: datetime) -> Qualification:
     """Back to nurture, with the reason (sales rejected it, nobody reached it): never silently lost."""
     if not reason.strip():

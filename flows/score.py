@@ -22,7 +22,6 @@ from tasks.scoring import (
     rebuild_all_ledgers,
     record_bookmarks,
     register_version,
-    retire_merged_leads,
     score_leads,
     scoring_bookmarks,
     take_dirty,
@@ -81,7 +80,6 @@ def run_scoring(now: datetime | None, *, force_rescore: bool, reason: str | None
         # only the ledgers of the marked leads and re-decays everyone's points.
         if mode == "rescore":
             outcome.ledger_rows = rebuild_all_ledgers(version_id, quote(list(marked.items())))
-            outcome.merged_away, outcome.queue_closed = retire_merged_leads(now)
             marked = {}  # cleared with the rebuild
         leads = all_leads()
     # The chunks hold disjoint leads, so up to HANDOFF_SCORE_WORKERS of them run side by side, each in its own

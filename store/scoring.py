@@ -337,42 +337,62 @@ _STATE_COLUMNS = ("lead_id", "version_id", "score", "peak_score", "fit_points", 
 
 def load_states(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadState]:
     rows = select_where_in(conn, f"SELECT {', '.join(_STATE_COLUMNS)} FROM lead_state WHERE lead_id {{keys}}", lead_ids)
-    states = {}
-    for (lead_id, _version, score, peak, fit_points, fit_grade, stage, changed_at, armed, crossings, cold, qualified_at,
-         _scored) in rows:
-        states[lead_id] = LeadState(
-            stage=_STAGES[stage], score=score, peak_score=peak, fit_points=fit_points, fit_grade=fit_grade,
-            mql_armed=bool(armed), crossings=crossings, cold=bool(cold),
-            qualified_at=from_db_time(qualified_at) if qualified_at else None, stage_changed_at=from_db_time(changed_at),
-        )
-    return states
+    return {row[0]: _state(row) for row in rows}
+
+
+def _state(row: Sequence) -> LeadState:
+    _lead_id, _version, score, peak, fit_points, fit_grade, stage, changed_at, armed, crossings, cold, qualified_at, _ = row
+    return LeadState(
+        stage=_STAGES[stage], score=score, peak_score=peak, fit_points=fit_points, fit_grade=fit_grade,
+        mql_armed=bool(armed), crossings=crossings, cold=bool(cold),
+        qualified_at=from_db_time(qualified_at) if qualified_at else None, stage_changed_at=from_db_time(changed_at),
+    )
 
 
 _STAGES = {stage.value: stage for stage in Stage}
 
 
-def retire_all_merged(conn: Connection, now: datetime) -> tuple[int, int]:
-    """Retire every lead merged into another that still has a state or open queue rows (see retire_merged)."""
-    return _retire(conn, "IN (SELECT id FROM lead WHERE merged_into_id IS NOT NULL)", (), now)
+def merged_states(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[tuple[int, LeadState]]]:
+    """For each of these leads, the leads merged into it (directly, or through a lead merged into it since) that
+    still hold a state of their own, with that state, in lead-id order. Found through the merged_into_id index:
+    most chunks find none."""
+    columns = ", ".join(f"s.{c}" for c in _STATE_COLUMNS)
+    rows = select_where_in(
+        conn,
+        "WITH RECURSIVE gone (lead_id, survivor) AS ("
+        " SELECT id, merged_into_id FROM lead WHERE merged_into_id {keys}"
+        " UNION ALL SELECT l.id, g.survivor FROM lead l JOIN gone g ON l.merged_into_id = g.lead_id) "
+        f"SELECT g.survivor, {columns} FROM gone g JOIN lead_state s ON s.lead_id = g.lead_id ORDER BY g.survivor, s.lead_id",
+        lead_ids,
+    )
+    found: dict[int, list[tuple[int, LeadState]]] = {}
+    for survivor, *state in rows:
+        found.setdefault(survivor, []).append((state[0], _state(state)))
+    return found
 
 
-def retire_merged(conn: Connection, lead_ids: Sequence[int], now: datetime) -> tuple[int, int]:
-    """These leads were merged into others: forget their current state, and close their open routing and CRM-sync
-    rows (outcome "merged", naming the lead that remains), since the lead that remains now holds their activities
-    and queues its own work when it crosses. Returns (states dropped, queue rows closed)."""
-    if not lead_ids:
-        return 0, 0
-    return _retire(conn, in_keys(conn), (keys_param(conn, lead_ids),), now)
-
-
-def _retire(conn: Connection, leads: str, params: tuple, now: datetime) -> tuple[int, int]:
-    p = _p(conn)
-    dropped = conn.exec_driver_sql(f"DELETE FROM lead_state WHERE lead_id {leads}", params).rowcount
-    closed = conn.exec_driver_sql(
-        f"UPDATE handoff_queue SET done_at = {p}, outcome = 'merged', "
-        "detail = (SELECT 'merged into lead ' || CAST(l.merged_into_id AS VARCHAR(20)) FROM lead l WHERE l.id = handoff_queue.lead_id) "
-        f"WHERE done_at IS NULL AND lead_id {leads}", (db_time(conn)(now), *params)).rowcount
-    return dropped, closed
+def fold_merged(conn: Connection, folds: dict[int, tuple[list[int], int | None]], now: datetime) -> tuple[int, int, int]:
+    """After the leads merged into a lead were absorbed into its state (domain.lifecycle.absorb): forget their
+    own states; move the open routing and CRM-sync rows of the one whose stage the person took (`folds`: lead
+    that remains -> (merged leads, that one or None)) to the lead that remains, since that handoff is the
+    person's; close the others' open rows (outcome "merged", naming the lead that remains). Merges are few: one
+    pair of statements per lead that remains. Returns (states dropped, queue rows moved, queue rows closed)."""
+    if not folds:
+        return 0, 0, 0
+    p, at = _p(conn), db_time(conn)(now)
+    gone = sorted(lead_id for merged, _ in folds.values() for lead_id in merged)
+    dropped = conn.exec_driver_sql(f"DELETE FROM lead_state WHERE lead_id {in_keys(conn)}", (keys_param(conn, gone),)).rowcount
+    moved = closed = 0
+    for survivor, (merged, took_from) in sorted(folds.items()):
+        if took_from is not None:
+            moved += conn.exec_driver_sql(
+                f"UPDATE handoff_queue SET lead_id = {p}, detail = {p} WHERE done_at IS NULL AND lead_id = {p}",
+                (survivor, f"moved from merged lead {took_from}", took_from)).rowcount
+        closed += conn.exec_driver_sql(
+            f"UPDATE handoff_queue SET done_at = {p}, outcome = 'merged', detail = {p} "
+            f"WHERE done_at IS NULL AND lead_id {in_keys(conn)}",
+            (at, f"merged into lead {survivor}", keys_param(conn, merged))).rowcount
+    return dropped, moved, closed
 
 
 def save_qualifications(

@@ -31,7 +31,7 @@ class Lead(SQLModel, table=True):
     country: str | None = Field(default=None, sa_column=Column(String(100), nullable=True))
     product_interest: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
     lead_source_channel: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
-    merged_into_id: int | None = Field(default=None, sa_column=Column(Integer, ForeignKey("lead.id"), nullable=True))
+    merged_into_id: int | None = Field(default=None, sa_column=Column(Integer, ForeignKey("lead.id"), nullable=True, index=True))
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
     updated_at: datetime = Field(sa_column=utc_column(nullable=False))
 
@@ -247,8 +247,9 @@ class HandoffQueue(SQLModel, table=True):
     queue: str = Field(sa_column=Column(String(20), nullable=False))
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
     done_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
-    # Set when a row is closed without being worked (outcome "merged": its lead was merged into another, whose own
-    # crossing queues the work), with the detail a person needs; empty while pending or when worked.
+    # Set when a row is closed without being worked (outcome "merged": its lead was merged into another that stands
+    # elsewhere), with the detail a person needs. A pending row moved to the lead its lead was merged into says
+    # so in `detail`; otherwise both are empty while pending or when worked.
     outcome: str | None = Field(default=None, sa_column=Column(String(20), nullable=True))
     detail: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
 

@@ -67,10 +67,12 @@ def score_markdown(summary: dict, limit: int = 25) -> str:
     ]
     if outcome.get("merged_away"):
         lines += ["", f"{outcome['merged_away']} leads were merged into others since they were last scored: their "
-                      "activities now count for the lead that remains, and their own state left the funnel."]
+                      "activities now count for the lead that remains, which took the furthest stage of the two."]
+        if outcome.get("queue_moved"):
+            lines[-1] += (f" {outcome['queue_moved']} open routing and CRM-sync rows moved with that stage to the lead"
+                          " that remains.")
         if outcome.get("queue_closed"):
-            lines[-1] += (f" {outcome['queue_closed']} of their open routing and CRM-sync rows were closed as merged:"
-                          " the lead that remains queues its own.")
+            lines[-1] += f" {outcome['queue_closed']} other open rows were closed as merged."
     if outcome["stage_changes"]:
         lines += ["", "## Stage changes", "", "| change | leads |", "|---|---:|"]
         ranked = sorted(outcome["stage_changes"].items(), key=lambda item: (-item[1], item[0]))

@@ -19,7 +19,7 @@ from config.settings import get_settings
 from domain.activity import ActivityType
 from domain.explain import Explanation, LedgerEntry, explain_score, reason_text
 from domain.fit import assess_fit
-from domain.lifecycle import LeadFacts, Qualification, qualify
+from domain.lifecycle import LeadFacts, Qualification, absorb, qualify
 from domain.rules import Rulebook, points_text
 from store.engine import get_engine
 from store import scoring as store
@@ -43,14 +43,16 @@ class ChunkOutcome(BaseModel):
     new_mqls: list[NewMql] = Field(default_factory=list)
     cold: int = 0
     ledger_rows: int = 0
-    merged_away: int = 0  # leads merged into another since they were last scored: their state is dropped
-    queue_closed: int = 0  # ... and their open routing and CRM-sync rows closed as "merged"
+    merged_away: int = 0  # leads merged into another since they were last scored: their state absorbed, then dropped
+    queue_moved: int = 0  # ... open routing and CRM-sync rows of the one whose stage the person took, moved over
+    queue_closed: int = 0  # ... and the others' open rows closed as "merged"
 
     def add(self, other: "ChunkOutcome") -> None:
         self.leads += other.leads
         self.score_changed += other.score_changed
         self.cold += other.cold
         self.merged_away += other.merged_away
+        self.queue_moved += other.queue_moved
         self.queue_closed += other.queue_closed
         self.ledger_rows += other.ledger_rows
         for kind, n in other.stage_changes.items():
@@ -90,13 +92,13 @@ def score_chunk(
         if rebuild:
             outcome.ledger_rows = store.rebuild_ledger(conn, version_id, rebuild)
         totals = store.behaviour_totals(conn, version_id, now, lead_ids)
+        # A lead merged into another is no lead of its own any more (absent here): its activities now score for
+        # the lead that remains, which is marked with it, and whose chunk absorbs its state.
         profiles = store.lead_profiles(conn, lead_ids)
-        # A lead merged into another is no lead of its own any more: its activities now score for the lead
-        # that remains (marked for scoring with it), and its own state leaves the funnel.
-        outcome.merged_away, outcome.queue_closed = store.retire_merged(
-            conn, [lead_id for lead_id in lead_ids if lead_id not in profiles], now)
         raises = store.last_hand_raises(conn, list(profiles), hand_raisers)
         states = store.load_states(conn, list(profiles))
+        absorbed = store.merged_states(conn, list(profiles))
+        folds: dict[int, tuple[list[int], int | None]] = {}
         results: dict[int, Qualification] = {}
         for lead_id, profile in profiles.items():
             score = max(totals.get(lead_id, 0), rulebook.decay.floor)
@@ -109,7 +111,13 @@ def score_chunk(
                 last_hand_raise=(raised[0], ActivityType(raised[1])) if raised else None,
             )
             previous = states.get(lead_id)
-            result = qualify(previous, facts, rulebook, now)
+            merge = None
+            if lead_id in absorbed:  # the person stands where the furthest of its records stood, then qualifies
+                merge, took_from = absorb(previous, absorbed[lead_id])
+                folds[lead_id] = ([merged for merged, _ in absorbed[lead_id]], took_from)
+            result = qualify(merge.state if merge else previous, facts, rulebook, now)
+            if merge and merge.changes:
+                result = Qualification(result.state, merge.changes + result.changes, result.triggers)
             results[lead_id] = result
             if previous is None or previous.score != result.state.score:
                 outcome.score_changed += 1
@@ -119,6 +127,7 @@ def score_chunk(
                 outcome.stage_changes[kind] = outcome.stage_changes.get(kind, 0) + 1
         payloads = _trigger_payloads(conn, results, profiles, rulebook, now, outcome)
         store.save_qualifications(conn, results, version_id, now, run_id, payloads)
+        outcome.merged_away, outcome.queue_moved, outcome.queue_closed = store.fold_merged(conn, folds, now)
         if dirty:
             store.clear_dirty(conn, dirty)
     outcome.leads = len(results)
@@ -171,15 +180,6 @@ def rebuild_all_ledgers(version_id: int, marks: list[tuple[int, datetime]]) -> i
         rows = store.rebuild_ledger(conn, version_id, None)
         store.clear_dirty(conn, marks)
         return rows
-
-
-@task(cache_policy=NO_CACHE)
-def retire_merged_leads(now: datetime) -> tuple[int, int]:
-    """A rescore also retires any lead merged into another (one left from before merges were handled, say): its
-    state is forgotten and its open queue rows closed; every lead that remains is rescored with the activities
-    it now holds."""
-    with get_engine(get_settings().resolved_database_url()).begin() as conn:
-        return store.retire_all_merged(conn, now)
 
 
 @task(cache_policy=NO_CACHE)

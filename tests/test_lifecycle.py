@@ -18,7 +18,9 @@ from domain.lifecycle import (
     LeadFacts,
     LeadState,
     Stage,
+    MERGE_RANK,
     StageMoveRefused,
+    absorb,
     advance,
     check_move,
     qualify,
@@ -361,3 +363,68 @@ def test_qualifying_keeps_what_the_new_facts_do_not_decide():
     assert set(LeadState.__dataclass_fields__) == {
         "stage", "score", "peak_score", "fit_points", "fit_grade", "mql_armed", "crossings", "cold", "qualified_at",
         "stage_changed_at"}
+
+
+# ------------------------------------------------------------------------------------------ merges
+
+def test_a_merged_person_stands_where_the_furthest_of_its_records_stood():
+    survivor = lead(Stage.SUBSCRIBER, crossings=0)
+    handed_over = LeadState(stage=Stage.MQL, score=9000, peak_score=11000, mql_armed=False, crossings=1,
+                            qualified_at=NOW - 2 * DAY, stage_changed_at=NOW - 2 * DAY)
+    q, took_from = absorb(survivor, [(7, handed_over)])
+    assert took_from == 7
+    assert (q.state.stage, q.state.stage_changed_at, q.state.mql_armed) == (Stage.MQL, NOW - 2 * DAY, False)
+    assert (q.state.crossings, q.state.peak_score, q.state.qualified_at) == (1, 11000, NOW - 2 * DAY)
+    assert [(c.from_stage, c.to_stage, c.reason) for c in q.changes] == [
+        (Stage.SUBSCRIBER, Stage.MQL, "merged with lead 7 (mql)")]
+
+
+def test_after_a_merge_an_old_hand_raise_does_not_hand_the_person_over_again():
+    # The merged-away record was handed over for its demo request; the demo request now belongs to the survivor.
+    survivor = lead(Stage.LEAD)
+    handed_over = lead(Stage.MQL, crossings=1, mql_armed=False, qualified_at=NOW - DAY)
+    now_theirs = facts(score=3000, grade="A", hand_raise=demo(NOW - DAY - HOUR))
+    assert qualify(survivor, now_theirs, RULES, NOW).triggers  # judged alone, the survivor would be handed over
+    merged, _ = absorb(survivor, [(7, handed_over)])
+    q = qualify(merged.state, now_theirs, RULES, NOW)
+    assert q.state.stage is Stage.MQL and not q.triggers and not q.changes
+
+
+@pytest.mark.parametrize("mine, theirs", [(a, b) for a, b in permutations(MERGE_RANK, 2)
+                                          if MERGE_RANK.index(a) > MERGE_RANK.index(b)])
+def test_the_lead_that_remains_keeps_its_stage_when_it_is_further_along(mine, theirs):
+    q, took_from = absorb(lead(mine, crossings=1), [(7, lead(theirs, crossings=2))])
+    assert q.state.stage is mine and took_from is None and not q.changes
+    assert q.state.crossings == 3  # each record's crossings were the person's
+
+
+def test_sales_stages_outrank_an_mql_and_an_mql_outranks_a_recycled_record():
+    assert absorb(lead(Stage.MQL), [(7, lead(Stage.SQL))])[0].state.stage is Stage.SQL
+    assert absorb(lead(Stage.RECYCLED), [(7, lead(Stage.MQL))])[0].state.stage is Stage.MQL
+    assert absorb(lead(Stage.LEAD), [(7, lead(Stage.RECYCLED))])[0].state.stage is Stage.RECYCLED
+
+
+def test_a_disqualified_record_does_not_disqualify_the_person_but_the_merged_facts_still_can():
+    merged, _ = absorb(lead(Stage.DISQUALIFIED), [(7, lead(Stage.LEAD))])
+    assert merged.state.stage is Stage.LEAD
+    q = qualify(merged.state, facts(score=500, disqualified="competitor domain"), RULES, NOW)
+    assert q.state.stage is Stage.DISQUALIFIED
+
+
+def test_of_equal_records_the_lead_that_remains_wins_then_the_first_merged():
+    q, took_from = absorb(lead(Stage.MQL, qualified_at=NOW - DAY), [(7, lead(Stage.MQL, qualified_at=NOW - HOUR))])
+    assert took_from is None and not q.changes and q.state.qualified_at == NOW - HOUR  # the latest qualification
+    q, took_from = absorb(lead(Stage.LEAD), [(7, lead(Stage.MQL)), (9, lead(Stage.MQL))])
+    assert took_from == 7 and q.changes[0].reason == "merged with lead 7 (mql), lead 9 (mql)"
+
+
+def test_a_lead_with_no_state_of_its_own_takes_the_merged_record_s():
+    record = lead(Stage.MQL, crossings=1, qualified_at=NOW - DAY)
+    q, took_from = absorb(None, [(7, record)])
+    assert q.state == record and took_from == 7
+    assert [(c.from_stage, c.to_stage) for c in q.changes] == [(None, Stage.MQL)]
+
+
+def test_absorbing_nothing_is_a_mistake():
+    with pytest.raises(ValueError):
+        absorb(lead(), [])

@@ -1,5 +1,7 @@
 """When two leads turn out to be one person, the merged-away lead's activities score for the lead that remains,
-and the merged-away lead keeps no current state: it leaves the funnel instead of staying, say, an MQL."""
+which stands where the furthest of the two stood and carries on its open handoff work; the merged-away lead
+keeps no current state: it leaves the funnel instead of staying, say, an MQL. A person handed over to sales as
+one record is never handed over again as the other."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from config.settings import CONFIG_DIR
 from domain.activity import PersonRecord, build_activity
 from store import scoring as store
 from store.ingest import write_batch
-from store.tables import HandoffQueue, Lead, LeadState
+from store.tables import Activity, HandoffQueue, Lead, LeadEvent, LeadState
 from tasks.scoring import score_chunk
 
 NOW = datetime(2026, 11, 2, 12, tzinfo=timezone.utc)
@@ -26,6 +28,18 @@ def activity(ext, kind, *, email=None, contact=None, source="events"):
 def write(engine, source, *records, people=()):
     write_batch(engine, source=source, activities=list(records), people=list(people), rejections=[], checkpoint=None,
                 now=NOW)
+
+
+def versioned(engine):
+    rulebook = load_rulebook(CONFIG_DIR)
+    with engine.begin() as conn:
+        return rulebook, store.ensure_version(conn, rulebook, NOW)
+
+
+def good_fit(first_name, *, contact=None, email=None, source="scanner") -> PersonRecord:
+    """A VP of Sales at a 250-person software company in the US: a hand-raise makes her an MQL at once."""
+    return PersonRecord(source=source, source_contact_id=contact, email=email, first_name=first_name, company="Acme",
+                        title="VP of Sales", industry="Software", company_size=250, country="US")
 
 
 def score_dirty(engine, rulebook, version_id):
@@ -42,9 +56,7 @@ def states(engine) -> dict[int, tuple[str, int]]:
 
 
 def test_a_merged_away_lead_leaves_the_funnel_and_its_points_count_for_the_lead_that_remains(engine):
-    rulebook = load_rulebook(CONFIG_DIR)
-    with engine.begin() as conn:
-        version_id = store.ensure_version(conn, rulebook, NOW)
+    rulebook, version_id = versioned(engine)
     # A badge scanner knows the person only by its own contact id; the newsletter knows the e-mail.
     write(engine, "scanner", activity("s1", "demo_request", contact="badge-7", source="scanner"),
           activity("s2", "whitepaper_download", contact="badge-7", source="scanner"))
@@ -72,25 +84,69 @@ def test_a_merged_away_lead_leaves_the_funnel_and_its_points_count_for_the_lead_
     assert score_dirty(engine, rulebook, version_id).merged_away == 0  # nothing left to do
 
 
-def test_a_rescore_drops_a_state_left_behind_by_a_merge(engine, monkeypatch):
-    import tasks.scoring
-
-    rulebook = load_rulebook(CONFIG_DIR)
+def merge(engine, into: int, *away: int) -> None:
+    """Merge leads as identity resolution does, as far as scoring sees it: activities move, the lead is marked."""
+    lead_t, activity_t = Lead.__table__, Activity.__table__
     with engine.begin() as conn:
-        version_id = store.ensure_version(conn, rulebook, NOW)
+        for lead_id in away:
+            conn.execute(activity_t.update().where(activity_t.c.lead_id == lead_id).values(lead_id=into))
+            conn.execute(lead_t.update().where(lead_t.c.id == lead_id).values(merged_into_id=into))
+
+
+def rescore(engine, rulebook, version_id):
+    """What a rescore does, without Prefect: every ledger rebuilt, then every lead that remains in one chunk."""
+    with engine.begin() as conn:
+        store.rebuild_ledger(conn, version_id, None)
+        store.clear_dirty(conn, store.dirty_leads(conn, 1000))
+        leads = store.all_lead_ids(conn)
+    return score_chunk(engine, rulebook, version_id, leads, now=NOW, run_id="r")
+
+
+def emails(engine) -> dict[str | None, int]:
+    with engine.connect() as conn:
+        return dict(conn.execute(select(Lead.__table__.c.email, Lead.__table__.c.id).order_by(Lead.__table__.c.id)).all())
+
+
+def history(engine, lead_id) -> list[tuple]:
+    with engine.connect() as conn:
+        return [(c["from_stage"], c["to_stage"], c["reason"]) for c in store.stage_history(conn, lead_id)]
+
+
+def test_a_rescore_absorbs_a_state_left_behind_by_a_merge(engine):
+    rulebook, version_id = versioned(engine)
     write(engine, "scanner", activity("s1", "whitepaper_download", contact="badge-9", source="scanner"))
     write(engine, "newsletter", activity("n1", "newsletter_signup", email="sam@acme.example", source="newsletter"))
     score_dirty(engine, rulebook, version_id)
-    with engine.begin() as conn:  # a merge whose leads were never scored again (as before merges were handled)
-        leads = dict(conn.execute(select(Lead.__table__.c.email, Lead.__table__.c.id)).all())
-        conn.execute(Lead.__table__.update().where(Lead.__table__.c.id == leads[None])
-                     .values(merged_into_id=leads["sam@acme.example"]))
-        store.clear_dirty(conn, store.dirty_leads(conn, 1000))
+    leads = emails(engine)
+    merge(engine, leads["sam@acme.example"], leads[None])  # a merge whose leads were never scored again
     assert leads[None] in states(engine)
 
-    monkeypatch.setattr(tasks.scoring, "get_engine", lambda _url: engine)
-    assert tasks.scoring.retire_merged_leads.fn(NOW) == (1, 0)
+    outcome = rescore(engine, rulebook, version_id)
+    assert (outcome.merged_away, outcome.queue_moved, outcome.queue_closed) == (1, 0, 0)
     assert set(states(engine)) == {leads["sam@acme.example"]}
+    assert rescore(engine, rulebook, version_id).merged_away == 0
+
+
+def test_merges_of_merges_are_followed_to_the_lead_that_remains(engine):
+    rulebook, version_id = versioned(engine)
+    badge = good_fit("Kim", contact="badge-5")
+    write(engine, "scanner", activity("s1", "demo_request", contact="badge-5", source="scanner"), people=[badge])
+    write(engine, "webinar", activity("w1", "webinar_attended", contact="kim-1", source="webinar"))
+    write(engine, "newsletter", activity("n1", "newsletter_signup", email="kim@acme.example", source="newsletter"))
+    assert len(score_dirty(engine, rulebook, version_id).new_mqls) == 1
+    with engine.connect() as conn:
+        scanner_lead, webinar_lead, known = conn.execute(select(Lead.__table__.c.id).order_by(Lead.__table__.c.id)).scalars()
+    # The scanner's lead went into the webinar's, which later went into the known one: neither scored between.
+    merge(engine, webinar_lead, scanner_lead)
+    merge(engine, known, webinar_lead)
+
+    outcome = score_chunk(engine, rulebook, version_id, [scanner_lead, webinar_lead, known], now=NOW, run_id="r",
+                          rebuild=[scanner_lead, webinar_lead, known])
+    assert outcome.merged_away == 2 and outcome.queue_moved == 2 and not outcome.new_mqls
+    assert states(engine) == {known: ("mql", states(engine)[known][1])}
+    assert history(engine, known)[-1] == (
+        "subscriber", "mql", f"merged with lead {scanner_lead} (mql), lead {webinar_lead} (subscriber)")
+    assert {(row.lead_id, row.done_at) for row in queue_rows(engine)} == {(known, None)}
 
 
 def queue_rows(engine) -> list[tuple]:
@@ -100,18 +156,14 @@ def queue_rows(engine) -> list[tuple]:
                             .order_by(t.c.lead_id, t.c.queue)).all()
 
 
-def test_the_open_queue_rows_of_a_lead_merged_away_are_closed_and_the_lead_that_remains_queues_its_own(engine):
-    rulebook = load_rulebook(CONFIG_DIR)
-    with engine.begin() as conn:
-        version_id = store.ensure_version(conn, rulebook, NOW)
+def test_the_lead_that_remains_takes_over_the_handoff_of_a_merged_mql_and_is_not_handed_over_twice(engine):
+    rulebook, version_id = versioned(engine)
     # The scanner's lead asks for a demo and fits well: an MQL, queued for routing and CRM sync.
-    badge = PersonRecord(source="scanner", source_contact_id="badge-3", email=None, first_name="Ana", company="Acme",
-                         title="VP of Sales", industry="Software", company_size=250, country="US")
+    badge = good_fit("Ana", contact="badge-3")
     write(engine, "scanner", activity("s1", "demo_request", contact="badge-3", source="scanner"), people=[badge])
     write(engine, "newsletter", activity("n1", "newsletter_signup", email="ana@acme.example", source="newsletter"))
     first = score_dirty(engine, rulebook, version_id)
-    with engine.connect() as conn:
-        leads = dict(conn.execute(select(Lead.__table__.c.email, Lead.__table__.c.id)).all())
+    leads = emails(engine)
     anonymous, known = leads[None], leads["ana@acme.example"]
     assert [m.lead_id for m in first.new_mqls] == [anonymous]
     assert queue_rows(engine) == [(anonymous, "crm_sync", None, None, None), (anonymous, "routing", None, None, None)]
@@ -120,17 +172,64 @@ def test_the_open_queue_rows_of_a_lead_merged_away_are_closed_and_the_lead_that_
     write(engine, "scanner", activity("s2", "email_open", email="ana@acme.example", contact="badge-3", source="scanner"))
     outcome = score_dirty(engine, rulebook, version_id)
 
-    assert outcome.merged_away == 1 and outcome.queue_closed == 2
-    rows = queue_rows(engine)
-    closed = [row for row in rows if row.lead_id == anonymous]
-    assert [(row.queue, row.outcome, row.detail) for row in closed] == [
-        ("crm_sync", "merged", f"merged into lead {known}"), ("routing", "merged", f"merged into lead {known}")]
-    assert all(row.done_at is not None for row in closed)
-    # The lead that remains took the badge's details with the demo request, crossed, and queued its own work.
+    # She is the MQL she was, handed over once: no new crossing, event or queue row; the pending work moved.
+    assert (outcome.merged_away, outcome.queue_moved, outcome.queue_closed) == (1, 2, 0)
+    assert not outcome.new_mqls and outcome.stage_changes == {"subscriber -> mql": 1}
+    assert states(engine)[known][0] == "mql" and anonymous not in states(engine)
+    moved = f"moved from merged lead {anonymous}"
+    assert queue_rows(engine) == [(known, "crm_sync", None, None, moved), (known, "routing", None, None, moved)]
+    with engine.connect() as conn:
+        assert conn.execute(select(LeadEvent.__table__.c.lead_id)).scalars().all() == [anonymous]
+    assert history(engine, known) == [(None, "subscriber", "first seen with an e-mail only"),
+                                      ("subscriber", "mql", f"merged with lead {anonymous} (mql)")]
+    # The lead that remains took the badge's details with the demo request: judged on everything known.
     with engine.connect() as conn:
         details = conn.execute(select(Lead.__table__.c.first_name, Lead.__table__.c.title, Lead.__table__.c.company_size)
                                .where(Lead.__table__.c.id == known)).one()
     assert tuple(details) == ("Ana", "VP of Sales", 250)
-    assert states(engine)[known][0] == "mql" and [m.lead_id for m in outcome.new_mqls] == [known]
+    again = score_dirty(engine, rulebook, version_id)
+    assert (again.merged_away, again.queue_moved, again.queue_closed, again.new_mqls) == (0, 0, 0, [])
+
+
+def test_a_person_already_handed_over_is_not_handed_over_again_after_a_merge(engine):
+    rulebook, version_id = versioned(engine)
+    badge = good_fit("Lee", contact="badge-4")
+    write(engine, "scanner", activity("s1", "demo_request", contact="badge-4", source="scanner"), people=[badge])
+    write(engine, "newsletter", activity("n1", "newsletter_signup", email="lee@acme.example", source="newsletter"))
+    score_dirty(engine, rulebook, version_id)
+    with engine.begin() as conn:  # routing and CRM sync did their work
+        conn.execute(HandoffQueue.__table__.update().values(done_at=NOW))
+
+    write(engine, "scanner", activity("s2", "email_open", email="lee@acme.example", contact="badge-4", source="scanner"))
+    outcome = score_dirty(engine, rulebook, version_id)
+    known = emails(engine)["lee@acme.example"]
+    assert states(engine)[known][0] == "mql" and not outcome.new_mqls
+    assert (outcome.queue_moved, outcome.queue_closed) == (0, 0)
+    assert all(row.done_at is not None for row in queue_rows(engine))
+
+
+def test_the_open_queue_rows_of_a_lead_merged_away_are_closed_when_the_lead_that_remains_stands_as_far(engine):
+    rulebook, version_id = versioned(engine)
+    # Both records asked for a demo and fit well: two MQLs, each queued. The e-mail's lead remains, with its own.
+    badge = good_fit("Jo", contact="badge-6")
+    known_person = good_fit("Jo", email="jo@acme.example", source="web")
+    write(engine, "scanner", activity("s1", "demo_request", contact="badge-6", source="scanner"), people=[badge])
+    write(engine, "web", activity("f1", "demo_request", email="jo@acme.example", source="web"), people=[known_person])
+    assert len(score_dirty(engine, rulebook, version_id).new_mqls) == 2
+    leads = emails(engine)
+    anonymous, known = leads[None], leads["jo@acme.example"]
+
+    write(engine, "scanner", activity("s2", "email_open", email="jo@acme.example", contact="badge-6", source="scanner"))
+    outcome = score_dirty(engine, rulebook, version_id)
+
+    assert (outcome.merged_away, outcome.queue_moved, outcome.queue_closed) == (1, 0, 2)
+    assert not outcome.new_mqls and not outcome.stage_changes
+    rows = queue_rows(engine)
+    assert [(row.lead_id, row.queue, row.outcome, row.detail) for row in rows if row.done_at is not None] == [
+        (anonymous, "crm_sync", "merged", f"merged into lead {known}"),
+        (anonymous, "routing", "merged", f"merged into lead {known}")]
     assert [(row.lead_id, row.queue) for row in rows if row.done_at is None] == [(known, "crm_sync"), (known, "routing")]
-    assert score_dirty(engine, rulebook, version_id).queue_closed == 0
+    assert states(engine)[known][0] == "mql"
+    with engine.connect() as conn:
+        crossings = conn.execute(select(LeadState.__table__.c.crossings).where(LeadState.__table__.c.lead_id == known)).scalar_one()
+    assert crossings == 2  # the person crossed twice, once as each record
