@@ -371,6 +371,17 @@ def merged_states(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[t
     return found
 
 
+def merged_meanwhile(conn: Connection, lead_ids: Sequence[int]) -> list[int]:
+    """Which of these leads, read as leads of their own earlier in this transaction, have been merged into another
+    since. On SQLite none: the transaction has held the one write lock from its start, so no merge committed.
+    On PostgreSQL a merge commits freely unless the lead's mark is held; read at the last moment before the
+    states are saved, this leaves the instant between the read and the save."""
+    if not lead_ids or conn.dialect.name == "sqlite":
+        return []
+    return [row[0] for row in select_where_in(conn, "SELECT id FROM lead WHERE merged_into_id IS NOT NULL AND id {keys}",
+                                                lead_ids)]
+
+
 def fold_merged(conn: Connection, folds: dict[int, tuple[list[int], int | None]], now: datetime) -> tuple[int, int, int]:
     """After the leads merged into a lead were absorbed into its state (domain.lifecycle.absorb): forget their
     own states; move the open routing and CRM-sync rows of the one whose stage the person took (`folds`: lead

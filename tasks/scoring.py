@@ -119,6 +119,13 @@ def score_chunk(
             if merge and merge.changes:
                 result = Qualification(result.state, merge.changes + result.changes, result.triggers)
             results[lead_id] = result
+        # A lead merged into another since it was read here (a pass that holds no mark for it does not hold the
+        # merge off) keeps no state: the lead that remains has absorbed, or will absorb, the state it had.
+        for lead_id in store.merged_meanwhile(conn, list(results)):
+            del results[lead_id]
+            folds.pop(lead_id, None)
+        for lead_id, result in results.items():
+            previous = states.get(lead_id)
             if previous is None or previous.score != result.state.score:
                 outcome.score_changed += 1
             outcome.cold += result.state.cold

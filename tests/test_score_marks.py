@@ -39,14 +39,16 @@ def newsletter_reader(engine):
 
 def while_paused_after(monkeypatch, name: str, call, *, meanwhile) -> None:
     """Run `call` in a thread until the store function `name` has returned once, then `meanwhile` in another
-    thread; let `call` go on a second later, and wait for both (any error of either fails the test)."""
+    thread (its own calls of `name` do not pause); let `call` go on a second later, and wait for both (any error
+    of either fails the test)."""
     done, resume = threading.Event(), threading.Event()
     original = getattr(store, name)
 
     def paused(*args, **kwargs):
         result = original(*args, **kwargs)
-        done.set()
-        resume.wait(30)
+        if not done.is_set():  # the first call only: `meanwhile` may call it too
+            done.set()
+            resume.wait(30)
         return result
 
     monkeypatch.setattr(store, name, paused)

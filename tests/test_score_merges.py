@@ -233,3 +233,26 @@ def test_the_open_queue_rows_of_a_lead_merged_away_are_closed_when_the_lead_that
     with engine.connect() as conn:
         crossings = conn.execute(select(LeadState.__table__.c.crossings).where(LeadState.__table__.c.lead_id == known)).scalar_one()
     assert crossings == 2  # the person crossed twice, once as each record
+
+
+def test_a_lead_merged_away_while_a_decay_pass_scores_it_keeps_no_state_behind(engine, monkeypatch):
+    from tests.test_score_marks import while_paused_after
+
+    rulebook, version_id = versioned(engine)
+    write(engine, "scanner", activity("s1", "whitepaper_download", contact="badge-8", source="scanner"))
+    write(engine, "newsletter", activity("n1", "newsletter_signup", email="max@acme.example", source="newsletter"))
+    score_dirty(engine, rulebook, version_id)
+    leads = emails(engine)
+    anonymous, known = leads[None], leads["max@acme.example"]
+
+    def merge_and_score():  # an ingest batch merges the scanner's lead, and the next run scores the two
+        write(engine, "scanner", activity("s2", "email_open", email="max@acme.example", contact="badge-8", source="scanner"))
+        score_dirty(engine, rulebook, version_id)
+
+    # A decay pass (no marks held) has read the scanner's lead as a lead of its own when the merge lands and the
+    # lead that remains absorbs its state; then the pass goes on to save the state it worked out.
+    while_paused_after(monkeypatch, "merged_states", lambda: score_chunk(
+        engine, rulebook, version_id, [anonymous], now=NOW, run_id="decay"), meanwhile=merge_and_score)
+
+    assert set(states(engine)) == {known}
+    assert score_dirty(engine, rulebook, version_id).merged_away == 0
