@@ -21,6 +21,7 @@ from store.types import from_db_time
 from store.tables import (
     DecayFactor,
     HandoffQueue,
+    Lead,
     LeadDirty,
     LeadEvent,
     LeadState as LeadStateRow,
@@ -483,11 +484,18 @@ def ledger_lines(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[di
 
 
 def lead_by_email(conn: Connection, email: str) -> int | None:
+    """The lead that holds this address now: a lead merged away is followed to the lead that remains, through a
+    merge of merges too (the lead it went into may have been merged since)."""
     rows = select_where_in(conn, "SELECT id, merged_into_id FROM lead WHERE email {keys}", [email])
     if not rows:
         return None
     lead_id, merged_into = rows[0]
-    return merged_into or lead_id
+    seen = {lead_id}
+    while merged_into is not None and merged_into not in seen:
+        seen.add(merged_into)
+        lead_id, merged_into = merged_into, conn.execute(
+            select(Lead.__table__.c.merged_into_id).where(Lead.__table__.c.id == merged_into)).scalar_one()
+    return lead_id
 
 
 def lead_state_row(conn: Connection, lead_id: int) -> dict | None:

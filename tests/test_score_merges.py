@@ -256,3 +256,15 @@ def test_a_lead_merged_away_while_a_decay_pass_scores_it_keeps_no_state_behind(e
 
     assert set(states(engine)) == {known}
     assert score_dirty(engine, rulebook, version_id).merged_away == 0
+
+
+def test_an_address_leads_to_the_lead_that_remains_through_merges_of_merges(engine):
+    for n in (1, 2, 3):
+        write(engine, "newsletter", activity(f"n{n}", "newsletter_signup", email=f"rob{n}@acme.example", source="newsletter"))
+    leads = emails(engine)
+    first, second, third = (leads[f"rob{n}@acme.example"] for n in (1, 2, 3))
+    merge(engine, second, first)
+    merge(engine, third, second)
+    with engine.connect() as conn:
+        assert [store.lead_by_email(conn, f"rob{n}@acme.example") for n in (1, 2, 3)] == [third, third, third]
+        assert store.lead_by_email(conn, "nobody@acme.example") is None
