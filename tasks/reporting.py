@@ -67,7 +67,7 @@ def score_markdown(summary: dict, limit: int = 25) -> str:
     ]
     if outcome.get("merged_away"):
         lines += ["", f"{outcome['merged_away']} leads were merged into others since they were last scored: their "
-                      "activities now count for the lead that remains, which took the furthest stage of the two."]
+                      "activities now count for the lead that remains, which stands where the furthest of its records stood."]
         if outcome.get("queue_moved"):
             lines[-1] += (f" {outcome['queue_moved']} open routing and CRM-sync rows moved with that stage to the lead"
                           " that remains.")
