@@ -387,23 +387,25 @@ def fold_merged(conn: Connection, folds: dict[int, tuple[list[int], int | None]]
     """After the leads merged into a lead were absorbed into its state (domain.lifecycle.absorb): forget their
     own states; move the open routing and CRM-sync rows of the one whose stage the person took (`folds`: lead
     that remains -> (merged leads, that one or None)) to the lead that remains, since that handoff is the
-    person's; close the others' open rows (outcome "merged", naming the lead that remains). Merges are few: one
-    pair of statements per lead that remains. Returns (states dropped, queue rows moved, queue rows closed)."""
+    person's; close the others' open rows (outcome "merged", naming the lead that remains). Returns (states
+    dropped, queue rows moved, queue rows closed)."""
     if not folds:
         return 0, 0, 0
     p, at = _p(conn), db_time(conn)(now)
     gone = sorted(lead_id for merged, _ in folds.values() for lead_id in merged)
     dropped = conn.exec_driver_sql(f"DELETE FROM lead_state WHERE lead_id {in_keys(conn)}", (keys_param(conn, gone),)).rowcount
-    moved = closed = 0
-    for survivor, (merged, took_from) in sorted(folds.items()):
-        if took_from is not None:
-            moved += conn.exec_driver_sql(
-                f"UPDATE handoff_queue SET lead_id = {p}, detail = {p} WHERE done_at IS NULL AND lead_id = {p}",
-                (survivor, f"moved from merged lead {took_from}", took_from)).rowcount
-        closed += conn.exec_driver_sql(
-            f"UPDATE handoff_queue SET done_at = {p}, outcome = 'merged', detail = {p} "
-            f"WHERE done_at IS NULL AND lead_id {in_keys(conn)}",
-            (at, f"merged into lead {survivor}", keys_param(conn, merged))).rowcount
+    # One statement each, run for every pair (both drivers add up the rows an executemany touched); the rows
+    # moved first, so that closing finds only the others'
+    moves = [(survivor, f"moved from merged lead {took_from}", took_from)
+             for survivor, (_, took_from) in sorted(folds.items()) if took_from is not None]
+    moved = conn.exec_driver_sql(
+        f"UPDATE handoff_queue SET lead_id = {p}, detail = {p} WHERE done_at IS NULL AND lead_id = {p}", moves
+    ).rowcount if moves else 0
+    closes = [(at, f"merged into lead {survivor}", lead_id)
+              for survivor, (merged, _) in sorted(folds.items()) for lead_id in merged]
+    closed = conn.exec_driver_sql(
+        f"UPDATE handoff_queue SET done_at = {p}, outcome = 'merged', detail = {p} WHERE done_at IS NULL AND lead_id = {p}",
+        closes).rowcount
     return dropped, moved, closed
 
 
