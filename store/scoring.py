@@ -336,9 +336,16 @@ _STATE_COLUMNS = ("lead_id", "version_id", "score", "peak_score", "fit_points", 
                   "mql_armed", "crossings", "cold", "qualified_at", "scored_at")
 
 
-def load_states(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadState]:
-    rows = select_where_in(conn, f"SELECT {', '.join(_STATE_COLUMNS)} FROM lead_state WHERE lead_id {{keys}}", lead_ids)
-    return {row[0]: _state(row) for row in rows}
+def load_states(conn: Connection, lead_ids: Sequence[int], *, lock: bool = False) -> dict[int, LeadState]:
+    """The saved states of these leads. With `lock`, held until the caller commits (PostgreSQL; SQLite's one
+    write lock holds them already), to be taken before anything the new states are worked out from is read:
+    two transactions at work on one lead (a decay pass, which holds no mark, beside the incremental run that
+    holds the lead's; a person's stage move beside either) then take turns, and the second reads what the first
+    saved instead of writing back what it had read before. In lead-id order, after the marks (see lock_marks)."""
+    sql = f"SELECT {', '.join(_STATE_COLUMNS)} FROM lead_state WHERE lead_id {{keys}}"
+    if lock and conn.dialect.name != "sqlite":
+        sql += " ORDER BY lead_id FOR UPDATE"
+    return {row[0]: _state(row) for row in select_where_in(conn, sql, sorted(lead_ids) if lock else lead_ids)}
 
 
 def _state(row: Sequence) -> LeadState:

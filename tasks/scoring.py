@@ -89,6 +89,7 @@ def score_chunk(
     hand_raisers = {kind.value for kind in rulebook.qualification.hand_raisers}
     with engine.begin() as conn:
         store.lock_marks(conn, dirty)
+        states = store.load_states(conn, lead_ids, lock=True)  # first: what follows is read after any other writer
         if rebuild:
             outcome.ledger_rows = store.rebuild_ledger(conn, version_id, rebuild)
         totals = store.behaviour_totals(conn, version_id, now, lead_ids)
@@ -96,7 +97,6 @@ def score_chunk(
         # the lead that remains, which is marked with it, and whose chunk absorbs its state.
         profiles = store.lead_profiles(conn, lead_ids)
         raises = store.last_hand_raises(conn, list(profiles), hand_raisers)
-        states = store.load_states(conn, list(profiles))
         absorbed = store.merged_states(conn, list(profiles))
         folds: dict[int, tuple[list[int], int | None]] = {}
         results: dict[int, Qualification] = {}

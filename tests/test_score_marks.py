@@ -111,3 +111,25 @@ def test_an_activity_stored_while_a_rescore_rebuilds_the_ledger_keeps_its_lead_m
     score_chunk(engine, rulebook, version_id, [lead_id], now=NOW, run_id="r2", rebuild=[lead_id], dirty=again)
     with engine.connect() as conn:
         assert [line["type"] for line in store.ledger_lines(conn, [lead_id])[lead_id]] == ["newsletter_signup", "demo_request"]
+
+
+def test_a_decay_pass_that_reads_a_lead_while_new_activities_score_it_keeps_no_stale_score(engine, monkeypatch):
+    # A decay pass holds no mark for a lead nobody marked, so an incremental chunk may score the same lead at
+    # the same time. Whichever saves second must have read what the first saved: the pass that read the
+    # newsletter-only total must not write it back over the white paper the other chunk just scored.
+    rulebook, version_id, lead_id, taken = newsletter_reader(engine)
+    score_chunk(engine, rulebook, version_id, [lead_id], now=NOW, run_id="r1", rebuild=[lead_id], dirty=taken)
+
+    def new_white_paper_scored():
+        write(engine, "a2", "whitepaper_download")
+        with engine.connect() as conn:
+            marks = store.dirty_leads(conn, 10)
+        score_chunk(engine, rulebook, version_id, [lead_id], now=NOW, run_id="r3", rebuild=[lead_id], dirty=marks)
+
+    while_paused_after(monkeypatch, "behaviour_totals", lambda: score_chunk(
+        engine, rulebook, version_id, [lead_id], now=NOW, run_id="r2-decay"), meanwhile=new_white_paper_scored)
+    with engine.connect() as conn:
+        lines = store.ledger_lines(conn, [lead_id])[lead_id]
+        assert [line["type"] for line in lines] == ["newsletter_signup", "whitepaper_download"]
+        assert store.lead_state_row(conn, lead_id)["score"] == sum(line["points"] for line in lines)
+        assert store.dirty_leads(conn, 10) == []
