@@ -211,6 +211,37 @@ def recycle(state: LeadState, reason: str, now: datetime) -> Qualification:
     return Qualification(state, tuple(changes))
 
 
+def disqualify(state: LeadState, reason: str, now: datetime) -> Qualification:
+    """Out of the funnel for good, by a person's judgment (spam, a competitor, a duplicate nobody merged), with
+    the reason; the fit's disqualifiers do the same on their own in qualify()."""
+    if not reason.strip():
+        raise StageMoveRefused("disqualifying needs a reason")
+    changes: list[StageChange] = []
+    state = _move(state, Stage.DISQUALIFIED, f"disqualified: {reason}", now, changes)
+    return Qualification(state, tuple(changes))
+
+
+# What a person may move a lead to; marketing's own stages (subscriber, lead, MQL) move by the rules alone.
+PERSON_TARGETS = (Stage.RECYCLED, Stage.DISQUALIFIED, *SALES_OWNED)
+
+
+def move_by_person(state: LeadState | None, target: Stage, reason: str, now: datetime) -> Qualification:
+    """A move someone asked for: recycle or disqualify with a reason, or a sales stage the CRM has not reported
+    yet. Refused with the why when the lifecycle does not allow it."""
+    if state is None:
+        raise StageMoveRefused("the lead has not been scored yet: it has no stage to move from")
+    if target is Stage.RECYCLED:
+        return recycle(state, reason, now)
+    if target is Stage.DISQUALIFIED:
+        return disqualify(state, reason, now)
+    if target in SALES_OWNED:
+        if not reason.strip():
+            raise StageMoveRefused(f"a move to {target} needs a reason")
+        return advance(state, target, reason, now)
+    raise StageMoveRefused(f"{target} is reached by the scoring rules alone; a person moves a lead to "
+                           f"{', '.join(PERSON_TARGETS)}")
+
+
 def advance(state: LeadState, target: Stage, reason: str, now: datetime) -> Qualification:
     """A sales-owned move reported by the CRM (SQL, Opportunity, Customer): forward only."""
     if target not in SALES_OWNED:  # marketing's stages move by qualify; recycling needs recycle() and its reason

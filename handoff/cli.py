@@ -20,6 +20,8 @@ rules_app = typer.Typer(help="The scoring rulebook (config/scoring.yaml and conf
 app.add_typer(run_app, name="run")
 app.add_typer(db_app, name="db")
 app.add_typer(rules_app, name="rules")
+lead_app = typer.Typer(help="Leads, one person at a time: move a stage by hand.", no_args_is_help=True)
+app.add_typer(lead_app, name="lead")
 # Wide enough for the run-summary tables when the output is a pipe or a CI log.
 console = Console() if sys.stdout.isatty() else Console(width=160)
 
@@ -116,6 +118,34 @@ def run_rescore(
     if not reason.strip():
         raise typer.BadParameter("say why the leads are rescored", param_hint="--reason")
     _run_scoring(lambda: rescore(reason=reason, now=at))
+
+
+@lead_app.command("move")
+def lead_move(
+    emails: list[str] = typer.Argument(..., metavar="EMAIL", help="The leads' e-mail addresses."),
+    to: str = typer.Option(..., "--to", help="recycled, disqualified, sql, opportunity or customer."),
+    reason: str = typer.Option(..., help="Why: recorded on each stage change (e.g. 'no answer after five calls')."),
+    by: Optional[str] = typer.Option(None, help="Who asked, recorded with the reason."),
+    now: Optional[str] = typer.Option(None, help="The run's clock (ISO-8601); default: now."),
+) -> None:
+    """Recycle or disqualify leads, or record a sales stage: all of them, or none when any move is refused."""
+    from typing import get_args
+
+    from flows.stages import Target, move_lead_stage
+    from handoff.prefect_server import prefect_api
+    from tasks.reporting import moves_markdown
+    from tasks.stages import MoveRefused
+
+    if to not in get_args(Target):
+        raise typer.BadParameter(f"one of {', '.join(get_args(Target))}, not {to!r}", param_hint="--to")
+    at = _instant(now, "--now")
+    with prefect_api(_settings().home / "prefect"):
+        try:
+            moves = move_lead_stage(emails=emails, to=to, reason=reason, requested_by=by, now=at)
+        except MoveRefused as refused:
+            console.print(f"[red]{refused}[/red]")
+            raise typer.Exit(1) from None
+    console.print(Markdown(moves_markdown(moves)))
 
 
 @rules_app.command("check")

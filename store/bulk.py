@@ -65,6 +65,11 @@ def select_where_in(conn: Connection, sql: str, keys: Sequence[Any], *params: An
     return driver_rows(conn, sql.format(keys=in_keys(conn)), (*params, keys_param(conn, keys)))
 
 
+def param_mark(conn: Connection) -> str:
+    """The driver's mark for one parameter in raw SQL."""
+    return "?" if _is_sqlite(conn) else "%s"
+
+
 def in_keys(conn: Connection) -> str:
     """`IN` a list of keys passed as one parameter (see keys_param)."""
     return "IN (SELECT value FROM json_each(?))" if _is_sqlite(conn) else "= ANY(%s)"

@@ -16,7 +16,7 @@ from domain.activity import asset_key
 from domain.lifecycle import LeadState, Qualification, Stage
 from domain.rules import DECAY_TABLE_DAYS, MICROS, Rulebook, _plain
 from domain.scoring import epoch_seconds
-from store.bulk import db_time, driver_rows, in_keys, insert_rows, keys_param, select_where_in
+from store.bulk import db_time, driver_rows, in_keys, insert_rows, keys_param, param_mark, select_where_in
 from store.types import from_db_time
 from store.tables import (
     DecayFactor,
@@ -143,10 +143,6 @@ def clear_dirty(conn: Connection, taken: Sequence[tuple[int, datetime]]) -> None
         ([lead_id for lead_id, _ in taken], [marked_at for _, marked_at in taken]))
 
 
-def _p(conn: Connection) -> str:
-    return "?" if conn.dialect.name == "sqlite" else "%s"
-
-
 # ---------------------------------------------------------------------------------------------- the ledger
 
 def _sql(conn: Connection, template: str, **parts: str) -> str:
@@ -163,7 +159,7 @@ def _sql(conn: Connection, template: str, **parts: str) -> str:
         # A whole-table read that SQLite would otherwise plan through the (lead, type, time) index: one random
         # table lookup per row, several times slower than the scan
         scan=" NOT INDEXED" if sqlite else "",
-        p=_p(conn),
+        p=param_mark(conn),
     )
 
 
@@ -398,7 +394,7 @@ def fold_merged(conn: Connection, folds: dict[int, tuple[list[int], int | None]]
     dropped, queue rows moved, queue rows closed)."""
     if not folds:
         return 0, 0, 0
-    p, at = _p(conn), db_time(conn)(now)
+    p, at = param_mark(conn), db_time(conn)(now)
     gone = sorted(lead_id for merged, _ in folds.values() for lead_id in merged)
     dropped = conn.exec_driver_sql(f"DELETE FROM lead_state WHERE lead_id {in_keys(conn)}", (keys_param(conn, gone),)).rowcount
     # One statement each, run for every pair (both drivers add up the rows an executemany touched); the rows
@@ -436,13 +432,7 @@ def save_qualifications(
     ]
     update = ", ".join(f"{c} = excluded.{c}" for c in _STATE_COLUMNS[1:])
     insert_rows(conn, state_t, _STATE_COLUMNS, rows, conflict=("lead_id",), on_conflict=f"DO UPDATE SET {update}")
-    changes = [
-        (lead_id, at, c.from_stage.value if c.from_stage else None, c.to_stage.value, c.reason, version_id, run_id)
-        for lead_id, q in sorted(results.items()) for c in q.changes
-    ]
-    if changes:
-        conn.execute(change_t.insert(), [dict(zip(("lead_id", "changed_at", "from_stage", "to_stage", "reason",
-                                                   "version_id", "run_id"), (c[0], now, *c[2:]))) for c in changes])
+    record_changes(conn, results, version_id, now, run_id)
     events = [
         # A fresh id, kept in the outbox: a re-emission after a crash reuses it, and Prefect stores it once.
         {"event_id": str(uuid.uuid4()), "lead_id": lead_id, "kind": t.kind, "crossing": t.crossing,
@@ -457,6 +447,16 @@ def save_qualifications(
             {"lead_event_id": row.id, "lead_id": row.lead_id, "queue": queue, "created_at": now}
             for row in ids for queue in HANDOFF_QUEUES
         ])
+
+
+def record_changes(conn: Connection, results: dict[int, Qualification], version_id: int | None, now: datetime,
+                   run_id: str | None) -> None:
+    """The stage changes of these results, in lead order, with the rulebook version in force and the run."""
+    changes = [{"lead_id": lead_id, "changed_at": now, "from_stage": c.from_stage.value if c.from_stage else None,
+                "to_stage": c.to_stage.value, "reason": c.reason, "version_id": version_id, "run_id": run_id}
+               for lead_id, q in sorted(results.items()) for c in q.changes]
+    if changes:
+        conn.execute(change_t.insert(), changes)
 
 
 def unpublished_events(conn: Connection, limit: int = 1000) -> list[dict]:

@@ -13,6 +13,7 @@ from config.settings import get_settings
 from store.engine import get_engine
 from store.ingest import quarantine_reasons
 from tasks.ingest import SourceSummary
+from tasks.stages import StageMoves
 
 
 def _when(moment: datetime | None) -> str:
@@ -73,6 +74,9 @@ def score_markdown(summary: dict, limit: int = 25) -> str:
                           " that remains.")
         if outcome.get("queue_closed"):
             lines[-1] += f" {outcome['queue_closed']} other open rows were closed as merged."
+    if outcome.get("routing_withdrawn"):
+        lines += ["", f"{outcome['routing_withdrawn']} open routing rows were withdrawn: their leads were disqualified "
+                      "before a rep was assigned."]
     if outcome["stage_changes"]:
         lines += ["", "## Stage changes", "", "| change | leads |", "|---|---:|"]
         ranked = sorted(outcome["stage_changes"].items(), key=lambda item: (-item[1], item[0]))
@@ -96,4 +100,21 @@ def _instant(value) -> datetime:
 def publish_score_summary(summary: dict) -> str:
     markdown = score_markdown(summary)
     create_markdown_artifact(key="score-summary", markdown=markdown, description="Scores, stage changes and new MQLs")
+    return markdown
+
+
+def moves_markdown(moves: StageMoves) -> str:
+    n = len(moves.moved)
+    lines = [f"# {n} lead{'' if n == 1 else 's'} moved to {moves.to_stage}", "",
+             f"{moves.routing_withdrawn} open routing rows withdrawn.", "",
+             "| lead | e-mail | from | to | reason |", "|---:|---|---|---|---|"]
+    lines += [f"| {m.lead_id} | {m.email} | {m.from_stage} | {m.to_stage} | {m.reason.replace('|', '/')} |"
+              for m in moves.moved]
+    return "\n".join(lines) + "\n"
+
+
+@task(cache_policy=NO_CACHE)
+def publish_move_summary(moves: StageMoves) -> str:
+    markdown = moves_markdown(moves)
+    create_markdown_artifact(key="stage-moves", markdown=markdown, description="Leads moved by hand, with the reasons")
     return markdown

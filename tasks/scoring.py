@@ -19,10 +19,11 @@ from config.settings import get_settings
 from domain.activity import ActivityType
 from domain.explain import Explanation, LedgerEntry, explain_score, reason_text
 from domain.fit import assess_fit
-from domain.lifecycle import LeadFacts, Qualification, absorb, qualify
+from domain.lifecycle import LeadFacts, Qualification, Stage, absorb, qualify
 from domain.rules import Rulebook, points_text
 from store.engine import get_engine
 from store import scoring as store
+from store import stages
 
 
 class NewMql(BaseModel):
@@ -46,6 +47,7 @@ class ChunkOutcome(BaseModel):
     merged_away: int = 0  # leads merged into another since they were last scored: their state absorbed, then dropped
     queue_moved: int = 0  # ... open routing and CRM-sync rows of the one whose stage the person took, moved over
     queue_closed: int = 0  # ... and the others' open rows closed as "merged"
+    routing_withdrawn: int = 0  # open routing rows of leads the fit's disqualifiers took out of the funnel
 
     def add(self, other: "ChunkOutcome") -> None:
         self.leads += other.leads
@@ -54,6 +56,7 @@ class ChunkOutcome(BaseModel):
         self.merged_away += other.merged_away
         self.queue_moved += other.queue_moved
         self.queue_closed += other.queue_closed
+        self.routing_withdrawn += other.routing_withdrawn
         self.ledger_rows += other.ledger_rows
         for kind, n in other.stage_changes.items():
             self.stage_changes[kind] = self.stage_changes.get(kind, 0) + n
@@ -135,6 +138,10 @@ def score_chunk(
         payloads = _trigger_payloads(conn, results, profiles, rulebook, now, outcome)
         store.save_qualifications(conn, results, version_id, now, run_id, payloads)
         outcome.merged_away, outcome.queue_moved, outcome.queue_closed = store.fold_merged(conn, folds, now)
+        # An MQL disqualified since its handoff was queued no longer waits for a rep
+        outcome.routing_withdrawn = stages.withdraw_routing(conn, [
+            (lead_id, change.to_stage.value, change.reason) for lead_id, result in results.items()
+            for change in result.changes if change.to_stage is Stage.DISQUALIFIED], now)
         if dirty:
             store.clear_dirty(conn, dirty)
     outcome.leads = len(results)

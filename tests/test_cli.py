@@ -115,3 +115,10 @@ def test_a_time_that_is_not_iso_8601_is_refused_before_anything_runs(home, comma
 def test_a_rescore_needs_a_reason(home):
     result = runner.invoke(app, ["run", "rescore", "--reason", "  "])
     assert result.exit_code == 2 and "say why" in result.output
+
+
+def test_a_stage_a_person_cannot_move_a_lead_to_is_refused_before_anything_runs(home):
+    result = runner.invoke(app, ["lead", "move", "ana@acme.example", "--to", "mql", "--reason", "looks ready"])
+    assert result.exit_code == 2
+    assert "Invalid value for --to: one of recycled, disqualified" in result.output and "not 'mql'" in result.output
+    assert not (home / "home" / "prefect").exists()

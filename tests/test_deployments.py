@@ -31,7 +31,7 @@ def test_every_entrypoint_names_a_prefect_flow_in_flows():
 
 
 @pytest.mark.slow
-def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_and_a_manual_rescore(prefect_server):
+def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_and_manual_runs(prefect_server):
     from prefect import get_client
 
     env = {**os.environ, "PREFECT_API_URL": prefect_server.api_url, "HANDOFF_PROJECT_DIR": str(ROOT)}
@@ -46,6 +46,7 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
         ingest = client.read_deployment_by_name("ingest/ingest-every-5-minutes")
         score = client.read_deployment_by_name("score-and-qualify/score-every-5-minutes")
         rescore = client.read_deployment_by_name("rescore/rescore")
+        moves = client.read_deployment_by_name("move-lead-stage/move-lead-stage")
     assert ingest.entrypoint == "flows/ingest.py:ingest"
     for scheduled in (ingest, score):
         [schedule] = scheduled.schedules
@@ -54,3 +55,7 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
         assert scheduled.concurrency_options.collision_strategy == "CANCEL_NEW"
         assert scheduled.work_pool_name == "handoff"
     assert rescore.schedules == [] and rescore.parameter_openapi_schema["required"] == ["reason"]
+    # People pick the stage from a list in the UI; the reason is required
+    assert moves.schedules == [] and moves.parameter_openapi_schema["required"] == ["emails", "to", "reason"]
+    assert moves.parameter_openapi_schema["properties"]["to"]["enum"] == ["recycled", "disqualified", "sql",
+                                                                          "opportunity", "customer"]

@@ -23,6 +23,8 @@ from domain.lifecycle import (
     absorb,
     advance,
     check_move,
+    disqualify,
+    move_by_person,
     qualify,
     recycle,
 )
@@ -428,3 +430,48 @@ def test_a_lead_with_no_state_of_its_own_takes_the_merged_record_s():
 def test_absorbing_nothing_is_a_mistake():
     with pytest.raises(ValueError):
         absorb(lead(), [])
+
+
+# ------------------------------------------------------------------------------------------ moves people ask for
+
+def test_a_person_recycles_an_mql_with_the_reason_recorded():
+    moved = move_by_person(lead(Stage.MQL, crossings=1), Stage.RECYCLED, "no budget this year", NOW)
+    assert moved.state.stage is Stage.RECYCLED and moved.state.stage_changed_at == NOW
+    assert [(c.from_stage, c.to_stage, c.reason) for c in moved.changes] == [
+        (Stage.MQL, Stage.RECYCLED, "recycled: no budget this year")]
+    assert moved.triggers == () and moved.state.crossings == 1
+
+
+def test_a_person_disqualifies_a_lead_and_it_stays_disqualified_when_scored_again():
+    moved = move_by_person(lead(Stage.MQL), Stage.DISQUALIFIED, "spam sign-up", NOW)
+    assert moved.changes[0].reason == "disqualified: spam sign-up"
+    again = qualify(moved.state, facts(score=25000, hand_raise=demo(NOW + HOUR)), RULES, NOW + DAY)
+    assert again.state.stage is Stage.DISQUALIFIED and again.changes == () and again.triggers == ()
+
+
+def test_a_sales_stage_a_person_reports_moves_forward_only():
+    assert move_by_person(lead(Stage.MQL), Stage.SQL, "accepted on the intro call", NOW).state.stage is Stage.SQL
+    with pytest.raises(StageMoveRefused, match="only move forward"):
+        move_by_person(lead(Stage.OPPORTUNITY), Stage.SQL, "typo", NOW)
+
+
+@pytest.mark.parametrize("target", [Stage.SUBSCRIBER, Stage.LEAD, Stage.MQL])
+def test_marketing_stages_are_reached_by_the_rules_not_by_a_person(target):
+    with pytest.raises(StageMoveRefused, match="scoring rules alone"):
+        move_by_person(lead(Stage.LEAD), target, "they look ready", NOW)
+
+
+@pytest.mark.parametrize("target", [Stage.RECYCLED, Stage.DISQUALIFIED, Stage.SQL])
+def test_a_move_a_person_asks_for_needs_a_reason(target):
+    with pytest.raises(StageMoveRefused, match="needs a reason"):
+        move_by_person(lead(Stage.MQL), target, "  ", NOW)
+
+
+def test_a_lead_never_scored_has_no_stage_to_move_from():
+    with pytest.raises(StageMoveRefused, match="not been scored"):
+        move_by_person(None, Stage.RECYCLED, "no answer", NOW)
+
+
+def test_a_disqualified_lead_cannot_be_recycled_back_into_the_funnel():
+    with pytest.raises(StageMoveRefused):
+        move_by_person(disqualify(lead(Stage.MQL), "competitor", NOW).state, Stage.RECYCLED, "changed my mind", NOW)

@@ -1,0 +1,29 @@
+"""The move-lead-stage flow: a person recycles or disqualifies leads, or records a sales stage, with the reason."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from domain.lifecycle import Stage
+from tasks.reporting import publish_move_summary
+from tasks.stages import StageMoves, move_stages
+from tasks.store import check_database
+
+# The stages a person may move a lead to (domain.lifecycle.PERSON_TARGETS), as the Prefect UI offers them
+Target = Literal["recycled", "disqualified", "sql", "opportunity", "customer"]
+
+
+@flow(name="move-lead-stage", description="Recycle or disqualify leads, or record a sales stage, with the reason.")
+def move_lead_stage(emails: list[str], to: Target, reason: str, requested_by: str | None = None,
+                    now: datetime | None = None) -> StageMoves:
+    """Moves every lead named by `emails` to `to`, or none of them: an unknown address or a move the lifecycle
+    refuses (a disqualified lead recycled, a stage backwards) fails the run with every problem listed. The
+    reason, and who asked, go on each stage change; open routing rows of the moved leads are withdrawn."""
+    check_database()
+    moves = move_stages(emails, Stage(to), reason, requested_by, now or datetime.now(timezone.utc), flow_run.get_id())
+    publish_move_summary(moves)
+    return moves

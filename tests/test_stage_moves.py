@@ -1,0 +1,204 @@
+"""Stage moves people ask for: a lead recycled or disqualified with the reason, or a sales stage recorded; all
+the asked moves or none; the routing they make moot withdrawn; and a scoring pass never writes a move away."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+
+import pytest
+
+from config.rulebook import load_rulebook
+from config.settings import CONFIG_DIR
+from domain.activity import build_activity
+from domain.lifecycle import Stage
+from store import scoring as store
+from tasks.scoring import score_chunk
+from tasks.stages import MoveRefused, move_leads
+from tests.test_score_marks import while_paused_after
+from tests.test_score_merges import (
+    NOW, activity, emails, good_fit, history, merge, queue_rows, score_dirty, states, versioned, write,
+)
+
+LATER = NOW + timedelta(hours=2)
+
+
+def mql(engine, name="ana", source="web"):
+    """A well-fitting person who asked for a demo: an MQL, queued for routing and CRM sync. (rulebook, version, lead)"""
+    rulebook, version_id = versioned(engine)
+    address = f"{name}@acme.example"
+    write(engine, source, activity(f"{name}-1", "demo_request", email=address, source=source),
+          people=[good_fit(name.title(), email=address, source=source)])
+    outcome = score_dirty(engine, rulebook, version_id)
+    lead_id = emails(engine)[address]
+    assert [m.lead_id for m in outcome.new_mqls] == [lead_id]
+    return rulebook, version_id, lead_id
+
+
+def move(engine, emails_, to, reason="no budget this year", by="jane@revops.example", now=LATER):
+    return move_leads(engine, emails_, to, reason, requested_by=by, now=now, run_id="move-run")
+
+
+def test_recycling_an_mql_records_who_and_why_and_withdraws_its_routing_but_not_its_crm_sync(engine):
+    rulebook, version_id, lead_id = mql(engine)
+
+    moves = move(engine, ["  Ana@ACME.example "], Stage.RECYCLED)
+
+    why = "recycled: no budget this year (by jane@revops.example)"
+    assert [(m.lead_id, m.email, m.from_stage, m.to_stage, m.reason) for m in moves.moved] == [
+        (lead_id, "ana@acme.example", "mql", "recycled", why)]
+    assert moves.routing_withdrawn == 1
+    assert states(engine)[lead_id][0] == "recycled"
+    assert history(engine, lead_id)[-1] == ("mql", "recycled", why)
+    assert [(r.queue, r.done_at is not None, r.outcome, r.detail) for r in queue_rows(engine)] == [
+        ("crm_sync", False, None, None), ("routing", True, "recycled", why)]
+
+    # Scoring again does not bounce the lead back to sales on the demo request it was recycled after ...
+    write(engine, "web", activity("ana-2", "email_open", email="ana@acme.example", source="web"))
+    again = score_dirty(engine, rulebook, version_id)
+    assert states(engine)[lead_id][0] == "recycled" and not again.new_mqls
+
+
+def test_a_new_hand_raise_after_a_recycle_hands_the_lead_over_again(engine):
+    rulebook, version_id, lead_id = mql(engine)
+    move(engine, ["ana@acme.example"], Stage.RECYCLED, now=NOW + timedelta(minutes=1))
+    write(engine, "web", build_activity(source="web", external_id="ana-2", type_name="trial_signup", raw={},
+                                        occurred_at=NOW + timedelta(minutes=5), email="ana@acme.example"))
+    with engine.connect() as conn:
+        dirty = store.dirty_leads(conn, 10)
+    outcome = score_chunk(engine, rulebook, version_id, [lead_id], now=LATER, run_id="r2", rebuild=[lead_id],
+                          dirty=dirty)
+    assert [m.lead_id for m in outcome.new_mqls] == [lead_id] and states(engine)[lead_id][0] == "mql"
+    open_routing = [r for r in queue_rows(engine) if r.queue == "routing" and r.done_at is None]
+    assert len(open_routing) == 1  # the new crossing's; the recycled one's stays withdrawn
+
+
+def test_a_disqualified_lead_stays_out_whatever_it_does_next(engine):
+    rulebook, version_id, lead_id = mql(engine)
+    move(engine, ["ana@acme.example"], Stage.DISQUALIFIED, reason="a reseller, not a buyer")
+    write(engine, "web", activity("ana-2", "contact_sales", email="ana@acme.example", source="web"))
+    assert not score_dirty(engine, rulebook, version_id).new_mqls
+    assert states(engine)[lead_id][0] == "disqualified"
+    with pytest.raises(MoveRefused, match="stays disqualified"):
+        move(engine, ["ana@acme.example"], Stage.RECYCLED)
+
+
+def test_sales_stages_a_person_records_close_the_routing_sales_no_longer_needs(engine):
+    _, _, lead_id = mql(engine)
+    moves = move(engine, ["ana@acme.example"], Stage.SQL, reason="accepted on the intro call")
+    assert moves.routing_withdrawn == 1 and states(engine)[lead_id][0] == "sql"
+    with pytest.raises(MoveRefused, match="only move forward"):
+        move(engine, ["ana@acme.example"], Stage.SQL)
+
+
+def test_all_the_moves_or_none_with_every_problem_listed(engine):
+    _, _, ana = mql(engine, "ana")
+    _, _, bo = mql(engine, "bo")
+    move(engine, ["bo@acme.example"], Stage.DISQUALIFIED, reason="competitor's consultant")
+    before = (states(engine), queue_rows(engine), history(engine, ana))
+
+    with pytest.raises(MoveRefused) as refused:
+        move(engine, ["ana@acme.example", "nobody@acme.example", "bo@acme.example", "not an address"], Stage.RECYCLED)
+
+    assert refused.value.problems == [
+        "'not an address' is not an e-mail address",
+        "nobody@acme.example: no lead has this address",
+        f"bo@acme.example (lead {bo}): a disqualified lead stays disqualified (asked: recycled)",
+    ]
+    assert (states(engine), queue_rows(engine), history(engine, ana)) == before
+
+
+@pytest.mark.parametrize("to, reason, problem", [
+    (Stage.RECYCLED, "   ", "say why"),
+    (Stage.MQL, "looks ready", "reached by the scoring rules alone"),
+])
+def test_a_move_without_a_reason_or_to_a_marketing_stage_is_refused(engine, to, reason, problem):
+    mql(engine)
+    with pytest.raises(MoveRefused, match=problem):
+        move(engine, ["ana@acme.example"], to, reason=reason)
+
+
+def test_a_lead_never_scored_and_an_address_merged_away_are_answered_as_people(engine):
+    write(engine, "newsletter", activity("n1", "newsletter_signup", email="cy@acme.example", source="newsletter"))
+    with pytest.raises(MoveRefused, match="not been scored yet"):
+        move(engine, ["cy@acme.example"], Stage.RECYCLED)
+
+    # Two addresses of one person: the lead that remains is moved, once
+    _, _, kept = mql(engine, "dee")
+    write(engine, "newsletter", activity("n2", "newsletter_signup", email="dee.old@acme.example", source="newsletter"))
+    merge(engine, kept, emails(engine)["dee.old@acme.example"])
+    moves = move(engine, ["dee.old@acme.example", "dee@acme.example"], Stage.RECYCLED)
+    assert [(m.lead_id, m.email) for m in moves.moved] == [(kept, "dee.old@acme.example")]
+
+
+def test_a_lead_disqualified_by_its_fit_after_its_handoff_was_queued_has_its_routing_withdrawn(engine, tmp_path):
+    _, _, lead_id = mql(engine)
+    # The rulebook now names acme.example a competitor: the rescore disqualifies the MQL before any rep got it.
+    shutil.copytree(CONFIG_DIR, tmp_path / "config")
+    rules = tmp_path / "config" / "scoring.yaml"
+    rules.write_text(rules.read_text().replace("[rivalrevops.example]", "[rivalrevops.example, acme.example]"))
+    rulebook = load_rulebook(tmp_path / "config")
+    with engine.begin() as conn:
+        version_id = store.ensure_version(conn, rulebook, LATER)
+    outcome = score_chunk(engine, rulebook, version_id, [lead_id], now=LATER, run_id="r", rebuild=[lead_id])
+    assert outcome.routing_withdrawn == 1 and states(engine)[lead_id][0] == "disqualified"
+    assert [(r.queue, r.done_at is not None, r.outcome, r.detail) for r in queue_rows(engine)] == [
+        ("crm_sync", False, None, None), ("routing", True, "disqualified", "disqualified: works for a competitor")]
+
+
+def test_a_scoring_pass_at_work_on_the_lead_does_not_write_a_move_away(engine, monkeypatch):
+    # A decay pass (which holds no mark) has read the MQL's facts when a person recycles the lead; the pass
+    # saves after. The lead must stay recycled, with the pass's score: the two take turns on the lead's state.
+    rulebook, version_id, lead_id = mql(engine)
+    while_paused_after(monkeypatch, "behaviour_totals", lambda: score_chunk(
+        engine, rulebook, version_id, [lead_id], now=LATER, run_id="decay"),
+        meanwhile=lambda: move(engine, ["ana@acme.example"], Stage.RECYCLED))
+    assert states(engine)[lead_id][0] == "recycled"
+    assert [change[:2] for change in history(engine, lead_id)][-1] == ("mql", "recycled")
+
+
+@pytest.mark.slow
+def test_the_flow_moves_the_leads_publishes_who_moved_what_and_fails_listing_refusals(prefect_server, handoff_env,
+                                                                                        engine):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+
+    from flows.stages import move_lead_stage
+
+    handoff_env()
+    _, _, lead_id = mql(engine)
+    moves = move_lead_stage(emails=["ana@acme.example"], to="recycled", reason="no answer after five calls",
+                            requested_by="jane@revops.example", now=LATER)
+    assert [(m.lead_id, m.to_stage) for m in moves.moved] == [(lead_id, "recycled")] and moves.run_id
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["stage-moves"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[moves.run_id])))
+    assert "# 1 lead moved to recycled" in artifact.data
+    assert (f"| {lead_id} | ana@acme.example | mql | recycled | recycled: no answer after five calls "
+            "(by jane@revops.example) |") in artifact.data
+
+    state = move_lead_stage(emails=["ana@acme.example", "nobody@acme.example"], to="sql", reason="accepted",
+                            now=LATER, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(MoveRefused, match="nobody@acme.example: no lead has this address"):
+        state.result()
+    assert states(engine)[lead_id][0] == "recycled"
+
+
+@pytest.mark.slow
+def test_handoff_lead_move_prints_the_moves_or_every_refusal(prefect_server, handoff_env, engine, monkeypatch):
+    from typer.testing import CliRunner
+
+    from handoff.cli import app
+
+    handoff_env(PREFECT_API_URL=prefect_server.api_url)
+    _, _, lead_id = mql(engine)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["lead", "move", "ana@acme.example", "bob@acme.example", "--to", "disqualified",
+                                  "--reason", "spam"])
+    assert refused.exit_code == 1 and "bob@acme.example: no lead has this address" in refused.output
+    moved = runner.invoke(app, ["lead", "move", "ana@acme.example", "--to", "disqualified", "--reason", "spam",
+                                "--by", "jane"])
+    assert moved.exit_code == 0, moved.output
+    assert "disqualified: spam (by jane)" in moved.output and states(engine)[lead_id][0] == "disqualified"
