@@ -230,13 +230,13 @@ def move_by_person(state: LeadState | None, target: Stage, reason: str, now: dat
     yet. Refused with the why when the lifecycle does not allow it."""
     if state is None:
         raise StageMoveRefused("the lead has not been scored yet: it has no stage to move from")
+    if not reason.strip():
+        raise StageMoveRefused(f"a move to {target} needs a reason")
     if target is Stage.RECYCLED:
         return recycle(state, reason, now)
     if target is Stage.DISQUALIFIED:
         return disqualify(state, reason, now)
     if target in SALES_OWNED:
-        if not reason.strip():
-            raise StageMoveRefused(f"a move to {target} needs a reason")
         return advance(state, target, reason, now)
     raise StageMoveRefused(f"{target} is reached by the scoring rules alone; a person moves a lead to "
                            f"{', '.join(PERSON_TARGETS)}")

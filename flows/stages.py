@@ -8,13 +8,13 @@ from typing import Literal
 from prefect import flow
 from prefect.runtime import flow_run
 
-from domain.lifecycle import Stage
+from domain.lifecycle import PERSON_TARGETS, Stage
 from tasks.reporting import publish_move_summary
 from tasks.stages import StageMoves, move_stages
 from tasks.store import check_database
 
-# The stages a person may move a lead to (domain.lifecycle.PERSON_TARGETS), as the Prefect UI offers them
-Target = Literal["recycled", "disqualified", "sql", "opportunity", "customer"]
+# The stages a person may move a lead to, as the Prefect UI offers them
+Target = Literal[tuple(stage.value for stage in PERSON_TARGETS)]
 
 
 @flow(name="move-lead-stage", description="Recycle or disqualify leads, or record a sales stage, with the reason.")

@@ -47,7 +47,7 @@ def move_leads(engine, emails: Sequence[str], target: Stage, reason: str, *, req
     why = " ".join(reason.split())
     if not why:
         raise MoveRefused(["say why: a move is recorded with its reason"])
-    if why and requested_by and requested_by.strip():
+    if requested_by and requested_by.strip():
         why = f"{why} (by {requested_by.strip()})"
     problems: list[str] = []
     addresses: dict[str, str] = {}
