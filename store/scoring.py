@@ -8,7 +8,7 @@ import json
 import uuid
 from dataclasses import asdict
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Sequence
 
 from sqlalchemy import Connection, select
 
@@ -412,6 +412,12 @@ def fold_merged(conn: Connection, folds: dict[int, tuple[list[int], int | None]]
     return dropped, moved, closed
 
 
+class ScoredMeanwhile(Exception):
+    """A lead read with no state (never scored) was given one by another transaction before this one saved its
+    own first state: what this one worked out from "no state" is out of date. Raised before anything of the
+    lead's is written; the caller rolls back and scores the leads again."""
+
+
 def save_qualifications(
     conn: Connection,
     results: dict[int, Qualification],
@@ -419,9 +425,16 @@ def save_qualifications(
     now: datetime,
     run_id: str | None,
     payloads: dict[int, dict] | None = None,
+    first: Collection[int] = (),
 ) -> None:
     """States, stage changes, and for every trigger an outbox event and its routing and CRM-sync queue rows,
-    all in the caller's transaction: a retried run finds the crossing recorded and fires nothing again."""
+    all in the caller's transaction: a retried run finds the crossing recorded and fires nothing again.
+
+    `first` names the leads read with no state. Those have no row for load_states(lock=True) to hold, so two
+    transactions may work one out at once (on PostgreSQL: a rescore's chunk, which holds no mark, beside the
+    incremental chunk that holds the lead's). Their states are inserted, never overwritten: the second insert
+    waits for the first transaction, then finds the row and raises ScoredMeanwhile instead of recording the
+    lead's first stages, and its first crossing, a second time."""
     stamp = db_time(conn)
     at = stamp(now)
     rows = [
@@ -430,8 +443,12 @@ def save_qualifications(
          stamp(q.state.qualified_at), at)
         for lead_id, q in sorted(results.items())
     ]
+    new = [row for row in rows if row[0] in first]
+    if new and insert_rows(conn, state_t, _STATE_COLUMNS, new, conflict=("lead_id",)) < len(new):
+        raise ScoredMeanwhile(f"{len(new)} leads read unscored, some of them scored by another run since")
     update = ", ".join(f"{c} = excluded.{c}" for c in _STATE_COLUMNS[1:])
-    insert_rows(conn, state_t, _STATE_COLUMNS, rows, conflict=("lead_id",), on_conflict=f"DO UPDATE SET {update}")
+    insert_rows(conn, state_t, _STATE_COLUMNS, [row for row in rows if row[0] not in first], conflict=("lead_id",),
+                on_conflict=f"DO UPDATE SET {update}")
     record_changes(conn, results, version_id, now, run_id)
     events = [
         # A fresh id, kept in the outbox: a re-emission after a crash reuses it, and Prefect stores it once.

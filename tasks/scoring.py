@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
+from functools import partial
 from typing import Sequence
 from uuid import UUID
 
@@ -87,7 +88,24 @@ def score_chunk(
 ) -> ChunkOutcome:
     """One transaction: the ledger of the leads in `rebuild`, then the scores, fit, stages and triggers of all
     `lead_ids`, and the `dirty` marks cleared. A crash before commit changes nothing; after it, a rerun finds
-    nothing left to do."""
+    nothing left to do. Worked out again, in a new transaction, when another run gave a lead first scored here
+    its first state meanwhile (store.ScoredMeanwhile): the second time, that state is read and locked."""
+    once = partial(_score_chunk_once, engine, rulebook, version_id, lead_ids, now=now, run_id=run_id, rebuild=rebuild,
+                   dirty=dirty)
+    for _ in range(SCORE_ATTEMPTS - 1):
+        try:
+            return once()
+        except store.ScoredMeanwhile:
+            continue
+    return once()
+
+
+# One other run can give a lead its first state under a chunk; a third attempt covers two runs beside this one
+SCORE_ATTEMPTS = 3
+
+
+def _score_chunk_once(engine, rulebook: Rulebook, version_id: int, lead_ids: Sequence[int], *, now: datetime,
+                      run_id: str | None, rebuild: Sequence[int], dirty: Sequence[tuple[int, datetime]]) -> ChunkOutcome:
     outcome = ChunkOutcome()
     hand_raisers = {kind.value for kind in rulebook.qualification.hand_raisers}
     with engine.begin() as conn:
@@ -136,7 +154,8 @@ def score_chunk(
                 kind = f"{change.from_stage.value if change.from_stage else 'new'} -> {change.to_stage.value}"
                 outcome.stage_changes[kind] = outcome.stage_changes.get(kind, 0) + 1
         payloads = _trigger_payloads(conn, results, profiles, rulebook, now, outcome)
-        store.save_qualifications(conn, results, version_id, now, run_id, payloads)
+        store.save_qualifications(conn, results, version_id, now, run_id, payloads,
+                                  first={lead_id for lead_id in results if lead_id not in states})
         outcome.merged_away, outcome.queue_moved, outcome.queue_closed = store.fold_merged(conn, folds, now)
         # An MQL disqualified since its handoff was queued no longer waits for a rep
         outcome.routing_withdrawn = stages.withdraw_routing(conn, [

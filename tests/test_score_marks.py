@@ -8,12 +8,14 @@ import threading
 import time
 from datetime import datetime, timezone
 
+from sqlalchemy import select
+
 from config.rulebook import load_rulebook
 from config.settings import CONFIG_DIR
 from domain.activity import build_activity
 from store import scoring as store
 from store.ingest import write_batch
-from store.tables import Lead
+from store.tables import Lead, LeadEvent
 from tasks.scoring import score_chunk
 
 NOW = datetime(2026, 11, 2, 12, tzinfo=timezone.utc)
@@ -133,3 +135,34 @@ def test_a_decay_pass_that_reads_a_lead_while_new_activities_score_it_keeps_no_s
         assert [line["type"] for line in lines] == ["newsletter_signup", "whitepaper_download"]
         assert store.lead_state_row(conn, lead_id)["score"] == sum(line["points"] for line in lines)
         assert store.dirty_leads(conn, 10) == []
+
+
+def test_two_chunks_that_score_a_new_lead_at_once_record_its_first_stages_and_its_handoff_once(engine, monkeypatch):
+    # A lead never scored has no state row for a chunk to lock. A rescore's chunk, which holds no mark, reads
+    # "no state" while the incremental chunk that holds the lead's mark scores it as an MQL and commits. Saving
+    # its own first state, the rescore's chunk finds the lead's state already there: it reads the lead again
+    # and goes on from what the other saved, instead of recording the lead's first stages twice or failing on
+    # a second first crossing.
+    from tests.test_score_merges import good_fit
+
+    rulebook = load_rulebook(CONFIG_DIR)
+    with engine.begin() as conn:
+        version_id = store.ensure_version(conn, rulebook, NOW)
+    demo = build_activity(source="events", external_id="d1", type_name="demo_request",
+                          occurred_at="2026-11-02T09:00:00Z", raw={"id": "d1"}, email="pat@acme.example")
+    write_batch(engine, source="events", activities=[demo], people=[good_fit("Pat", email="pat@acme.example",
+                                                                              source="events")],
+                rejections=[], checkpoint=None, now=NOW)
+    with engine.connect() as conn:
+        [(lead_id, _)] = marks = store.dirty_leads(conn, 10)
+
+    while_paused_after(monkeypatch, "load_states", lambda: score_chunk(
+        engine, rulebook, version_id, [lead_id], now=NOW, run_id="rescore"), meanwhile=lambda: score_chunk(
+        engine, rulebook, version_id, [lead_id], now=NOW, run_id="incremental", rebuild=[lead_id], dirty=marks))
+    with engine.connect() as conn:
+        history = [(row["from_stage"], row["to_stage"]) for row in store.stage_history(conn, lead_id)]
+        events = conn.execute(select(LeadEvent.__table__.c.crossing).where(LeadEvent.__table__.c.lead_id == lead_id)).all()
+        state = store.lead_state_row(conn, lead_id)
+    assert history == [(None, "lead"), ("lead", "mql")]
+    assert [crossing for (crossing,) in events] == [1]
+    assert (state["stage"], state["crossings"]) == ("mql", 1)
