@@ -34,11 +34,19 @@ class StageMoveRefused(ValueError):
 
 def check_move(current: Stage | None, target: Stage) -> None:
     """Stages only move forward along the funnel; recycle and disqualify are the only ways back or out.
-    A recycled lead re-enters the funnel at MQL or later."""
-    if current is None or target is Stage.DISQUALIFIED and current is not Stage.DISQUALIFIED:
+    A recycled lead re-enters the funnel at MQL or later. A disqualified lead leaves its stage only by a recycle
+    (a person's, with the reason: the disqualification was a mistake); a customer is never disqualified."""
+    if current is None:
         return
+    if target is Stage.DISQUALIFIED:
+        if current is Stage.CUSTOMER:
+            raise StageMoveRefused("a customer is not disqualified: sales owns the account")
+        if current is not Stage.DISQUALIFIED:
+            return
     if current is Stage.DISQUALIFIED:
-        raise StageMoveRefused(f"a disqualified lead stays disqualified (asked: {target})")
+        if target is Stage.RECYCLED:
+            return
+        raise StageMoveRefused(f"a disqualified lead comes back only by a recycle, with the reason (asked: {target})")
     if target is Stage.RECYCLED:
         if current in (Stage.MQL, Stage.SQL, Stage.OPPORTUNITY, Stage.LEAD):
             return
@@ -203,7 +211,8 @@ def absorb(state: LeadState | None, merged: list[tuple[int, LeadState]]) -> tupl
 
 
 def recycle(state: LeadState, reason: str, now: datetime) -> Qualification:
-    """Back to nurture, with the reason (sales rejected it, nobody reached it): never silently lost."""
+    """Back to nurture, with the reason (sales rejected it, nobody reached it, it was disqualified by mistake):
+    never silently lost."""
     if not reason.strip():
         raise StageMoveRefused("recycling needs a reason")
     changes: list[StageChange] = []
@@ -212,8 +221,9 @@ def recycle(state: LeadState, reason: str, now: datetime) -> Qualification:
 
 
 def disqualify(state: LeadState, reason: str, now: datetime) -> Qualification:
-    """Out of the funnel for good, by a person's judgment (spam, a competitor, a duplicate nobody merged), with
-    the reason; the fit's disqualifiers do the same on their own in qualify()."""
+    """Out of the funnel, by a person's judgment (spam, a competitor, a duplicate nobody merged), with the reason;
+    the fit's disqualifiers do the same on their own in qualify(). Scoring leaves it there; only a person's
+    recycle takes it back."""
     if not reason.strip():
         raise StageMoveRefused("disqualifying needs a reason")
     changes: list[StageChange] = []
@@ -225,14 +235,20 @@ def disqualify(state: LeadState, reason: str, now: datetime) -> Qualification:
 PERSON_TARGETS = (Stage.RECYCLED, Stage.DISQUALIFIED, *SALES_OWNED)
 
 
-def move_by_person(state: LeadState | None, target: Stage, reason: str, now: datetime) -> Qualification:
+def move_by_person(state: LeadState | None, target: Stage, reason: str, now: datetime, *,
+                   fit: FitAssessment | None) -> Qualification:
     """A move someone asked for: recycle or disqualify with a reason, or a sales stage the CRM has not reported
-    yet. Refused with the why when the lifecycle does not allow it."""
+    yet. Refused with the why when the lifecycle does not allow it. `fit` is the lead's fit under the rulebook
+    in force (None: no details to judge): a disqualified lead is taken back to nurture only when the fit's
+    disqualifiers no longer apply, since the next scoring run would disqualify it again at once."""
     if state is None:
         raise StageMoveRefused("the lead has not been scored yet: it has no stage to move from")
     if not reason.strip():
         raise StageMoveRefused(f"a move to {target} needs a reason")
     if target is Stage.RECYCLED:
+        if state.stage is Stage.DISQUALIFIED and fit is not None and fit.disqualified:
+            raise StageMoveRefused(f"its fit still disqualifies it ({fit.disqualified}): change the lead's details "
+                                   "or the rulebook's disqualifiers first")
         return recycle(state, reason, now)
     if target is Stage.DISQUALIFIED:
         return disqualify(state, reason, now)

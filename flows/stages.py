@@ -21,7 +21,7 @@ Target = Literal[tuple(stage.value for stage in PERSON_TARGETS)]
 def move_lead_stage(emails: list[str], to: Target, reason: str, requested_by: str | None = None,
                     now: datetime | None = None) -> StageMoves:
     """Moves every lead named by `emails` to `to`, or none of them: an unknown address or a move the lifecycle
-    refuses (a disqualified lead recycled, a stage backwards) fails the run with every problem listed. The
+    refuses (a stage backwards, a customer disqualified) fails the run with every problem listed. The
     reason, and who asked, go on each stage change; open routing rows of the moved leads are withdrawn."""
     check_database()
     moves = move_stages(emails, Stage(to), reason, requested_by, now or datetime.now(timezone.utc), flow_run.get_id())

@@ -10,9 +10,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from config.rulebook import load_rulebook
 from config.settings import get_settings
 from domain.activity import normalize_email
+from domain.fit import assess_fit
 from domain.lifecycle import Qualification, Stage, StageMoveRefused, move_by_person
+from domain.rules import Rulebook
 from store import scoring, stages
 from store.engine import get_engine
 
@@ -41,9 +44,10 @@ class StageMoves(BaseModel):
     routing_withdrawn: int
 
 
-def move_leads(engine, emails: Sequence[str], target: Stage, reason: str, *, requested_by: str | None,
-               now: datetime, run_id: str | None) -> StageMoves:
-    """One transaction: every address names a lead and every move is allowed, and then all are made; or none."""
+def move_leads(engine, emails: Sequence[str], target: Stage, reason: str, *, rulebook: Rulebook,
+               requested_by: str | None, now: datetime, run_id: str | None) -> StageMoves:
+    """One transaction: every address names a lead and every move is allowed, and then all are made; or none.
+    The leads' fit is judged under `rulebook` (the one the next scoring run uses)."""
     why = " ".join(reason.split())
     if not why:
         raise MoveRefused(["say why: a move is recorded with its reason"])
@@ -68,10 +72,13 @@ def move_leads(engine, emails: Sequence[str], target: Stage, reason: str, *, req
             else:
                 owners.setdefault(lead_id, address)
         states = scoring.load_states(conn, list(owners), lock=True)
+        profiles = scoring.lead_profiles(conn, list(owners))
         moves: dict[int, Qualification] = {}
         for lead_id, address in sorted(owners.items()):
+            profile = profiles.get(lead_id)
+            fit = assess_fit(profile, profile["email"], rulebook.fit) if profile else None
             try:
-                moves[lead_id] = move_by_person(states.get(lead_id), target, why, now)
+                moves[lead_id] = move_by_person(states.get(lead_id), target, why, now, fit=fit)
             except StageMoveRefused as refused:
                 problems.append(f"{address} (lead {lead_id}): {refused}")
         if problems:
@@ -88,6 +95,8 @@ def move_leads(engine, emails: Sequence[str], target: Stage, reason: str, *, req
 @task(cache_policy=NO_CACHE)
 def move_stages(emails: list[str], target: Stage, reason: str, requested_by: str | None, now: datetime,
                 run_id: str | None) -> StageMoves:
-    engine = get_engine(get_settings().resolved_database_url())
-    return move_leads(engine, emails, target, reason, requested_by=requested_by, now=now, run_id=run_id)
+    settings = get_settings()
+    engine = get_engine(settings.resolved_database_url())
+    return move_leads(engine, emails, target, reason, rulebook=load_rulebook(settings.rulebook_dir),
+                      requested_by=requested_by, now=now, run_id=run_id)
 

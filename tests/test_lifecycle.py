@@ -74,8 +74,8 @@ def test_a_lead_in_the_funnel_can_be_recycled(current):
     check_move(current, Stage.RECYCLED)
 
 
-@pytest.mark.parametrize("current", [Stage.SUBSCRIBER, Stage.CUSTOMER, Stage.RECYCLED, Stage.DISQUALIFIED])
-def test_subscribers_customers_and_recycled_or_disqualified_leads_cannot_be_recycled(current):
+@pytest.mark.parametrize("current", [Stage.SUBSCRIBER, Stage.CUSTOMER, Stage.RECYCLED])
+def test_subscribers_customers_and_recycled_leads_cannot_be_recycled(current):
     with pytest.raises(StageMoveRefused):
         check_move(current, Stage.RECYCLED)
 
@@ -91,15 +91,21 @@ def test_a_recycled_lead_does_not_go_back_to_subscriber_or_lead(target):
         check_move(Stage.RECYCLED, target)
 
 
-@pytest.mark.parametrize("current", [*FUNNEL, Stage.RECYCLED])
-def test_any_lead_can_be_disqualified(current):
+@pytest.mark.parametrize("current", [Stage.SUBSCRIBER, Stage.LEAD, Stage.MQL, Stage.SQL, Stage.OPPORTUNITY, Stage.RECYCLED])
+def test_any_lead_short_of_a_customer_can_be_disqualified(current):
     check_move(current, Stage.DISQUALIFIED)
 
 
-@pytest.mark.parametrize("target", list(Stage))
-def test_a_disqualified_lead_stays_disqualified(target):
+def test_a_customer_is_not_disqualified():
+    with pytest.raises(StageMoveRefused, match="customer is not disqualified"):
+        check_move(Stage.CUSTOMER, Stage.DISQUALIFIED)
+
+
+@pytest.mark.parametrize("target", [stage for stage in Stage if stage is not Stage.RECYCLED])
+def test_a_disqualified_lead_leaves_its_stage_only_by_a_recycle(target):
     with pytest.raises(StageMoveRefused):
         check_move(Stage.DISQUALIFIED, target)
+    check_move(Stage.DISQUALIFIED, Stage.RECYCLED)
 
 
 @pytest.mark.parametrize("target", list(Stage))
@@ -435,7 +441,7 @@ def test_absorbing_nothing_is_a_mistake():
 # ------------------------------------------------------------------------------------------ moves people ask for
 
 def test_a_person_recycles_an_mql_with_the_reason_recorded():
-    moved = move_by_person(lead(Stage.MQL, crossings=1), Stage.RECYCLED, "no budget this year", NOW)
+    moved = move_by_person(lead(Stage.MQL, crossings=1), Stage.RECYCLED, "no budget this year", NOW, fit=fit())
     assert moved.state.stage is Stage.RECYCLED and moved.state.stage_changed_at == NOW
     assert [(c.from_stage, c.to_stage, c.reason) for c in moved.changes] == [
         (Stage.MQL, Stage.RECYCLED, "recycled: no budget this year")]
@@ -443,35 +449,53 @@ def test_a_person_recycles_an_mql_with_the_reason_recorded():
 
 
 def test_a_person_disqualifies_a_lead_and_it_stays_disqualified_when_scored_again():
-    moved = move_by_person(lead(Stage.MQL), Stage.DISQUALIFIED, "spam sign-up", NOW)
+    moved = move_by_person(lead(Stage.MQL), Stage.DISQUALIFIED, "spam sign-up", NOW, fit=fit())
     assert moved.changes[0].reason == "disqualified: spam sign-up"
     again = qualify(moved.state, facts(score=25000, hand_raise=demo(NOW + HOUR)), RULES, NOW + DAY)
     assert again.state.stage is Stage.DISQUALIFIED and again.changes == () and again.triggers == ()
 
 
 def test_a_sales_stage_a_person_reports_moves_forward_only():
-    assert move_by_person(lead(Stage.MQL), Stage.SQL, "accepted on the intro call", NOW).state.stage is Stage.SQL
+    accepted = move_by_person(lead(Stage.MQL), Stage.SQL, "accepted on the intro call", NOW, fit=fit())
+    assert accepted.state.stage is Stage.SQL
     with pytest.raises(StageMoveRefused, match="only move forward"):
-        move_by_person(lead(Stage.OPPORTUNITY), Stage.SQL, "typo", NOW)
+        move_by_person(lead(Stage.OPPORTUNITY), Stage.SQL, "typo", NOW, fit=fit())
 
 
 @pytest.mark.parametrize("target", [Stage.SUBSCRIBER, Stage.LEAD, Stage.MQL])
 def test_marketing_stages_are_reached_by_the_rules_not_by_a_person(target):
     with pytest.raises(StageMoveRefused, match="scoring rules alone"):
-        move_by_person(lead(Stage.LEAD), target, "they look ready", NOW)
+        move_by_person(lead(Stage.LEAD), target, "they look ready", NOW, fit=fit())
 
 
 @pytest.mark.parametrize("target", [Stage.RECYCLED, Stage.DISQUALIFIED, Stage.SQL])
 def test_a_move_a_person_asks_for_needs_a_reason(target):
     with pytest.raises(StageMoveRefused, match="needs a reason"):
-        move_by_person(lead(Stage.MQL), target, "  ", NOW)
+        move_by_person(lead(Stage.MQL), target, "  ", NOW, fit=fit())
 
 
 def test_a_lead_never_scored_has_no_stage_to_move_from():
     with pytest.raises(StageMoveRefused, match="not been scored"):
-        move_by_person(None, Stage.RECYCLED, "no answer", NOW)
+        move_by_person(None, Stage.RECYCLED, "no answer", NOW, fit=fit())
 
 
-def test_a_disqualified_lead_cannot_be_recycled_back_into_the_funnel():
-    with pytest.raises(StageMoveRefused):
-        move_by_person(disqualify(lead(Stage.MQL), "competitor", NOW).state, Stage.RECYCLED, "changed my mind", NOW)
+def test_a_lead_disqualified_by_mistake_goes_back_to_nurture_by_a_person_s_recycle():
+    out = disqualify(lead(Stage.MQL, crossings=1), "looked like spam", NOW).state
+    back = move_by_person(out, Stage.RECYCLED, "a real buyer after all", NOW + HOUR, fit=fit())
+    assert back.state.stage is Stage.RECYCLED and back.state.crossings == 1 and back.triggers == ()
+    assert [(c.from_stage, c.to_stage, c.reason) for c in back.changes] == [
+        (Stage.DISQUALIFIED, Stage.RECYCLED, "recycled: a real buyer after all")]
+    # ... and is handed over again only on a new hand-raise, as any recycled lead
+    assert qualify(back.state, facts(score=500, hand_raise=demo(NOW)), RULES, NOW + DAY).state.stage is Stage.RECYCLED
+    assert qualify(back.state, facts(score=500, hand_raise=demo(NOW + DAY)), RULES, NOW + DAY).state.stage is Stage.MQL
+
+
+def test_a_lead_its_fit_still_disqualifies_is_not_taken_back():
+    out = qualify(lead(Stage.LEAD), facts(disqualified="works for a competitor"), RULES, NOW).state
+    with pytest.raises(StageMoveRefused, match=r"fit still disqualifies it \(works for a competitor\)"):
+        move_by_person(out, Stage.RECYCLED, "they left the competitor", NOW, fit=fit(disqualified="works for a competitor"))
+
+
+def test_a_person_cannot_disqualify_a_customer():
+    with pytest.raises(StageMoveRefused, match="customer is not disqualified"):
+        move_by_person(lead(Stage.CUSTOMER), Stage.DISQUALIFIED, "churned", NOW, fit=fit())

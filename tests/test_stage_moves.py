@@ -35,8 +35,17 @@ def mql(engine, name="ana", source="web"):
     return rulebook, version_id, lead_id
 
 
-def move(engine, emails_, to, reason="no budget this year", by="jane@revops.example", now=LATER):
-    return move_leads(engine, emails_, to, reason, requested_by=by, now=now, run_id="move-run")
+def move(engine, emails_, to, reason="no budget this year", by="jane@revops.example", now=LATER, rulebook=None):
+    return move_leads(engine, emails_, to, reason, rulebook=rulebook or load_rulebook(CONFIG_DIR), requested_by=by,
+                      now=now, run_id="move-run")
+
+
+def naming_acme_a_competitor(tmp_path):
+    """The shipped rulebook, with acme.example added to the competitors' domains."""
+    shutil.copytree(CONFIG_DIR, tmp_path / "config")
+    rules = tmp_path / "config" / "scoring.yaml"
+    rules.write_text(rules.read_text().replace("[rivalrevops.example]", "[rivalrevops.example, acme.example]"))
+    return load_rulebook(tmp_path / "config")
 
 
 def test_recycling_an_mql_records_who_and_why_and_withdraws_its_routing_but_not_its_crm_sync(engine):
@@ -73,14 +82,45 @@ def test_a_new_hand_raise_after_a_recycle_hands_the_lead_over_again(engine):
     assert len(open_routing) == 1  # the new crossing's; the recycled one's stays withdrawn
 
 
-def test_a_disqualified_lead_stays_out_whatever_it_does_next(engine):
+def test_a_disqualified_lead_stays_out_until_a_person_takes_it_back_with_a_reason(engine):
     rulebook, version_id, lead_id = mql(engine)
     move(engine, ["ana@acme.example"], Stage.DISQUALIFIED, reason="a reseller, not a buyer")
     write(engine, "web", activity("ana-2", "contact_sales", email="ana@acme.example", source="web"))
     assert not score_dirty(engine, rulebook, version_id).new_mqls
     assert states(engine)[lead_id][0] == "disqualified"
-    with pytest.raises(MoveRefused, match="stays disqualified"):
-        move(engine, ["ana@acme.example"], Stage.RECYCLED)
+
+    back = move(engine, ["ana@acme.example"], Stage.RECYCLED, reason="buys for her own firm too",
+                now=LATER + timedelta(minutes=1))
+    why = "recycled: buys for her own firm too (by jane@revops.example)"
+    assert [(m.from_stage, m.to_stage, m.reason) for m in back.moved] == [("disqualified", "recycled", why)]
+    assert history(engine, lead_id)[-1] == ("disqualified", "recycled", why)
+    # Back in nurture: the contact-sales request made while she was out does not hand her over; a new one does.
+    write(engine, "web", build_activity(source="web", external_id="ana-3", type_name="email_open", raw={},
+                                        occurred_at=LATER + timedelta(minutes=5), email="ana@acme.example"))
+    assert not score_dirty(engine, rulebook, version_id).new_mqls and states(engine)[lead_id][0] == "recycled"
+    write(engine, "web", build_activity(source="web", external_id="ana-4", type_name="demo_request", raw={},
+                                        occurred_at=LATER + timedelta(minutes=6), email="ana@acme.example"))
+    with engine.connect() as conn:
+        dirty = store.dirty_leads(conn, 10)
+    outcome = score_chunk(engine, rulebook, version_id, [lead_id], now=LATER + timedelta(hours=1), run_id="r3",
+                          rebuild=[lead_id], dirty=dirty)
+    assert [m.lead_id for m in outcome.new_mqls] == [lead_id] and states(engine)[lead_id][0] == "mql"
+
+
+def test_a_lead_its_fit_disqualifies_is_taken_back_only_once_the_rulebook_no_longer_does(engine, tmp_path):
+    _, _, lead_id = mql(engine)
+    competitor = naming_acme_a_competitor(tmp_path)
+    with engine.begin() as conn:
+        version_id = store.ensure_version(conn, competitor, LATER)
+    score_chunk(engine, competitor, version_id, [lead_id], now=LATER, run_id="r", rebuild=[lead_id])
+    assert states(engine)[lead_id][0] == "disqualified"
+
+    with pytest.raises(MoveRefused, match=r"fit still disqualifies it \(works for a competitor\)"):
+        move(engine, ["ana@acme.example"], Stage.RECYCLED, reason="acme is a customer, not a rival", rulebook=competitor)
+    assert states(engine)[lead_id][0] == "disqualified"
+    # The marketers take acme.example off the list: the shipped rulebook no longer disqualifies her.
+    move(engine, ["ana@acme.example"], Stage.RECYCLED, reason="acme is a customer, not a rival")
+    assert states(engine)[lead_id][0] == "recycled"
 
 
 def test_sales_stages_a_person_records_close_the_routing_sales_no_longer_needs(engine):
@@ -94,7 +134,7 @@ def test_sales_stages_a_person_records_close_the_routing_sales_no_longer_needs(e
 def test_all_the_moves_or_none_with_every_problem_listed(engine):
     _, _, ana = mql(engine, "ana")
     _, _, bo = mql(engine, "bo")
-    move(engine, ["bo@acme.example"], Stage.DISQUALIFIED, reason="competitor's consultant")
+    move(engine, ["bo@acme.example"], Stage.CUSTOMER, reason="signed last week")
     before = (states(engine), queue_rows(engine), history(engine, ana))
 
     with pytest.raises(MoveRefused) as refused:
@@ -103,7 +143,7 @@ def test_all_the_moves_or_none_with_every_problem_listed(engine):
     assert refused.value.problems == [
         "'not an address' is not an e-mail address",
         "nobody@acme.example: no lead has this address",
-        f"bo@acme.example (lead {bo}): a disqualified lead stays disqualified (asked: recycled)",
+        f"bo@acme.example (lead {bo}): only a lead in the funnel can be recycled, not a customer",
     ]
     assert (states(engine), queue_rows(engine), history(engine, ana)) == before
 
@@ -134,10 +174,7 @@ def test_a_lead_never_scored_and_an_address_merged_away_are_answered_as_people(e
 def test_a_lead_disqualified_by_its_fit_after_its_handoff_was_queued_has_its_routing_withdrawn(engine, tmp_path):
     _, _, lead_id = mql(engine)
     # The rulebook now names acme.example a competitor: the rescore disqualifies the MQL before any rep got it.
-    shutil.copytree(CONFIG_DIR, tmp_path / "config")
-    rules = tmp_path / "config" / "scoring.yaml"
-    rules.write_text(rules.read_text().replace("[rivalrevops.example]", "[rivalrevops.example, acme.example]"))
-    rulebook = load_rulebook(tmp_path / "config")
+    rulebook = naming_acme_a_competitor(tmp_path)
     with engine.begin() as conn:
         version_id = store.ensure_version(conn, rulebook, LATER)
     outcome = score_chunk(engine, rulebook, version_id, [lead_id], now=LATER, run_id="r", rebuild=[lead_id])
