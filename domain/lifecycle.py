@@ -71,6 +71,10 @@ class LeadState:
     cold: bool = False
     qualified_at: datetime | None = None
     stage_changed_at: datetime | None = None
+    # The stage the fit's disqualifiers took a disqualified lead out of; None when a person disqualified it (or it
+    # is not disqualified). The rules take back only what the rules took: when a rulebook change means the fit
+    # no longer disqualifies the lead, it returns there.
+    fit_disqualified_from: Stage | None = None
 
 
 @dataclass(frozen=True)
@@ -132,13 +136,26 @@ def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: 
         # engaged once, decayed since: back to nurture
         cold=peak >= policy.cold_engaged_at and facts.score < policy.cold_below,
         qualified_at=state.qualified_at, stage_changed_at=state.stage_changed_at,
+        fit_disqualified_from=state.fit_disqualified_from,
     )
 
     if facts.fit.disqualified and state.stage not in (*SALES_OWNED, Stage.DISQUALIFIED):
+        left = state.stage
         state = _move(state, Stage.DISQUALIFIED, f"disqualified: {facts.fit.disqualified}", now, changes)
-        return Qualification(state, tuple(changes))
+        return Qualification(replace(state, fit_disqualified_from=left), tuple(changes))
     if state.stage is Stage.DISQUALIFIED:
-        return Qualification(state, tuple(changes))
+        if state.fit_disqualified_from is None or facts.fit.disqualified:
+            return Qualification(state, tuple(changes))
+        # The rulebook no longer disqualifies what its fit rules disqualified: back where the lead stood. An MQL's
+        # handoff was withdrawn when it left, so coming back is a handoff again, a crossing of its own.
+        back = state.fit_disqualified_from
+        reason = "reinstated: the fit no longer disqualifies it"
+        changes.append(StageChange(Stage.DISQUALIFIED, back, reason))
+        state = replace(state, stage=back, stage_changed_at=now, fit_disqualified_from=None)
+        if back is Stage.MQL:
+            crossings = state.crossings + 1
+            state = replace(state, crossings=crossings, qualified_at=now)
+            triggers.append(Trigger("mql", crossings, reason))
 
     if state.stage is Stage.SUBSCRIBER and facts.has_details:
         state = _move(state, Stage.LEAD, "gave details beyond an e-mail", now, changes)
@@ -201,7 +218,7 @@ def absorb(state: LeadState | None, merged: list[tuple[int, LeadState]]) -> tupl
         state if state is not None else winner,
         stage=winner.stage, stage_changed_at=winner.stage_changed_at, mql_armed=winner.mql_armed,
         peak_score=max(s.peak_score for s in records), crossings=sum(s.crossings for s in records),
-        qualified_at=max(qualified) if qualified else None,
+        qualified_at=max(qualified) if qualified else None, fit_disqualified_from=winner.fit_disqualified_from,
     )
     changes: tuple[StageChange, ...] = ()
     if state is None or state.stage is not winner.stage:
@@ -217,7 +234,7 @@ def recycle(state: LeadState, reason: str, now: datetime) -> Qualification:
         raise StageMoveRefused("recycling needs a reason")
     changes: list[StageChange] = []
     state = _move(state, Stage.RECYCLED, f"recycled: {reason}", now, changes)
-    return Qualification(state, tuple(changes))
+    return Qualification(replace(state, fit_disqualified_from=None), tuple(changes))
 
 
 def disqualify(state: LeadState, reason: str, now: datetime) -> Qualification:
@@ -228,7 +245,7 @@ def disqualify(state: LeadState, reason: str, now: datetime) -> Qualification:
         raise StageMoveRefused("disqualifying needs a reason")
     changes: list[StageChange] = []
     state = _move(state, Stage.DISQUALIFIED, f"disqualified: {reason}", now, changes)
-    return Qualification(state, tuple(changes))
+    return Qualification(replace(state, fit_disqualified_from=None), tuple(changes))
 
 
 # What a person may move a lead to; marketing's own stages (subscriber, lead, MQL) move by the rules alone.

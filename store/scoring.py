@@ -329,7 +329,7 @@ def last_hand_raises(conn: Connection, lead_ids: Sequence[int], kinds: Iterable[
 
 
 _STATE_COLUMNS = ("lead_id", "version_id", "score", "peak_score", "fit_points", "fit_grade", "stage", "stage_changed_at",
-                  "mql_armed", "crossings", "cold", "qualified_at", "scored_at")
+                  "mql_armed", "crossings", "cold", "qualified_at", "scored_at", "fit_disqualified_from")
 
 
 def load_states(conn: Connection, lead_ids: Sequence[int], *, lock: bool = False) -> dict[int, LeadState]:
@@ -345,11 +345,13 @@ def load_states(conn: Connection, lead_ids: Sequence[int], *, lock: bool = False
 
 
 def _state(row: Sequence) -> LeadState:
-    _lead_id, _version, score, peak, fit_points, fit_grade, stage, changed_at, armed, crossings, cold, qualified_at, _ = row
+    (_lead_id, _version, score, peak, fit_points, fit_grade, stage, changed_at, armed, crossings, cold, qualified_at, _,
+     disqualified_from) = row
     return LeadState(
         stage=_STAGES[stage], score=score, peak_score=peak, fit_points=fit_points, fit_grade=fit_grade,
         mql_armed=bool(armed), crossings=crossings, cold=bool(cold),
         qualified_at=from_db_time(qualified_at) if qualified_at else None, stage_changed_at=from_db_time(changed_at),
+        fit_disqualified_from=_STAGES[disqualified_from] if disqualified_from else None,
     )
 
 
@@ -440,7 +442,7 @@ def save_qualifications(
     rows = [
         (lead_id, version_id, q.state.score, q.state.peak_score, q.state.fit_points, q.state.fit_grade, q.state.stage.value,
          stamp(q.state.stage_changed_at or now), q.state.mql_armed, q.state.crossings, q.state.cold,
-         stamp(q.state.qualified_at), at)
+         stamp(q.state.qualified_at), at, q.state.fit_disqualified_from and q.state.fit_disqualified_from.value)
         for lead_id, q in sorted(results.items())
     ]
     new = [row for row in rows if row[0] in first]

@@ -201,6 +201,9 @@ class LeadState(SQLModel, table=True):
     cold: bool = Field(sa_column=Column(Boolean, nullable=False))
     qualified_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     scored_at: datetime = Field(sa_column=utc_column(nullable=False))
+    # The stage the fit's disqualifiers took a disqualified lead out of, where it returns when they no longer
+    # apply; NULL when a person disqualified it, or it is not disqualified
+    fit_disqualified_from: str | None = Field(default=None, sa_column=Column(String(20), nullable=True))
 
 
 class StageChange(SQLModel, table=True):

@@ -19,6 +19,7 @@ from domain.lifecycle import (
     LeadState,
     Stage,
     MERGE_RANK,
+    StageChange,
     StageMoveRefused,
     absorb,
     advance,
@@ -255,6 +256,42 @@ def test_a_new_competitor_is_disqualified_on_first_sight():
     assert [c.to_stage for c in q.changes] == [Stage.LEAD, Stage.DISQUALIFIED]
 
 
+@pytest.mark.parametrize("stage", [Stage.SUBSCRIBER, Stage.LEAD, Stage.RECYCLED])
+def test_a_lead_the_fit_disqualified_returns_where_it_stood_once_the_fit_no_longer_does(stage):
+    out = qualify(lead(stage), facts(score=500, disqualified="works for a competitor"), RULES, NOW).state
+    assert out.stage is Stage.DISQUALIFIED and out.fit_disqualified_from is stage
+    still = qualify(out, facts(score=500, disqualified="works for a competitor"), RULES, NOW + DAY)
+    assert still.state == out and still.changes == ()
+
+    back = qualify(out, facts(score=500), RULES, NOW + DAY)  # the domain is off the competitors' list now
+    assert back.changes[0] == StageChange(Stage.DISQUALIFIED, stage, "reinstated: the fit no longer disqualifies it")
+    assert back.state.stage is (Stage.LEAD if stage is Stage.SUBSCRIBER else stage)  # then the rules go on as ever
+    assert back.state.fit_disqualified_from is None and back.triggers == ()
+
+
+def test_a_lead_the_fit_disqualified_goes_on_to_mql_when_its_score_says_so_once_back():
+    out = qualify(lead(Stage.LEAD), facts(score=15000, disqualified="works for a competitor"), RULES, NOW).state
+    back = qualify(out, facts(score=15000), RULES, NOW + DAY)
+    assert [c.to_stage for c in back.changes] == [Stage.LEAD, Stage.MQL] and [t.crossing for t in back.triggers] == [1]
+
+
+def test_an_mql_the_fit_disqualified_is_handed_over_again_once_back():
+    # Its routing was withdrawn when it left: coming back is a handoff of its own, a new crossing.
+    mql = lead(Stage.MQL, crossings=1, mql_armed=False, qualified_at=NOW - DAY)
+    out = qualify(mql, facts(score=15000, disqualified="works for a competitor"), RULES, NOW).state
+    back = qualify(out, facts(score=15000), RULES, NOW + DAY)
+    assert back.state.stage is Stage.MQL and back.state.crossings == 2 and back.state.qualified_at == NOW + DAY
+    assert [(t.kind, t.crossing, t.reason) for t in back.triggers] == [
+        ("mql", 2, "reinstated: the fit no longer disqualifies it")]
+    assert qualify(back.state, facts(score=15000), RULES, NOW + 2 * DAY).triggers == ()  # and once only
+
+
+def test_a_lead_a_person_disqualified_stays_out_when_the_fit_is_clean():
+    out = move_by_person(lead(Stage.LEAD), Stage.DISQUALIFIED, "spam sign-up", NOW, fit=fit()).state
+    assert out.fit_disqualified_from is None
+    assert qualify(out, facts(score=15000), RULES, NOW + DAY).state.stage is Stage.DISQUALIFIED
+
+
 @pytest.mark.parametrize("stage", [Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER])
 def test_a_disqualifier_does_not_overrule_sales(stage):
     q = qualify(lead(stage), facts(disqualified="works for a competitor"), RULES, NOW)
@@ -364,13 +401,14 @@ def test_the_score_and_fit_are_kept_on_the_state():
 def test_qualifying_keeps_what_the_new_facts_do_not_decide():
     # A sales-owned lead with a history: the new score and fit change, its stage, crossings and times stay.
     before = LeadState(stage=Stage.SQL, score=9000, peak_score=12000, fit_points=5000, fit_grade="B", mql_armed=False,
-                       crossings=2, cold=False, qualified_at=NOW - 9 * DAY, stage_changed_at=NOW - 3 * DAY)
+                       crossings=2, cold=False, qualified_at=NOW - 9 * DAY, stage_changed_at=NOW - 3 * DAY,
+                       fit_disqualified_from=Stage.LEAD)
     after = qualify(before, facts(score=8000, grade="A"), RULES, NOW).state
     assert after == replace(before, score=8000, fit_points=8000, fit_grade="A")
     # qualify builds the new state field by field: a field added to LeadState must be carried there too
     assert set(LeadState.__dataclass_fields__) == {
         "stage", "score", "peak_score", "fit_points", "fit_grade", "mql_armed", "crossings", "cold", "qualified_at",
-        "stage_changed_at"}
+        "stage_changed_at", "fit_disqualified_from"}
 
 
 # ------------------------------------------------------------------------------------------ merges
@@ -417,6 +455,12 @@ def test_a_disqualified_record_does_not_disqualify_the_person_but_the_merged_fac
     assert merged.state.stage is Stage.LEAD
     q = qualify(merged.state, facts(score=500, disqualified="competitor domain"), RULES, NOW)
     assert q.state.stage is Stage.DISQUALIFIED
+
+
+def test_a_person_merged_from_records_the_fit_disqualified_can_return_where_the_furthest_stood():
+    merged, _ = absorb(None, [(7, lead(Stage.DISQUALIFIED, fit_disqualified_from=Stage.MQL)),
+                              (9, lead(Stage.DISQUALIFIED, fit_disqualified_from=Stage.LEAD))])
+    assert merged.state.fit_disqualified_from is Stage.MQL
 
 
 def test_of_equal_records_the_lead_that_remains_wins_then_the_first_merged():

@@ -25,7 +25,9 @@ from config.settings import CONFIG_DIR
 from domain.activity import ActivityRecord, ActivityType, PersonRecord
 from domain.explain import LedgerEntry, explain_score
 from domain.fit import FitAssessment
-from domain.lifecycle import FUNNEL, LeadFacts, Stage, StageMoveRefused, advance, qualify, recycle
+from domain.lifecycle import (
+    FUNNEL, SALES_OWNED, LeadFacts, Stage, StageMoveRefused, advance, disqualify, qualify, recycle,
+)
 from domain.rules import (
     DecayPolicy,
     FunnelStage,
@@ -194,20 +196,23 @@ def test_caps_and_repeat_rules_hold_for_every_rule(rulebook, history):
 
 
 # A random walk through the lifecycle: whatever happens, stages only move forward except by recycle and
-# disqualify, and every MQL trigger is a new, numbered crossing.
+# disqualify (and a lead the fit took out returning where it stood once the fit no longer disqualifies it), and
+# every MQL trigger is a new, numbered crossing.
 steps = st.one_of(
     st.tuples(st.just("score"), st.integers(-2000, 20000), st.sampled_from("ABCD"), st.booleans(),
               st.one_of(st.none(), st.integers(-5, 40)), st.booleans()),
     st.tuples(st.just("recycle")),
+    st.tuples(st.just("disqualify")),
     st.tuples(st.just("advance"), st.sampled_from([Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER])),
 )
 
 
 @PURE
-@given(walk=st.lists(steps, min_size=1, max_size=25), competitor_at=st.one_of(st.none(), st.integers(0, 25)))
-def test_a_lead_only_moves_forward_except_by_recycle_or_disqualify_and_each_crossing_fires_once(walk, competitor_at):
+@given(walk=st.lists(steps, min_size=1, max_size=25), competitor=st.sets(st.integers(0, 25), max_size=6))
+def test_a_lead_only_moves_forward_except_by_recycle_or_disqualify_and_each_crossing_fires_once(walk, competitor):
     state, crossings, below_since_last = None, 0, True
     last_raise = None
+    taken_by_fit = None  # the stage the fit took the lead out of, while it is out on the fit's word
     for n, step in enumerate(walk):
         now = BASE + timedelta(days=n)
         before = state.stage if state else None
@@ -215,36 +220,49 @@ def test_a_lead_only_moves_forward_except_by_recycle_or_disqualify_and_each_cros
             _, score, grade, details, raised_days, _ = step
             if raised_days is not None:
                 last_raise = (BASE + timedelta(days=raised_days), ActivityType.DEMO_REQUEST)
-            f = LeadFacts(score=score, fit=FitAssessment(points=0, grade=grade, lines=(),
-                                                         disqualified="competitor" if n == competitor_at else None),
+            disqualified = "competitor" if n in competitor else None
+            f = LeadFacts(score=score, fit=FitAssessment(points=0, grade=grade, lines=(), disqualified=disqualified),
                           has_details=details, last_hand_raise=last_raise)
             q = qualify(state, f, SHIPPED, now)
             for change in q.changes:
-                if change.from_stage in FUNNEL and change.to_stage in FUNNEL:
+                if change.from_stage is Stage.DISQUALIFIED:  # only the fit's own doing is undone by the rules
+                    assert (taken_by_fit, disqualified) == (change.to_stage, None)
+                    assert change.reason == "reinstated: the fit no longer disqualifies it"
+                    taken_by_fit = None
+                elif change.to_stage is Stage.DISQUALIFIED:
+                    assert disqualified and change.from_stage not in SALES_OWNED
+                    taken_by_fit = change.from_stage
+                elif change.from_stage in FUNNEL and change.to_stage in FUNNEL:
                     assert FUNNEL.index(change.to_stage) > FUNNEL.index(change.from_stage)
+                elif change.from_stage is Stage.RECYCLED:
+                    assert change.to_stage is Stage.MQL
                 else:
-                    assert change.from_stage in (None, Stage.RECYCLED) or change.to_stage is Stage.DISQUALIFIED
-                if change.from_stage is Stage.RECYCLED:
-                    assert change.to_stage in (Stage.MQL, Stage.DISQUALIFIED)
+                    assert change.from_stage is None
             for trigger in q.triggers:
                 crossings += 1
                 assert trigger.crossing == crossings
                 assert q.state.stage is Stage.MQL and q.changes[-1].to_stage is Stage.MQL
-                assert below_since_last or trigger.reason.startswith("hand-raise")
+                assert below_since_last or trigger.reason.startswith(("hand-raise", "reinstated"))
                 below_since_last = False
             if score < SHIPPED.qualification.rearm_below:
                 below_since_last = True
             assert len(q.triggers) <= 1
             state = q.state
+            if before is Stage.DISQUALIFIED and state.stage is not Stage.DISQUALIFIED:
+                assert not disqualified and q.changes[0].from_stage is Stage.DISQUALIFIED
         elif state is not None:
             try:
-                q = recycle(state, "sales said no", now) if step[0] == "recycle" else advance(state, step[1], "CRM", now)
+                if step[0] == "recycle":
+                    q = recycle(state, "sales said no", now)
+                elif step[0] == "disqualify":
+                    q = disqualify(state, "spam", now)
+                else:
+                    q = advance(state, step[1], "CRM", now)
             except StageMoveRefused:
                 continue
-            state = q.state
-        if before is Stage.DISQUALIFIED:
-            assert state.stage is Stage.DISQUALIFIED
+            state, taken_by_fit = q.state, None  # a person's move: the rules leave a person's disqualification be
         assert state is None or state.crossings == crossings
+        assert state is None or state.fit_disqualified_from is taken_by_fit
 
 
 # ------------------------------------------------------------------------------------------ SQL == Python

@@ -183,6 +183,32 @@ def test_a_lead_disqualified_by_its_fit_after_its_handoff_was_queued_has_its_rou
         ("crm_sync", False, None, None), ("routing", True, "disqualified", "disqualified: works for a competitor")]
 
 
+def test_leads_the_fit_disqualified_by_a_rulebook_mistake_return_with_the_fixed_rulebook_and_a_person_s_stay_out(
+        engine, tmp_path):
+    rulebook, version_id, ana = mql(engine, "ana")
+    _, _, bo = mql(engine, "bo")
+    move(engine, ["bo@acme.example"], Stage.DISQUALIFIED, reason="a reseller, not a buyer")
+    # A marketer names acme.example a competitor by mistake: the rescore takes Ana out, her routing withdrawn ...
+    competitor = naming_acme_a_competitor(tmp_path)
+    with engine.begin() as conn:
+        wrong = store.ensure_version(conn, competitor, LATER)
+    score_chunk(engine, competitor, wrong, [ana, bo], now=LATER, run_id="wrong", rebuild=[ana, bo])
+    assert states(engine)[ana][0] == "disqualified"
+
+    # ... and the rescore with the list put right hands her over again, as a new crossing; Bo stays out.
+    fixed_at = LATER + timedelta(hours=1)
+    outcome = score_chunk(engine, rulebook, version_id, [ana, bo], now=fixed_at, run_id="fixed", rebuild=[ana, bo])
+    assert states(engine)[ana][0] == "mql" and states(engine)[bo][0] == "disqualified"
+    assert outcome.stage_changes == {"disqualified -> mql": 1}
+    assert [(m.lead_id, m.reason) for m in outcome.new_mqls] == [(ana, "reinstated: the fit no longer disqualifies it")]
+    assert history(engine, ana)[-2:] == [("mql", "disqualified", "disqualified: works for a competitor"),
+                                         ("disqualified", "mql", "reinstated: the fit no longer disqualifies it")]
+    assert sorted((r.queue, r.done_at is None, r.outcome) for r in queue_rows(engine) if r.lead_id == ana) == [
+        ("crm_sync", True, None), ("crm_sync", True, None), ("routing", False, "disqualified"), ("routing", True, None)]
+    again = score_chunk(engine, rulebook, version_id, [ana, bo], now=fixed_at, run_id="again", rebuild=[ana, bo])
+    assert again.stage_changes == {} and again.new_mqls == []
+
+
 def test_a_scoring_pass_at_work_on_the_lead_does_not_write_a_move_away(engine, monkeypatch):
     # A decay pass (which holds no mark) has read the MQL's facts when a person recycles the lead; the pass
     # saves after. The lead must stay recycled, with the pass's score: the two take turns on the lead's state.
