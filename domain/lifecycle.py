@@ -34,8 +34,9 @@ class StageMoveRefused(ValueError):
 
 def check_move(current: Stage | None, target: Stage) -> None:
     """Stages only move forward along the funnel; recycle and disqualify are the only ways back or out.
-    A recycled lead re-enters the funnel at MQL or later. A disqualified lead leaves its stage only by a recycle
-    (a person's, with the reason: the disqualification was a mistake); a customer is never disqualified."""
+    A recycled lead re-enters the funnel at MQL or later. A disqualified lead leaves its stage by a person's
+    recycle (with the reason: the disqualification was a mistake), or, when the fit's disqualifiers took it out
+    and no longer apply, by the rules' own reinstatement in qualify(); a customer is never disqualified."""
     if current is None:
         return
     if target is Stage.DISQUALIFIED:
