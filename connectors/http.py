@@ -69,6 +69,11 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, moment.timestamp() - time.time())
 
 
+# The jitter's own generator: drawing from the module-level one would move the random state of everything else
+# in the process (a test framework replaying examples from it, say) whenever a request is retried.
+_JITTER = random.Random()
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Exponential backoff with full jitter, capped at `cap`; a wait the API asks for (Retry-After, a rate
@@ -80,7 +85,7 @@ class Backoff:
     max_asked: float = 300.0
 
     def wait(self, attempt: int, asked: float | None) -> float:
-        jittered = random.uniform(0, min(self.cap, self.base * 2 ** (attempt - 1)))
+        jittered = _JITTER.uniform(0, min(self.cap, self.base * 2 ** (attempt - 1)))
         return max(jittered, min(asked or 0.0, self.max_asked))
 
 
