@@ -39,15 +39,14 @@ def check_move(current: Stage | None, target: Stage) -> None:
     and no longer apply, by the rules' own reinstatement in qualify(); a customer is never disqualified."""
     if current is None:
         return
-    if target is Stage.DISQUALIFIED:
-        if current is Stage.CUSTOMER:
-            raise StageMoveRefused("a customer is not disqualified: sales owns the account")
-        if current is not Stage.DISQUALIFIED:
-            return
     if current is Stage.DISQUALIFIED:
         if target is Stage.RECYCLED:
             return
         raise StageMoveRefused(f"a disqualified lead comes back only by a recycle, with the reason (asked: {target})")
+    if target is Stage.DISQUALIFIED:
+        if current is Stage.CUSTOMER:
+            raise StageMoveRefused("a customer is not disqualified: sales owns the account")
+        return
     if target is Stage.RECYCLED:
         if current in (Stage.MQL, Stage.SQL, Stage.OPPORTUNITY, Stage.LEAD):
             return
@@ -154,9 +153,7 @@ def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: 
         changes.append(StageChange(Stage.DISQUALIFIED, back, reason))
         state = replace(state, stage=back, stage_changed_at=now, fit_disqualified_from=None)
         if back is Stage.MQL:
-            crossings = state.crossings + 1
-            state = replace(state, crossings=crossings, qualified_at=now)
-            triggers.append(Trigger("mql", crossings, reason))
+            state = _hand_over(state, reason, now, triggers, armed=state.mql_armed)
 
     if state.stage is Stage.SUBSCRIBER and facts.has_details:
         state = _move(state, Stage.LEAD, "gave details beyond an e-mail", now, changes)
@@ -165,12 +162,17 @@ def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: 
         reason = _mql_reason(state, facts, rulebook)
         if reason:
             state = _move(state, Stage.MQL, reason, now, changes)
-            crossings = state.crossings + 1
             # A hand-raise can qualify a lead whose score is already below the band: the trigger is then armed
             # at once, as the next run would find it (rescoring twice must change nothing).
-            state = replace(state, mql_armed=facts.score < policy.rearm_below, crossings=crossings, qualified_at=now)
-            triggers.append(Trigger("mql", crossings, reason))
+            state = _hand_over(state, reason, now, triggers, armed=facts.score < policy.rearm_below)
     return Qualification(state, tuple(changes), tuple(triggers))
+
+
+def _hand_over(state: LeadState, reason: str, now: datetime, triggers: list[Trigger], *, armed: bool) -> LeadState:
+    """An MQL handed to sales: the next crossing, numbered, its trigger fired, the qualification's time kept."""
+    crossings = state.crossings + 1
+    triggers.append(Trigger("mql", crossings, reason))
+    return replace(state, mql_armed=armed, crossings=crossings, qualified_at=now)
 
 
 def _mql_reason(state: LeadState, facts: LeadFacts, rulebook: Rulebook) -> str | None:

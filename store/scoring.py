@@ -511,19 +511,23 @@ def ledger_lines(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[di
     return grouped
 
 
+def leads_by_email(conn: Connection, emails: Sequence[str]) -> dict[str, int]:
+    """The lead that holds each of these addresses now, in one query: a lead merged away is followed to the lead
+    that remains, through a merge of merges too (the lead it went into may have been merged since). An address
+    no lead has is absent."""
+    rows = select_where_in(
+        conn,
+        "WITH RECURSIVE chain (email, id, merged_into_id) AS ("
+        " SELECT email, id, merged_into_id FROM lead WHERE email {keys}"
+        " UNION SELECT c.email, l.id, l.merged_into_id FROM chain c JOIN lead l ON l.id = c.merged_into_id) "
+        "SELECT email, id FROM chain WHERE merged_into_id IS NULL",
+        list(emails),
+    )
+    return dict(rows)
+
+
 def lead_by_email(conn: Connection, email: str) -> int | None:
-    """The lead that holds this address now: a lead merged away is followed to the lead that remains, through a
-    merge of merges too (the lead it went into may have been merged since)."""
-    rows = select_where_in(conn, "SELECT id, merged_into_id FROM lead WHERE email {keys}", [email])
-    if not rows:
-        return None
-    lead_id, merged_into = rows[0]
-    seen = {lead_id}
-    while merged_into is not None and merged_into not in seen:
-        seen.add(merged_into)
-        lead_id, merged_into = merged_into, conn.execute(
-            select(Lead.__table__.c.merged_into_id).where(Lead.__table__.c.id == merged_into)).scalar_one()
-    return lead_id
+    return leads_by_email(conn, [email]).get(email)
 
 
 def lead_state_row(conn: Connection, lead_id: int) -> dict | None:

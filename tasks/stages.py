@@ -65,12 +65,12 @@ def move_leads(engine, emails: Sequence[str], target: Stage, reason: str, *, rul
         problems.append("no e-mail address given")
     with engine.begin() as conn:
         owners: dict[int, str] = {}  # lead -> the address it was asked by (two addresses may lead to one person)
+        found = scoring.leads_by_email(conn, list(addresses))
         for address in addresses:
-            lead_id = scoring.lead_by_email(conn, address)
-            if lead_id is None:
+            if address not in found:
                 problems.append(f"{address}: no lead has this address")
             else:
-                owners.setdefault(lead_id, address)
+                owners.setdefault(found[address], address)
         states = scoring.load_states(conn, list(owners), lock=True)
         profiles = scoring.lead_profiles(conn, list(owners))
         moves: dict[int, Qualification] = {}
