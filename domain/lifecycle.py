@@ -143,12 +143,13 @@ def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: 
         left = state.stage
         state = _move(state, Stage.DISQUALIFIED, f"disqualified: {facts.fit.disqualified}", now, changes)
         return Qualification(replace(state, fit_disqualified_from=left), tuple(changes))
+    out_since = None  # when the rules took out a lead they return now
     if state.stage is Stage.DISQUALIFIED:
         if state.fit_disqualified_from is None or facts.fit.disqualified:
             return Qualification(state, tuple(changes))
         # The rulebook no longer disqualifies what its fit rules disqualified: back where the lead stood. An MQL's
         # handoff was withdrawn when it left, so coming back is a handoff again, a crossing of its own.
-        back = state.fit_disqualified_from
+        back, out_since = state.fit_disqualified_from, state.stage_changed_at
         reason = "reinstated: the fit no longer disqualifies it"
         changes.append(StageChange(Stage.DISQUALIFIED, back, reason))
         state = replace(state, stage=back, stage_changed_at=now, fit_disqualified_from=None)
@@ -159,7 +160,7 @@ def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: 
         state = _move(state, Stage.LEAD, "gave details beyond an e-mail", now, changes)
 
     if state.stage in QUALIFIABLE:
-        reason = _mql_reason(state, facts, rulebook)
+        reason = _mql_reason(state, facts, rulebook, recycled_since=out_since)
         if reason:
             state = _move(state, Stage.MQL, reason, now, changes)
             # A hand-raise can qualify a lead whose score is already below the band: the trigger is then armed
@@ -175,14 +176,19 @@ def _hand_over(state: LeadState, reason: str, now: datetime, triggers: list[Trig
     return replace(state, mql_armed=armed, crossings=crossings, qualified_at=now)
 
 
-def _mql_reason(state: LeadState, facts: LeadFacts, rulebook: Rulebook) -> str | None:
+def _mql_reason(state: LeadState, facts: LeadFacts, rulebook: Rulebook, *, recycled_since: datetime | None = None) -> str | None:
+    """Why this lead is an MQL now, or None. `recycled_since` stands in for a recycled lead's stage_changed_at in
+    the pass that returns it from a disqualification the rules made (see qualify)."""
     policy = rulebook.qualification
     fit = facts.fit
     if facts.last_hand_raise is not None:
         raised_at, kind = facts.last_hand_raise
         # Only a hand-raise after the last qualification (and after a recycle) counts: an old demo request
-        # must not bounce a recycled lead straight back to sales.
-        since = [t for t in (state.qualified_at, state.stage_changed_at if state.stage is Stage.RECYCLED else None) if t]
+        # must not bounce a recycled lead straight back to sales. A recycled lead the rules return counts from
+        # when they took it out: a demo requested while it was wrongly out is fresh (one before would have
+        # qualified it then, had its fit allowed).
+        recycled = (recycled_since or state.stage_changed_at) if state.stage is Stage.RECYCLED else None
+        since = [t for t in (state.qualified_at, recycled) if t]
         fresh = not since or raised_at > max(since)
         if fresh and kind in policy.hand_raisers and grade_at_least(fit.grade, policy.hand_raise_min_fit_grade):
             return f"hand-raise: {kind.value} on {raised_at:%Y-%m-%d} with fit {fit.grade}"

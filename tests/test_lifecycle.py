@@ -286,6 +286,28 @@ def test_an_mql_the_fit_disqualified_is_handed_over_again_once_back():
     assert qualify(back.state, facts(score=15000), RULES, NOW + 2 * DAY).triggers == ()  # and once only
 
 
+def test_a_recycled_lead_that_asked_for_a_demo_while_wrongly_out_is_an_mql_once_back():
+    mql = qualify(lead(), facts(score=10000), RULES, NOW - 10 * DAY).state
+    recycled = recycle(mql, "sales rejected", NOW - 5 * DAY).state
+    out = qualify(recycled, facts(score=3000, disqualified="works for a competitor"), RULES, NOW - 3 * DAY).state
+    asked = demo(NOW - DAY)  # the competitors' list named its company by mistake meanwhile
+    assert qualify(out, facts(score=3000, hand_raise=asked, disqualified="works for a competitor"), RULES, NOW).changes == ()
+
+    back = qualify(out, facts(score=3000, hand_raise=asked), RULES, NOW + HOUR)  # the list is fixed
+    assert [(c.from_stage, c.to_stage) for c in back.changes] == [(Stage.DISQUALIFIED, Stage.RECYCLED),
+                                                                  (Stage.RECYCLED, Stage.MQL)]
+    assert [t.crossing for t in back.triggers] == [2]
+    assert qualify(back.state, facts(score=3000, hand_raise=asked), RULES, NOW + 2 * HOUR).changes == ()
+
+
+def test_a_recycled_lead_the_rules_return_still_ignores_a_demo_from_before_its_recycle():
+    mql = qualify(lead(), facts(score=3000, hand_raise=demo(NOW - 10 * DAY)), RULES, NOW - 9 * DAY).state
+    recycled = recycle(mql, "nobody could reach them", NOW - 5 * DAY).state
+    out = qualify(recycled, facts(score=3000, disqualified="works for a competitor"), RULES, NOW - 3 * DAY).state
+    back = qualify(out, facts(score=3000, hand_raise=demo(NOW - 10 * DAY)), RULES, NOW)
+    assert back.state.stage is Stage.RECYCLED and back.triggers == ()
+
+
 def test_a_lead_a_person_disqualified_stays_out_when_the_fit_is_clean():
     out = move_by_person(lead(Stage.LEAD), Stage.DISQUALIFIED, "spam sign-up", NOW, fit=fit()).state
     assert out.fit_disqualified_from is None
