@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from prefect import flow
+from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel
@@ -51,6 +52,28 @@ def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+_WHO = {"incremental": "those with new activities, changed fields or merges since the last run",
+        "decay": "every lead, their points decayed anew", "rescore": "every lead"}
+
+
+class _Progress:
+    """Adds chunk outcomes up and logs the run's progress for whoever watches it: after about every twentieth
+    of the chunks, and after the last."""
+
+    def __init__(self, log, leads: int, chunks: int) -> None:
+        self.log, self.leads, self.chunks, self.done = log, leads, chunks, 0
+        self.every = max(1, -(-chunks // 20))
+
+    def add(self, outcome: ChunkOutcome, chunk: ChunkOutcome) -> None:
+        outcome.add(chunk)
+        self.done += 1
+        if self.done % self.every == 0 or self.done == self.chunks:
+            changes = sum(outcome.stage_changes.values())
+            self.log.info("scored %s of %s leads (%d of %d chunks): %s scores changed, %s stage changes, %s new MQLs",
+                          f"{outcome.leads:,}", f"{self.leads:,}", self.done, self.chunks, f"{outcome.score_changed:,}",
+                          f"{changes:,}", f"{len(outcome.new_mqls):,}")
+
+
 def run_scoring(now: datetime | None, *, force_rescore: bool, reason: str | None) -> ScoreSummary:
     now = now or datetime.now(timezone.utc)
     run_id = flow_run.get_id()
@@ -69,6 +92,7 @@ def run_scoring(now: datetime | None, *, force_rescore: bool, reason: str | None
     else:
         mode = "incremental"
 
+    log = get_run_logger()
     outcome = ChunkOutcome()
     # The leads marked for scoring when the run starts (new activities, changed fields, merges); a lead marked
     # again meanwhile keeps its new mark for the next run.
@@ -79,26 +103,37 @@ def run_scoring(now: datetime | None, *, force_rescore: bool, reason: str | None
         # Every lead. A rescore rebuilds every ledger first, in one set-wise statement; a decay pass rebuilds
         # only the ledgers of the marked leads and re-decays everyone's points.
         if mode == "rescore":
+            log.info("rescore (%s), rulebook version %s: rebuilding every lead's ledger from the activity log",
+                     reason, version_id)
             outcome.ledger_rows = rebuild_all_ledgers(version_id, quote(list(marked.items())))
+            log.info("ledger rebuilt: %s contributions", f"{outcome.ledger_rows:,}")
             marked = {}  # cleared with the rebuild
         leads = all_leads()
     # The chunks hold disjoint leads, so up to HANDOFF_SCORE_WORKERS of them run side by side, each in its own
     # transaction on its own connection; outcomes are added in chunk order all the same.
     workers = settings.resolved_score_workers()
+    chunks = _chunks(leads, settings.score_chunk_size)
+    if chunks:
+        log.info("%s: %s leads to score (%s), in %d chunk%s of up to %s, %d at a time", mode, f"{len(leads):,}",
+                 _WHO[mode], len(chunks), "" if len(chunks) == 1 else "s", f"{settings.score_chunk_size:,}", workers)
+    else:
+        log.info("%s: no lead to score (%s)", mode, _WHO[mode])
+    progress = _Progress(log, len(leads), len(chunks))
     running: deque = deque()
-    for chunk in _chunks(leads, settings.score_chunk_size):
+    for chunk in chunks:
         marks = [(lead_id, marked[lead_id]) for lead_id in chunk if lead_id in marked]
         rebuild = [lead_id for lead_id, _ in marks]
         if len(running) >= workers:
-            outcome.add(running.popleft().result())
+            progress.add(outcome, running.popleft().result())
         running.append(score_leads.submit(rulebook, version_id, quote(chunk), now, run_id, quote(rebuild),
                                           quote(marks), label=f"{chunk[0]}-{chunk[-1]}"))
     while running:
-        outcome.add(running.popleft().result())
+        progress.add(outcome, running.popleft().result())
     if mode != "incremental":
         decayed_at = now
     record_bookmarks(version_id, now, decayed_at)
     published = publish_lead_events(now)
+    log.info("%s lead event%s published to Prefect", published, "" if published == 1 else "s")
     summary = ScoreSummary(now=now, run_id=run_id, mode=mode, reason=reason, version_id=version_id,
                            rulebook_digest=rulebook.digest, outcome=outcome, events_published=published)
     summary.markdown = publish_score_summary(summary.model_dump(mode="json"))

@@ -54,6 +54,13 @@ def mql_events(api_url: str, event_ids: set[str]) -> list[dict]:
     return seen
 
 
+def run_log(api_url: str, run_id: str) -> list[str]:
+    """The messages a flow run logged, as the Prefect UI shows them, oldest first."""
+    drain_prefect_clients()
+    body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200}
+    return [line["message"] for line in requests.post(f"{api_url}/logs/filter", json=body, timeout=10).json()]
+
+
 def _lead_of(event: dict) -> int:
     return int(event["resource"]["prefect.resource.id"].rsplit(".", 1)[1])
 
@@ -81,6 +88,8 @@ def test_scoring_qualifies_leads_explains_every_score_exactly_and_a_second_run_f
     changes = count(engine, StageChange)
     second = score_and_qualify(now=box.world.now)
     assert second.mode == "incremental" and second.outcome.leads == 0
+    assert "incremental: no lead to score (those with new activities, changed fields or merges since the last run)" \
+        in run_log(prefect_server.api_url, second.run_id)
     assert count(engine, StageChange) == changes and count(engine, LeadEvent) == mqls
 
 
@@ -211,6 +220,16 @@ def test_chunks_scored_side_by_side_give_what_one_at_a_time_gives(prefect_server
     first = score_and_qualify(now=box.world.now)  # every lead, in 14 chunks, three at a time
 
     assert first.mode == "rescore" and first.outcome.leads == len(lead_emails(engine)) == count(engine, LeadState)
+    # Whoever watches the run sees the rebuild, the plan, and the leads scored so far after every chunk
+    leads, mqls = first.outcome.leads, len(first.outcome.new_mqls)
+    progress = [m for m in run_log(prefect_server.api_url, first.run_id) if m.startswith(("ledger", "rescore", "scored"))]
+    assert progress[:3] == [
+        f"rescore (first scoring run), rulebook version {first.version_id}: rebuilding every lead's ledger from the activity log",
+        f"ledger rebuilt: {first.outcome.ledger_rows:,} contributions",
+        f"rescore: {leads} leads to score (every lead), in 14 chunks of up to 23, 3 at a time"]
+    assert len(progress) == 3 + 14 and progress[3].startswith(f"scored 23 of {leads} leads (1 of 14 chunks): ")
+    assert progress[-1] == (f"scored {leads} of {leads} leads (14 of 14 chunks): {leads} scores changed, "
+                            f"{sum(first.outcome.stage_changes.values())} stage changes, {mqls} new MQLs")
     mqls = count(engine, LeadState, LeadState.__table__.c.stage == "mql")
     assert mqls == len(first.outcome.new_mqls) == count(engine, LeadEvent) > 0
     assert count(engine, HandoffQueue) == 2 * mqls
