@@ -107,7 +107,7 @@ __all__ = ["NOW", "RequestFaults", "WorldSpec"]
 def pytest_runtest_setup(item):
     """Before a Hypothesis test, stop this process's Prefect event and log workers (flows earlier in the session
     started them; the next flow starts them again). The events client keeps a websocket open whose keepalive
-    ping draws its mask from the module-level `random` every few seconds, on a thread of its own: landing while
+    ping draws its mask from the module-level `random` every 20 seconds, on a thread of its own: landing while
     Hypothesis draws an example, it read as a strategy using `random` (an intermittent deprecation warning)."""
     if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
         from handoff.prefect_server import drain_prefect_clients
