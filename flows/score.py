@@ -60,11 +60,12 @@ class _Progress:
     """Adds chunk outcomes up and logs the run's progress for whoever watches it: after about every twentieth
     of the chunks, and after the last."""
 
-    def __init__(self, log, leads: int, chunks: int) -> None:
-        self.log, self.leads, self.chunks, self.done = log, leads, chunks, 0
+    def __init__(self, log, outcome: ChunkOutcome, leads: int, chunks: int) -> None:
+        self.log, self.outcome, self.leads, self.chunks, self.done = log, outcome, leads, chunks, 0
         self.every = max(1, -(-chunks // 20))
 
-    def add(self, outcome: ChunkOutcome, chunk: ChunkOutcome) -> None:
+    def add(self, chunk: ChunkOutcome) -> None:
+        outcome = self.outcome
         outcome.add(chunk)
         self.done += 1
         if self.done % self.every == 0 or self.done == self.chunks:
@@ -118,17 +119,17 @@ def run_scoring(now: datetime | None, *, force_rescore: bool, reason: str | None
                  _WHO[mode], len(chunks), "" if len(chunks) == 1 else "s", f"{settings.score_chunk_size:,}", workers)
     else:
         log.info("%s: no lead to score (%s)", mode, _WHO[mode])
-    progress = _Progress(log, len(leads), len(chunks))
+    progress = _Progress(log, outcome, len(leads), len(chunks))
     running: deque = deque()
     for chunk in chunks:
         marks = [(lead_id, marked[lead_id]) for lead_id in chunk if lead_id in marked]
         rebuild = [lead_id for lead_id, _ in marks]
         if len(running) >= workers:
-            progress.add(outcome, running.popleft().result())
+            progress.add(running.popleft().result())
         running.append(score_leads.submit(rulebook, version_id, quote(chunk), now, run_id, quote(rebuild),
                                           quote(marks), label=f"{chunk[0]}-{chunk[-1]}"))
     while running:
-        progress.add(outcome, running.popleft().result())
+        progress.add(running.popleft().result())
     if mode != "incremental":
         decayed_at = now
     record_bookmarks(version_id, now, decayed_at)

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Collection, Iterable, Sequence
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, MetaData, select
 
 from domain.activity import asset_key
 from domain.lifecycle import LeadState, Qualification, Stage
@@ -301,11 +301,8 @@ def ledger_write_pass(conn: Connection) -> int:
     order (the cheapest order to insert in), and on PostgreSQL keyed after the rows are in, as rebuild_ledger
     does. The caller rolls the transaction back; the table never outlives it. Returns the rows written."""
     copy = "bench_ledger_write"
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(
-            f"CREATE TABLE {copy} (lead_id INTEGER NOT NULL, activity_id INTEGER NOT NULL, version_id INTEGER NOT NULL, "
-            "rule_id INTEGER NOT NULL, points INTEGER NOT NULL, occurred_epoch BIGINT NOT NULL, "
-            "PRIMARY KEY (lead_id, activity_id)) WITHOUT ROWID")
+    if conn.dialect.name == "sqlite":  # the ledger's own definition (keyed, without rowid) under another name
+        ledger_t.to_metadata(MetaData(), name=copy).create(conn)
     else:
         conn.exec_driver_sql(f"CREATE TABLE {copy} (LIKE score_ledger)")
     rows = conn.exec_driver_sql(
