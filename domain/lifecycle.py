@@ -75,6 +75,11 @@ class LeadState:
     # is not disqualified). The rules take back only what the rules took: when a rulebook change means the fit
     # no longer disqualifies the lead, it returns there.
     fit_disqualified_from: Stage | None = None
+    # When a person last recycled the lead: a recycled lead counts hand-raises from then on. Kept through a
+    # disqualification the rules make and undo, so a lead they return to Recycled keeps the demo requests it
+    # made while wrongly out, whenever its fit comes to allow them. None: never recycled (or recycled before
+    # this was kept and not found in its history: the time it entered Recycled stands in).
+    recycled_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -136,20 +141,19 @@ def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: 
         # engaged once, decayed since: back to nurture
         cold=peak >= policy.cold_engaged_at and facts.score < policy.cold_below,
         qualified_at=state.qualified_at, stage_changed_at=state.stage_changed_at,
-        fit_disqualified_from=state.fit_disqualified_from,
+        fit_disqualified_from=state.fit_disqualified_from, recycled_at=state.recycled_at,
     )
 
     if facts.fit.disqualified and state.stage not in (*SALES_OWNED, Stage.DISQUALIFIED):
         left = state.stage
         state = _move(state, Stage.DISQUALIFIED, f"disqualified: {facts.fit.disqualified}", now, changes)
         return Qualification(replace(state, fit_disqualified_from=left), tuple(changes))
-    out_since = None  # when the rules took out a lead they return now
     if state.stage is Stage.DISQUALIFIED:
         if state.fit_disqualified_from is None or facts.fit.disqualified:
             return Qualification(state, tuple(changes))
         # The rulebook no longer disqualifies what its fit rules disqualified: back where the lead stood. An MQL's
         # handoff was withdrawn when it left, so coming back is a handoff again, a crossing of its own.
-        back, out_since = state.fit_disqualified_from, state.stage_changed_at
+        back = state.fit_disqualified_from
         reason = "reinstated: the fit no longer disqualifies it"
         changes.append(StageChange(Stage.DISQUALIFIED, back, reason))
         state = replace(state, stage=back, stage_changed_at=now, fit_disqualified_from=None)
@@ -160,7 +164,7 @@ def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: 
         state = _move(state, Stage.LEAD, "gave details beyond an e-mail", now, changes)
 
     if state.stage in QUALIFIABLE:
-        reason = _mql_reason(state, facts, rulebook, recycled_since=out_since)
+        reason = _mql_reason(state, facts, rulebook)
         if reason:
             state = _move(state, Stage.MQL, reason, now, changes)
             # A hand-raise can qualify a lead whose score is already below the band: the trigger is then armed
@@ -176,21 +180,25 @@ def _hand_over(state: LeadState, reason: str, now: datetime, triggers: list[Trig
     return replace(state, mql_armed=armed, crossings=crossings, qualified_at=now)
 
 
-def _mql_reason(state: LeadState, facts: LeadFacts, rulebook: Rulebook, *, recycled_since: datetime | None = None) -> str | None:
-    """Why this lead is an MQL now, or None. `recycled_since` stands in for a recycled lead's stage_changed_at in
-    the pass that returns it from a disqualification the rules made (see qualify)."""
+def hand_raises_count_after(state: LeadState) -> datetime | None:
+    """The moment after which a hand-raise counts for this lead (None: any counts). Only a hand-raise after the
+    last qualification, and while recycled after the recycle, counts: an old demo request must not bounce a
+    recycled lead straight back to sales. The recycle is the person's, not the rules' return from a
+    disqualification they made by mistake (see LeadState.recycled_at)."""
+    recycled = (state.recycled_at or state.stage_changed_at) if state.stage is Stage.RECYCLED else None
+    if recycled is None or (state.qualified_at is not None and state.qualified_at > recycled):
+        return state.qualified_at
+    return recycled
+
+
+def _mql_reason(state: LeadState, facts: LeadFacts, rulebook: Rulebook) -> str | None:
+    """Why this lead is an MQL now, or None."""
     policy = rulebook.qualification
     fit = facts.fit
     if facts.last_hand_raise is not None:
         raised_at, kind = facts.last_hand_raise
-        # Only a hand-raise after the last qualification (and after a recycle) counts: an old demo request
-        # must not bounce a recycled lead straight back to sales. A recycled lead the rules return counts from
-        # when they took it out: a demo requested while it was wrongly out is fresh (one before would have
-        # qualified it then, had its fit allowed).
-        recycled = (recycled_since or state.stage_changed_at) if state.stage is Stage.RECYCLED else None
-        since = [t for t in (state.qualified_at, recycled) if t]
-        fresh = not since or raised_at > max(since)
-        if fresh and kind in policy.hand_raisers and grade_at_least(fit.grade, policy.hand_raise_min_fit_grade):
+        after = hand_raises_count_after(state)
+        if (after is None or raised_at > after) and kind in policy.hand_raisers and grade_at_least(fit.grade, policy.hand_raise_min_fit_grade):
             return f"hand-raise: {kind.value} on {raised_at:%Y-%m-%d} with fit {fit.grade}"
     if state.mql_armed and facts.score >= rulebook.readiness_threshold and grade_at_least(fit.grade, policy.min_fit_grade):
         return (f"score {points_text(facts.score)} reached the readiness threshold "
@@ -228,6 +236,7 @@ def absorb(state: LeadState | None, merged: list[tuple[int, LeadState]]) -> tupl
         stage=winner.stage, stage_changed_at=winner.stage_changed_at, mql_armed=winner.mql_armed,
         peak_score=max(s.peak_score for s in records), crossings=sum(s.crossings for s in records),
         qualified_at=max(qualified) if qualified else None, fit_disqualified_from=winner.fit_disqualified_from,
+        recycled_at=winner.recycled_at,
     )
     changes: tuple[StageChange, ...] = ()
     if state is None or state.stage is not winner.stage:
@@ -243,7 +252,7 @@ def recycle(state: LeadState, reason: str, now: datetime) -> Qualification:
         raise StageMoveRefused("recycling needs a reason")
     changes: list[StageChange] = []
     state = _move(state, Stage.RECYCLED, f"recycled: {reason}", now, changes)
-    return Qualification(replace(state, fit_disqualified_from=None), tuple(changes))
+    return Qualification(replace(state, fit_disqualified_from=None, recycled_at=now), tuple(changes))
 
 
 def disqualify(state: LeadState, reason: str, now: datetime) -> Qualification:

@@ -348,7 +348,8 @@ def last_hand_raises(conn: Connection, lead_ids: Sequence[int], kinds: Iterable[
 
 
 _STATE_COLUMNS = ("lead_id", "version_id", "score", "peak_score", "fit_points", "fit_grade", "stage", "stage_changed_at",
-                  "mql_armed", "crossings", "cold", "qualified_at", "scored_at", "fit_disqualified_from")
+                  "mql_armed", "crossings", "cold", "qualified_at", "scored_at", "fit_disqualified_from",
+                  "recycled_at")
 
 
 def load_states(conn: Connection, lead_ids: Sequence[int], *, lock: bool = False) -> dict[int, LeadState]:
@@ -365,12 +366,13 @@ def load_states(conn: Connection, lead_ids: Sequence[int], *, lock: bool = False
 
 def _state(row: Sequence) -> LeadState:
     (_lead_id, _version, score, peak, fit_points, fit_grade, stage, changed_at, armed, crossings, cold, qualified_at, _,
-     disqualified_from) = row
+     disqualified_from, recycled_at) = row
     return LeadState(
         stage=_STAGES[stage], score=score, peak_score=peak, fit_points=fit_points, fit_grade=fit_grade,
         mql_armed=bool(armed), crossings=crossings, cold=bool(cold),
         qualified_at=from_db_time(qualified_at) if qualified_at else None, stage_changed_at=from_db_time(changed_at),
         fit_disqualified_from=_STAGES[disqualified_from] if disqualified_from else None,
+        recycled_at=from_db_time(recycled_at) if recycled_at else None,
     )
 
 
@@ -461,7 +463,8 @@ def save_qualifications(
     rows = [
         (lead_id, version_id, q.state.score, q.state.peak_score, q.state.fit_points, q.state.fit_grade, q.state.stage.value,
          stamp(q.state.stage_changed_at or now), q.state.mql_armed, q.state.crossings, q.state.cold,
-         stamp(q.state.qualified_at), at, q.state.fit_disqualified_from and q.state.fit_disqualified_from.value)
+         stamp(q.state.qualified_at), at, q.state.fit_disqualified_from and q.state.fit_disqualified_from.value,
+         stamp(q.state.recycled_at))
         for lead_id, q in sorted(results.items())
     ]
     new = [row for row in rows if row[0] in first]

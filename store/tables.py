@@ -204,6 +204,8 @@ class LeadState(SQLModel, table=True):
     # The stage the fit's disqualifiers took a disqualified lead out of, where it returns when they no longer
     # apply; NULL when a person disqualified it, or it is not disqualified
     fit_disqualified_from: str | None = Field(default=None, sa_column=Column(String(20), nullable=True))
+    # When a person last recycled the lead (hand-raises count from then on while it is recycled); NULL: never
+    recycled_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class StageChange(SQLModel, table=True):

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from domain.explain import explain_score, fit_dict
 from domain.fit import assess_fit
+from domain.lifecycle import QUALIFIABLE, hand_raises_count_after
 from domain.rules import points_text
 from domain.versions import rulebook_from_plain
 from store import scoring as store
@@ -33,6 +34,7 @@ def explain_lead(engine, email: str) -> dict[str, Any]:
         if lead_id is None:
             raise LeadNotFound(f"no lead with the e-mail {address}")
         state = store.lead_state_row(conn, lead_id)
+        lead_state = store.load_states(conn, [lead_id]).get(lead_id)
         profile = store.lead_profiles(conn, [lead_id]).get(lead_id, {})
         history = store.stage_history(conn, lead_id)
         if state is None:
@@ -55,6 +57,12 @@ def explain_lead(engine, email: str) -> dict[str, Any]:
         "rulebook_version": state["version_id"],
         "cold": bool(state["cold"]),
         "mql_armed": bool(state["mql_armed"]),
+        "qualified_at": _iso(state["qualified_at"]),
+        "recycled_at": _iso(state["recycled_at"]),
+        # while marketing may still make it an MQL: one of the hand-raisers counts only after this (its last
+        # qualification, or its recycle); None when any would
+        "hand_raisers": sorted(kind.value for kind in rulebook.qualification.hand_raisers),
+        "hand_raises_count_after": _iso(hand_raises_count_after(lead_state)) if lead_state.stage in QUALIFIABLE else None,
         "contributions": [line.as_dict() for line in explanation.lines],
         "floor_adjustment": points_text(explanation.floor_adjustment),
         "fit": fit_dict(fit),
@@ -62,6 +70,10 @@ def explain_lead(engine, email: str) -> dict[str, Any]:
         "stages": [{"at": h["changed_at"].isoformat(), "from": h["from_stage"], "to": h["to_stage"], "reason": h["reason"]}
                    for h in history],
     }
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat() if moment else None
 
 
 def explanation_markdown(data: dict[str, Any]) -> str:
@@ -75,6 +87,9 @@ def explanation_markdown(data: dict[str, Any]) -> str:
         f"({data['fit']['points']} points) · rulebook version {data['rulebook_version']}"
         + (" · cold" if data["cold"] else ""),
         "",
+        *([f"A hand-raise ({', '.join(data['hand_raisers'])}) counts only after "
+           f"{data['hand_raises_count_after'][:16]}, its last qualification or recycle.", ""]
+          if data["hand_raises_count_after"] else []),
         "| when | action | what | earned | age (days) | points now |",
         "|---|---|---|---:|---:|---:|",
     ]

@@ -308,6 +308,29 @@ def test_a_recycled_lead_the_rules_return_still_ignores_a_demo_from_before_its_r
     assert back.state.stage is Stage.RECYCLED and back.triggers == ()
 
 
+def test_a_demo_made_while_wrongly_out_counts_once_the_fit_allows_it_even_after_the_return():
+    mql = qualify(lead(), facts(score=10000), RULES, NOW - 10 * DAY).state
+    recycled = recycle(mql, "sales rejected", NOW - 5 * DAY).state
+    assert recycled.recycled_at == NOW - 5 * DAY
+    out = qualify(recycled, facts(score=3000, disqualified="works for a competitor"), RULES, NOW - 3 * DAY).state
+    asked = demo(NOW - DAY)
+    # The list is fixed, but the lead's fit is too poor for a hand-raise to count (grade D): back to nurture ...
+    back = qualify(out, facts(score=3000, grade="D", hand_raise=asked), RULES, NOW)
+    assert back.state.stage is Stage.RECYCLED and back.triggers == ()
+    assert back.state.recycled_at == NOW - 5 * DAY  # the person's recycle, not the rules' return
+    # ... and once enrichment finds a better fit, the demo asked for while out hands the lead over.
+    later = qualify(back.state, facts(score=3000, grade="C", hand_raise=asked), RULES, NOW + DAY)
+    assert [(c.from_stage, c.to_stage) for c in later.changes] == [(Stage.RECYCLED, Stage.MQL)]
+    assert [t.crossing for t in later.triggers] == [2]
+
+
+def test_a_recycled_lead_keeps_counting_from_its_recycle_through_a_merge():
+    recycled = recycle(lead(Stage.MQL, crossings=1, qualified_at=NOW - 9 * DAY), "no budget", NOW - 5 * DAY).state
+    merged, _ = absorb(lead(Stage.LEAD), [(7, replace(recycled, stage_changed_at=NOW - 2 * DAY))])
+    assert merged.state.stage is Stage.RECYCLED and merged.state.recycled_at == NOW - 5 * DAY
+    assert qualify(merged.state, facts(hand_raise=demo(NOW - 4 * DAY)), RULES, NOW).state.stage is Stage.MQL
+
+
 def test_a_lead_a_person_disqualified_stays_out_when_the_fit_is_clean():
     out = move_by_person(lead(Stage.LEAD), Stage.DISQUALIFIED, "spam sign-up", NOW, fit=fit()).state
     assert out.fit_disqualified_from is None
@@ -424,13 +447,13 @@ def test_qualifying_keeps_what_the_new_facts_do_not_decide():
     # A sales-owned lead with a history: the new score and fit change, its stage, crossings and times stay.
     before = LeadState(stage=Stage.SQL, score=9000, peak_score=12000, fit_points=5000, fit_grade="B", mql_armed=False,
                        crossings=2, cold=False, qualified_at=NOW - 9 * DAY, stage_changed_at=NOW - 3 * DAY,
-                       fit_disqualified_from=Stage.LEAD)
+                       fit_disqualified_from=Stage.LEAD, recycled_at=NOW - 20 * DAY)
     after = qualify(before, facts(score=8000, grade="A"), RULES, NOW).state
     assert after == replace(before, score=8000, fit_points=8000, fit_grade="A")
     # qualify builds the new state field by field: a field added to LeadState must be carried there too
     assert set(LeadState.__dataclass_fields__) == {
         "stage", "score", "peak_score", "fit_points", "fit_grade", "mql_armed", "crossings", "cold", "qualified_at",
-        "stage_changed_at", "fit_disqualified_from"}
+        "stage_changed_at", "fit_disqualified_from", "recycled_at"}
 
 
 # ------------------------------------------------------------------------------------------ merges

@@ -13,6 +13,7 @@ from config.settings import CONFIG_DIR
 from domain.activity import build_activity
 from domain.lifecycle import Stage
 from store import scoring as store
+from tasks.explain import explain_lead, explanation_markdown
 from tasks.scoring import score_chunk
 from tasks.stages import MoveRefused, move_leads
 from tests.test_score_marks import while_paused_after
@@ -207,6 +208,25 @@ def test_leads_the_fit_disqualified_by_a_rulebook_mistake_return_with_the_fixed_
         ("crm_sync", True, None), ("crm_sync", True, None), ("routing", False, "disqualified"), ("routing", True, None)]
     again = score_chunk(engine, rulebook, version_id, [ana, bo], now=fixed_at, run_id="again", rebuild=[ana, bo])
     assert again.stage_changes == {} and again.new_mqls == []
+
+
+def test_a_person_s_recycle_is_kept_through_a_disqualification_the_rules_make_and_undo(engine, tmp_path):
+    rulebook, version_id, ana = mql(engine)
+    move(engine, ["ana@acme.example"], Stage.RECYCLED, reason="no budget this year")
+    competitor = naming_acme_a_competitor(tmp_path)
+    with engine.begin() as conn:
+        wrong = store.ensure_version(conn, competitor, LATER)
+    score_chunk(engine, competitor, wrong, [ana], now=LATER + timedelta(hours=1), run_id="wrong", rebuild=[ana])
+    score_chunk(engine, rulebook, version_id, [ana], now=LATER + timedelta(hours=2), run_id="fixed", rebuild=[ana])
+    with engine.connect() as conn:
+        state = store.lead_state_row(conn, ana)
+    assert [c[1] for c in history(engine, ana)[-3:]] == ["recycled", "disqualified", "recycled"]
+    assert state["stage_changed_at"] == LATER + timedelta(hours=2) and state["recycled_at"] == LATER
+    # The explanation tells marketing from when a demo request would hand her over again
+    explained = explain_lead(engine, "ana@acme.example")
+    assert explained["recycled_at"] == explained["hand_raises_count_after"] == LATER.isoformat()
+    assert (f"A hand-raise (contact_sales, demo_request, trial_signup) counts only after {LATER.isoformat()[:16]}, "
+            "its last qualification or recycle.") in explanation_markdown(explained)
 
 
 def test_a_scoring_pass_at_work_on_the_lead_does_not_write_a_move_away(engine, monkeypatch):
