@@ -70,7 +70,7 @@ class _Progress:
         self.done += 1
         if self.done % self.every == 0 or self.done == self.chunks:
             changes = sum(outcome.stage_changes.values())
-            self.log.info("scored %s of %s leads (%d of %d chunks): %s scores changed, %s stage changes, %s new MQLs",
+            self.log.info("scored %s of %s leads (chunk %d of %d); scores changed: %s, stage changes: %s, new MQLs: %s",
                           f"{outcome.leads:,}", f"{self.leads:,}", self.done, self.chunks, f"{outcome.score_changed:,}",
                           f"{changes:,}", f"{len(outcome.new_mqls):,}")
 

@@ -227,9 +227,9 @@ def test_chunks_scored_side_by_side_give_what_one_at_a_time_gives(prefect_server
         f"rescore (first scoring run), rulebook version {first.version_id}: rebuilding every lead's ledger from the activity log",
         f"ledger rebuilt: {first.outcome.ledger_rows:,} contributions",
         f"rescore: {leads} leads to score (every lead), in 14 chunks of up to 23, 3 at a time"]
-    assert len(progress) == 3 + 14 and progress[3].startswith(f"scored 23 of {leads} leads (1 of 14 chunks): ")
-    assert progress[-1] == (f"scored {leads} of {leads} leads (14 of 14 chunks): {leads} scores changed, "
-                            f"{sum(first.outcome.stage_changes.values())} stage changes, {mqls} new MQLs")
+    assert len(progress) == 3 + 14 and progress[3].startswith(f"scored 23 of {leads} leads (chunk 1 of 14); ")
+    assert progress[-1] == (f"scored {leads} of {leads} leads (chunk 14 of 14); scores changed: {leads}, "
+                            f"stage changes: {sum(first.outcome.stage_changes.values())}, new MQLs: {mqls}")
     mqls = count(engine, LeadState, LeadState.__table__.c.stage == "mql")
     assert mqls == len(first.outcome.new_mqls) == count(engine, LeadEvent) > 0
     assert count(engine, HandoffQueue) == 2 * mqls
