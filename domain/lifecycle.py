@@ -158,7 +158,7 @@ def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: 
         changes.append(StageChange(Stage.DISQUALIFIED, back, reason))
         state = replace(state, stage=back, stage_changed_at=now, fit_disqualified_from=None)
         if back is Stage.MQL:
-            state = _hand_over(state, reason, now, triggers, armed=state.mql_armed)
+            state = _hand_over(state, reason, now, triggers, policy.rearm_below)
 
     if state.stage is Stage.SUBSCRIBER and facts.has_details:
         state = _move(state, Stage.LEAD, "gave details beyond an e-mail", now, changes)
@@ -167,17 +167,19 @@ def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: 
         reason = _mql_reason(state, facts, rulebook)
         if reason:
             state = _move(state, Stage.MQL, reason, now, changes)
-            # A hand-raise can qualify a lead whose score is already below the band: the trigger is then armed
-            # at once, as the next run would find it (rescoring twice must change nothing).
-            state = _hand_over(state, reason, now, triggers, armed=facts.score < policy.rearm_below)
+            state = _hand_over(state, reason, now, triggers, policy.rearm_below)
     return Qualification(state, tuple(changes), tuple(triggers))
 
 
-def _hand_over(state: LeadState, reason: str, now: datetime, triggers: list[Trigger], *, armed: bool) -> LeadState:
-    """An MQL handed to sales: the next crossing, numbered, its trigger fired, the qualification's time kept."""
+def _hand_over(state: LeadState, reason: str, now: datetime, triggers: list[Trigger], rearm_below: int) -> LeadState:
+    """An MQL handed to sales: the next crossing, numbered, its trigger fired, the qualification's time kept.
+    The trigger re-arms only once the score falls below the band after this handover: armed at once when the
+    score already stands below it (a hand-raise can qualify such a lead), as the next run would find it
+    (rescoring twice must change nothing); never armed by a fall that came before (a lead the rules return to
+    MQL whose score dipped while it was out), or a recycle would see it bounce straight back on its score."""
     crossings = state.crossings + 1
     triggers.append(Trigger("mql", crossings, reason))
-    return replace(state, mql_armed=armed, crossings=crossings, qualified_at=now)
+    return replace(state, mql_armed=state.score < rearm_below, crossings=crossings, qualified_at=now)
 
 
 def hand_raises_count_after(state: LeadState) -> datetime | None:

@@ -286,6 +286,17 @@ def test_an_mql_the_fit_disqualified_is_handed_over_again_once_back():
     assert qualify(back.state, facts(score=15000), RULES, NOW + 2 * DAY).triggers == ()  # and once only
 
 
+def test_an_mql_the_rules_return_is_not_handed_over_again_by_its_score_once_recycled():
+    mql = qualify(lead(), facts(score=10000), RULES, NOW - 10 * DAY).state
+    out = qualify(mql, facts(score=5000, disqualified="works for a competitor"), RULES, NOW - 5 * DAY).state
+    assert out.mql_armed  # its score fell below the band while it was out
+    back = qualify(out, facts(score=10000), RULES, NOW - 3 * DAY)  # handed over again, its score above the band
+    assert [t.crossing for t in back.triggers] == [2] and not back.state.mql_armed
+    recycled = recycle(back.state, "not now", NOW - 2 * DAY).state
+    # Only a new crossing (below the band, then up to the threshold) or a new hand-raise hands it over again
+    assert qualify(recycled, facts(score=10000), RULES, NOW).state.stage is Stage.RECYCLED
+
+
 def test_a_recycled_lead_that_asked_for_a_demo_while_wrongly_out_is_an_mql_once_back():
     mql = qualify(lead(), facts(score=10000), RULES, NOW - 10 * DAY).state
     recycled = recycle(mql, "sales rejected", NOW - 5 * DAY).state

@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -26,7 +26,7 @@ from domain.activity import ActivityRecord, ActivityType, PersonRecord
 from domain.explain import LedgerEntry, explain_score
 from domain.fit import FitAssessment
 from domain.lifecycle import (
-    FUNNEL, SALES_OWNED, LeadFacts, Stage, StageMoveRefused, advance, disqualify, qualify, recycle,
+    FUNNEL, QUALIFIABLE, SALES_OWNED, LeadFacts, Stage, StageMoveRefused, advance, disqualify, qualify, recycle,
 )
 from domain.rules import (
     DecayPolicy,
@@ -36,6 +36,7 @@ from domain.rules import (
     Rulebook,
     ScoringRule,
     decayed,
+    grade_at_least,
     to_centipoints,
 )
 from domain.scoring import ScoredActivity, behaviour_score, contributions
@@ -196,11 +197,13 @@ def test_caps_and_repeat_rules_hold_for_every_rule(rulebook, history):
 
 
 # A random walk through the lifecycle: whatever happens, stages only move forward except by recycle and
-# disqualify (and a lead the fit took out returning where it stood once the fit no longer disqualifies it), and
-# every MQL trigger is a new, numbered crossing.
+# disqualify (and a lead the fit took out returning where it stood once the fit no longer disqualifies it),
+# every MQL trigger is a new, numbered crossing, and a hand-raise counts exactly when it is fresh: made after
+# the last qualification and, for a recycled lead, after the person's recycle. A fresh one from a lead whose fit
+# allows it is never lost (its lead is an MQL, or further, after the pass); a stale one never qualifies.
 steps = st.one_of(
     st.tuples(st.just("score"), st.integers(-2000, 20000), st.sampled_from("ABCD"), st.booleans(),
-              st.one_of(st.none(), st.integers(-5, 40)), st.booleans()),
+              st.one_of(st.none(), st.integers(0, 150)), st.booleans()),
     st.tuples(st.just("recycle")),
     st.tuples(st.just("disqualify")),
     st.tuples(st.just("advance"), st.sampled_from([Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER])),
@@ -209,21 +212,41 @@ steps = st.one_of(
 
 @PURE
 @given(walk=st.lists(steps, min_size=1, max_size=25), competitor=st.sets(st.integers(0, 25), max_size=6))
+# An MQL recycled (day 1), taken out by the fit by mistake (day 2), asks for a demo while out; back on day 3 with
+# too poor a fit for it to count, it counts on day 4 once the fit allows
+@example(walk=[("score", 10000, "B", True, None, False), ("recycle",), ("score", 3000, "B", True, None, False),
+               ("score", 3000, "D", True, 12, False), ("score", 3000, "B", True, None, False)], competitor={2})
 def test_a_lead_only_moves_forward_except_by_recycle_or_disqualify_and_each_crossing_fires_once(walk, competitor):
     state, crossings, below_since_last = None, 0, True
     last_raise = None
     taken_by_fit = None  # the stage the fit took the lead out of, while it is out on the fit's word
+    qualified_at = recycled_at = None  # the last handover, and a person's last recycle
+
+    def fresh(recycled: bool) -> bool:
+        since = [t for t in (qualified_at, recycled_at if recycled else None) if t]
+        return last_raise is not None and (not since or last_raise[0] > max(since))
     for n, step in enumerate(walk):
         now = BASE + timedelta(days=n)
         before = state.stage if state else None
         if step[0] == "score":
-            _, score, grade, details, raised_days, _ = step
-            if raised_days is not None:
-                last_raise = (BASE + timedelta(days=raised_days), ActivityType.DEMO_REQUEST)
+            _, score, grade, details, hours_back, _ = step
+            if hours_back is not None:  # a hand-raise found since the last pass, made up to 150 hours ago
+                raised = (now - timedelta(hours=hours_back), ActivityType.DEMO_REQUEST)
+                last_raise = max(last_raise, raised) if last_raise else raised
             disqualified = "competitor" if n in competitor else None
             f = LeadFacts(score=score, fit=FitAssessment(points=0, grade=grade, lines=(), disqualified=disqualified),
                           has_details=details, last_hand_raise=last_raise)
             q = qualify(state, f, SHIPPED, now)
+            # Recycled now, or out on the fit's word from Recycled: the recycle's time bounds the hand-raise
+            was_recycled = before is Stage.RECYCLED or (before is Stage.DISQUALIFIED and taken_by_fit is Stage.RECYCLED)
+            counts = (fresh(was_recycled) and not disqualified
+                      and grade_at_least(grade, SHIPPED.qualification.hand_raise_min_fit_grade))
+            # where the lead stands for the rules: a lead the fit took out stands where it was taken from
+            stood = taken_by_fit if before is Stage.DISQUALIFIED else before
+            if counts and (before is None or stood in QUALIFIABLE):
+                assert q.state.stage is Stage.MQL, "a fresh hand-raise the fit allows was lost"
+            if any(t.reason.startswith("hand-raise") for t in q.triggers):
+                assert counts, "a stale hand-raise, or one the fit does not allow, qualified the lead"
             for change in q.changes:
                 if change.from_stage is Stage.DISQUALIFIED:  # only the fit's own doing is undone by the rules
                     assert (taken_by_fit, disqualified) == (change.to_stage, None)
@@ -244,6 +267,7 @@ def test_a_lead_only_moves_forward_except_by_recycle_or_disqualify_and_each_cros
                 assert q.state.stage is Stage.MQL and q.changes[-1].to_stage is Stage.MQL
                 assert below_since_last or trigger.reason.startswith(("hand-raise", "reinstated"))
                 below_since_last = False
+                qualified_at = now
             if score < SHIPPED.qualification.rearm_below:
                 below_since_last = True
             assert len(q.triggers) <= 1
@@ -254,6 +278,7 @@ def test_a_lead_only_moves_forward_except_by_recycle_or_disqualify_and_each_cros
             try:
                 if step[0] == "recycle":
                     q = recycle(state, "sales said no", now)
+                    recycled_at = now
                 elif step[0] == "disqualify":
                     q = disqualify(state, "spam", now)
                 else:
