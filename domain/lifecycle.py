@@ -247,14 +247,18 @@ def absorb(state: LeadState | None, merged: list[tuple[int, LeadState]]) -> tupl
     return Qualification(person, changes), took_from
 
 
-def recycle(state: LeadState, reason: str, now: datetime) -> Qualification:
+def recycle(state: LeadState, reason: str, now: datetime, *, rearm_below: int) -> Qualification:
     """Back to nurture, with the reason (sales rejected it, nobody reached it, it was disqualified by mistake):
-    never silently lost."""
+    never silently lost. It is handed over again only on a hand-raise after the recycle or a crossing after it:
+    the trigger is armed only if the score already stands below the band (`rearm_below`), as the next run
+    would find it, never by a dip and climb that came while sales held the lead, or the next pass would hand
+    back at once what sales just gave back."""
     if not reason.strip():
         raise StageMoveRefused("recycling needs a reason")
     changes: list[StageChange] = []
     state = _move(state, Stage.RECYCLED, f"recycled: {reason}", now, changes)
-    return Qualification(replace(state, fit_disqualified_from=None, recycled_at=now), tuple(changes))
+    return Qualification(replace(state, fit_disqualified_from=None, recycled_at=now, mql_armed=state.score < rearm_below),
+                         tuple(changes))
 
 
 def disqualify(state: LeadState, reason: str, now: datetime) -> Qualification:
@@ -273,11 +277,12 @@ PERSON_TARGETS = (Stage.RECYCLED, Stage.DISQUALIFIED, *SALES_OWNED)
 
 
 def move_by_person(state: LeadState | None, target: Stage, reason: str, now: datetime, *,
-                   fit: FitAssessment | None) -> Qualification:
+                   fit: FitAssessment | None, rearm_below: int) -> Qualification:
     """A move someone asked for: recycle or disqualify with a reason, or a sales stage the CRM has not reported
     yet. Refused with the why when the lifecycle does not allow it. `fit` is the lead's fit under the rulebook
     in force (None: no details to judge): a disqualified lead is taken back to nurture only when the fit's
-    disqualifiers no longer apply, since the next scoring run would disqualify it again at once."""
+    disqualifiers no longer apply, since the next scoring run would disqualify it again at once. `rearm_below`
+    is the rulebook's re-arm band (see recycle)."""
     if state is None:
         raise StageMoveRefused("the lead has not been scored yet: it has no stage to move from")
     if not reason.strip():
@@ -286,7 +291,7 @@ def move_by_person(state: LeadState | None, target: Stage, reason: str, now: dat
         if state.stage is Stage.DISQUALIFIED and fit is not None and fit.disqualified:
             raise StageMoveRefused(f"its fit still disqualifies it ({fit.disqualified}): change the lead's details "
                                    "or the rulebook's disqualifiers first")
-        return recycle(state, reason, now)
+        return recycle(state, reason, now, rearm_below=rearm_below)
     if target is Stage.DISQUALIFIED:
         return disqualify(state, reason, now)
     if target in SALES_OWNED:

@@ -17,15 +17,15 @@ _DETAIL = 200
 def save_moves(conn: Connection, moves: dict[int, Qualification], version_id: int | None, now: datetime,
                run_id: str | None) -> None:
     """The new stages and their changes (a person's move leaves no stage for the fit to return the lead to), and
-    when a person recycled the lead. Score, fit and trigger state are the scoring's and stay as they are."""
+    for a recycle its time and the trigger's arming. Score, fit and crossings are the scoring's and stay."""
     if not moves:
         return
     p, stamp = param_mark(conn), db_time(conn)
     conn.exec_driver_sql(
-        f"UPDATE lead_state SET stage = {p}, stage_changed_at = {p}, fit_disqualified_from = NULL, recycled_at = {p} "
-        f"WHERE lead_id = {p}",
-        [(q.state.stage.value, stamp(q.state.stage_changed_at or now), stamp(q.state.recycled_at), lead_id)
-         for lead_id, q in sorted(moves.items())])
+        f"UPDATE lead_state SET stage = {p}, stage_changed_at = {p}, fit_disqualified_from = NULL, recycled_at = {p}, "
+        f"mql_armed = {p} WHERE lead_id = {p}",
+        [(q.state.stage.value, stamp(q.state.stage_changed_at or now), stamp(q.state.recycled_at), q.state.mql_armed,
+          lead_id) for lead_id, q in sorted(moves.items())])
     record_changes(conn, moves, version_id, now, run_id)
 
 

@@ -78,7 +78,8 @@ def move_leads(engine, emails: Sequence[str], target: Stage, reason: str, *, rul
             profile = profiles.get(lead_id)
             fit = assess_fit(profile, profile["email"], rulebook.fit) if profile else None
             try:
-                moves[lead_id] = move_by_person(states.get(lead_id), target, why, now, fit=fit)
+                moves[lead_id] = move_by_person(states.get(lead_id), target, why, now, fit=fit,
+                                                rearm_below=rulebook.qualification.rearm_below)
             except StageMoveRefused as refused:
                 problems.append(f"{address} (lead {lead_id}): {refused}")
         if problems:

@@ -31,6 +31,7 @@ from domain.lifecycle import (
 )
 
 RULES = load_rulebook(CONFIG_DIR)  # threshold 100, MQL at fit B, hand-raise at fit C, re-arm below 70, cold 20 / 5
+BAND = RULES.qualification.rearm_below
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=timezone.utc)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -230,16 +231,16 @@ def test_sales_cannot_make_marketing_moves(target):
 # ------------------------------------------------------------------------------------------ recycle, disqualify
 
 def test_recycling_records_the_reason_and_needs_one():
-    q = recycle(lead(Stage.SQL), "no budget this year", NOW)
+    q = recycle(lead(Stage.SQL), "no budget this year", NOW, rearm_below=BAND)
     assert q.state.stage is Stage.RECYCLED and q.state.stage_changed_at == NOW
     assert q.changes[0].reason == "recycled: no budget this year"
     with pytest.raises(StageMoveRefused):
-        recycle(lead(Stage.SQL), "  ", NOW)
+        recycle(lead(Stage.SQL), "  ", NOW, rearm_below=BAND)
 
 
 def test_a_subscriber_cannot_be_recycled():
     with pytest.raises(StageMoveRefused):
-        recycle(lead(Stage.SUBSCRIBER), "nobody answered", NOW)
+        recycle(lead(Stage.SUBSCRIBER), "nobody answered", NOW, rearm_below=BAND)
 
 
 @pytest.mark.parametrize("stage", [Stage.SUBSCRIBER, Stage.LEAD, Stage.MQL, Stage.RECYCLED])
@@ -286,20 +287,41 @@ def test_an_mql_the_fit_disqualified_is_handed_over_again_once_back():
     assert qualify(back.state, facts(score=15000), RULES, NOW + 2 * DAY).triggers == ()  # and once only
 
 
+def test_a_recycled_lead_needs_a_crossing_after_its_recycle_not_one_made_while_it_waited_for_sales():
+    mql = qualify(lead(), facts(score=10000), RULES, NOW - 10 * DAY).state
+    dipped = qualify(mql, facts(score=5000), RULES, NOW - 8 * DAY).state
+    waiting = qualify(dipped, facts(score=12000), RULES, NOW - 6 * DAY).state  # up again while sales had it
+    assert waiting.stage is Stage.MQL and waiting.mql_armed
+    recycled = recycle(waiting, "not ready to buy", NOW - 5 * DAY, rearm_below=BAND).state
+    assert not recycled.mql_armed
+    assert qualify(recycled, facts(score=12000), RULES, NOW - 4 * DAY).state.stage is Stage.RECYCLED
+    below = qualify(recycled, facts(score=5000), RULES, NOW - 3 * DAY).state
+    assert below.mql_armed  # a new crossing after the recycle hands it over again
+    again = qualify(below, facts(score=10000), RULES, NOW)
+    assert again.state.stage is Stage.MQL and [t.crossing for t in again.triggers] == [2]
+
+
+def test_a_lead_recycled_below_the_band_is_armed_at_once():
+    mql = qualify(lead(), facts(score=10000), RULES, NOW - 10 * DAY).state
+    recycled = recycle(replace(mql, score=5000), "nobody could reach them", NOW - 5 * DAY, rearm_below=BAND).state
+    assert recycled.mql_armed  # as the next run would find it
+    assert qualify(recycled, facts(score=10000), RULES, NOW).state.stage is Stage.MQL
+
+
 def test_an_mql_the_rules_return_is_not_handed_over_again_by_its_score_once_recycled():
     mql = qualify(lead(), facts(score=10000), RULES, NOW - 10 * DAY).state
     out = qualify(mql, facts(score=5000, disqualified="works for a competitor"), RULES, NOW - 5 * DAY).state
     assert out.mql_armed  # its score fell below the band while it was out
     back = qualify(out, facts(score=10000), RULES, NOW - 3 * DAY)  # handed over again, its score above the band
     assert [t.crossing for t in back.triggers] == [2] and not back.state.mql_armed
-    recycled = recycle(back.state, "not now", NOW - 2 * DAY).state
+    recycled = recycle(back.state, "not now", NOW - 2 * DAY, rearm_below=BAND).state
     # Only a new crossing (below the band, then up to the threshold) or a new hand-raise hands it over again
     assert qualify(recycled, facts(score=10000), RULES, NOW).state.stage is Stage.RECYCLED
 
 
 def test_a_recycled_lead_that_asked_for_a_demo_while_wrongly_out_is_an_mql_once_back():
     mql = qualify(lead(), facts(score=10000), RULES, NOW - 10 * DAY).state
-    recycled = recycle(mql, "sales rejected", NOW - 5 * DAY).state
+    recycled = recycle(mql, "sales rejected", NOW - 5 * DAY, rearm_below=BAND).state
     out = qualify(recycled, facts(score=3000, disqualified="works for a competitor"), RULES, NOW - 3 * DAY).state
     asked = demo(NOW - DAY)  # the competitors' list named its company by mistake meanwhile
     assert qualify(out, facts(score=3000, hand_raise=asked, disqualified="works for a competitor"), RULES, NOW).changes == ()
@@ -313,7 +335,7 @@ def test_a_recycled_lead_that_asked_for_a_demo_while_wrongly_out_is_an_mql_once_
 
 def test_a_recycled_lead_the_rules_return_still_ignores_a_demo_from_before_its_recycle():
     mql = qualify(lead(), facts(score=3000, hand_raise=demo(NOW - 10 * DAY)), RULES, NOW - 9 * DAY).state
-    recycled = recycle(mql, "nobody could reach them", NOW - 5 * DAY).state
+    recycled = recycle(mql, "nobody could reach them", NOW - 5 * DAY, rearm_below=BAND).state
     out = qualify(recycled, facts(score=3000, disqualified="works for a competitor"), RULES, NOW - 3 * DAY).state
     back = qualify(out, facts(score=3000, hand_raise=demo(NOW - 10 * DAY)), RULES, NOW)
     assert back.state.stage is Stage.RECYCLED and back.triggers == ()
@@ -321,7 +343,7 @@ def test_a_recycled_lead_the_rules_return_still_ignores_a_demo_from_before_its_r
 
 def test_a_demo_made_while_wrongly_out_counts_once_the_fit_allows_it_even_after_the_return():
     mql = qualify(lead(), facts(score=10000), RULES, NOW - 10 * DAY).state
-    recycled = recycle(mql, "sales rejected", NOW - 5 * DAY).state
+    recycled = recycle(mql, "sales rejected", NOW - 5 * DAY, rearm_below=BAND).state
     assert recycled.recycled_at == NOW - 5 * DAY
     out = qualify(recycled, facts(score=3000, disqualified="works for a competitor"), RULES, NOW - 3 * DAY).state
     asked = demo(NOW - DAY)
@@ -336,14 +358,14 @@ def test_a_demo_made_while_wrongly_out_counts_once_the_fit_allows_it_even_after_
 
 
 def test_a_recycled_lead_keeps_counting_from_its_recycle_through_a_merge():
-    recycled = recycle(lead(Stage.MQL, crossings=1, qualified_at=NOW - 9 * DAY), "no budget", NOW - 5 * DAY).state
+    recycled = recycle(lead(Stage.MQL, crossings=1, qualified_at=NOW - 9 * DAY), "no budget", NOW - 5 * DAY, rearm_below=BAND).state
     merged, _ = absorb(lead(Stage.LEAD), [(7, replace(recycled, stage_changed_at=NOW - 2 * DAY))])
     assert merged.state.stage is Stage.RECYCLED and merged.state.recycled_at == NOW - 5 * DAY
     assert qualify(merged.state, facts(hand_raise=demo(NOW - 4 * DAY)), RULES, NOW).state.stage is Stage.MQL
 
 
 def test_a_lead_a_person_disqualified_stays_out_when_the_fit_is_clean():
-    out = move_by_person(lead(Stage.LEAD), Stage.DISQUALIFIED, "spam sign-up", NOW, fit=fit()).state
+    out = move_by_person(lead(Stage.LEAD), Stage.DISQUALIFIED, "spam sign-up", NOW, fit=fit(), rearm_below=BAND).state
     assert out.fit_disqualified_from is None
     assert qualify(out, facts(score=15000), RULES, NOW + DAY).state.stage is Stage.DISQUALIFIED
 
@@ -377,7 +399,7 @@ def test_the_mql_trigger_fires_exactly_once_per_crossing_and_re_arms_only_below_
     assert state.stage is Stage.MQL and fired == [1] and not state.mql_armed
     run(12000)
     assert fired == [1]  # still above: nothing new
-    state = recycle(state, "sales rejected: timing", at).state
+    state = recycle(state, "sales rejected: timing", at, rearm_below=BAND).state
     run(11000)
     run(7000)  # back in nurture but not below the band: still not armed
     assert state.stage is Stage.RECYCLED and fired == [1] and not state.mql_armed
@@ -404,28 +426,28 @@ def test_an_mql_from_a_hand_raise_below_the_band_is_already_re_armed_and_stays_s
 
 def test_a_hand_raise_older_than_the_last_recycle_does_not_re_qualify():
     mql = qualify(lead(), facts(score=3000, hand_raise=demo(NOW - DAY)), RULES, NOW).state
-    recycled = recycle(mql, "nobody could reach them", NOW + 3 * DAY).state
+    recycled = recycle(mql, "nobody could reach them", NOW + 3 * DAY, rearm_below=BAND).state
     again = qualify(recycled, facts(score=3000, hand_raise=demo(NOW - DAY)), RULES, NOW + 4 * DAY)
     assert again.state.stage is Stage.RECYCLED and again.triggers == ()
 
 
 def test_a_hand_raise_made_while_an_mql_but_before_the_recycle_does_not_re_qualify():
     mql = qualify(lead(), facts(score=10000), RULES, NOW).state
-    recycled = recycle(mql, "sales rejected", NOW + 3 * DAY).state
+    recycled = recycle(mql, "sales rejected", NOW + 3 * DAY, rearm_below=BAND).state
     again = qualify(recycled, facts(score=3000, hand_raise=demo(NOW + DAY)), RULES, NOW + 4 * DAY)
     assert again.state.stage is Stage.RECYCLED and again.triggers == ()
 
 
 def test_a_hand_raise_older_than_the_last_qualification_does_not_re_qualify():
     mql = qualify(lead(), facts(score=10000), RULES, NOW).state
-    recycled = replace(recycle(mql, "sales rejected", NOW + DAY).state, stage_changed_at=None)
+    recycled = replace(recycle(mql, "sales rejected", NOW + DAY, rearm_below=BAND).state, stage_changed_at=None)
     again = qualify(recycled, facts(score=3000, hand_raise=demo(NOW - HOUR)), RULES, NOW + 2 * DAY)
     assert again.state.stage is Stage.RECYCLED and again.triggers == ()
 
 
 def test_a_new_hand_raise_after_a_recycle_qualifies_again_as_a_new_crossing():
     mql = qualify(lead(), facts(score=3000, hand_raise=demo(NOW - DAY)), RULES, NOW).state
-    recycled = recycle(mql, "nobody could reach them", NOW + 3 * DAY).state
+    recycled = recycle(mql, "nobody could reach them", NOW + 3 * DAY, rearm_below=BAND).state
     again = qualify(recycled, facts(score=3000, hand_raise=demo(NOW + 5 * DAY)), RULES, NOW + 6 * DAY)
     assert again.state.stage is Stage.MQL
     assert [t.crossing for t in again.triggers] == [2]
@@ -541,7 +563,7 @@ def test_absorbing_nothing_is_a_mistake():
 # ------------------------------------------------------------------------------------------ moves people ask for
 
 def test_a_person_recycles_an_mql_with_the_reason_recorded():
-    moved = move_by_person(lead(Stage.MQL, crossings=1), Stage.RECYCLED, "no budget this year", NOW, fit=fit())
+    moved = move_by_person(lead(Stage.MQL, crossings=1), Stage.RECYCLED, "no budget this year", NOW, fit=fit(), rearm_below=BAND)
     assert moved.state.stage is Stage.RECYCLED and moved.state.stage_changed_at == NOW
     assert [(c.from_stage, c.to_stage, c.reason) for c in moved.changes] == [
         (Stage.MQL, Stage.RECYCLED, "recycled: no budget this year")]
@@ -549,39 +571,39 @@ def test_a_person_recycles_an_mql_with_the_reason_recorded():
 
 
 def test_a_person_disqualifies_a_lead_and_it_stays_disqualified_when_scored_again():
-    moved = move_by_person(lead(Stage.MQL), Stage.DISQUALIFIED, "spam sign-up", NOW, fit=fit())
+    moved = move_by_person(lead(Stage.MQL), Stage.DISQUALIFIED, "spam sign-up", NOW, fit=fit(), rearm_below=BAND)
     assert moved.changes[0].reason == "disqualified: spam sign-up"
     again = qualify(moved.state, facts(score=25000, hand_raise=demo(NOW + HOUR)), RULES, NOW + DAY)
     assert again.state.stage is Stage.DISQUALIFIED and again.changes == () and again.triggers == ()
 
 
 def test_a_sales_stage_a_person_reports_moves_forward_only():
-    accepted = move_by_person(lead(Stage.MQL), Stage.SQL, "accepted on the intro call", NOW, fit=fit())
+    accepted = move_by_person(lead(Stage.MQL), Stage.SQL, "accepted on the intro call", NOW, fit=fit(), rearm_below=BAND)
     assert accepted.state.stage is Stage.SQL
     with pytest.raises(StageMoveRefused, match="only move forward"):
-        move_by_person(lead(Stage.OPPORTUNITY), Stage.SQL, "typo", NOW, fit=fit())
+        move_by_person(lead(Stage.OPPORTUNITY), Stage.SQL, "typo", NOW, fit=fit(), rearm_below=BAND)
 
 
 @pytest.mark.parametrize("target", [Stage.SUBSCRIBER, Stage.LEAD, Stage.MQL])
 def test_marketing_stages_are_reached_by_the_rules_not_by_a_person(target):
     with pytest.raises(StageMoveRefused, match="scoring rules alone"):
-        move_by_person(lead(Stage.LEAD), target, "they look ready", NOW, fit=fit())
+        move_by_person(lead(Stage.LEAD), target, "they look ready", NOW, fit=fit(), rearm_below=BAND)
 
 
 @pytest.mark.parametrize("target", [Stage.RECYCLED, Stage.DISQUALIFIED, Stage.SQL])
 def test_a_move_a_person_asks_for_needs_a_reason(target):
     with pytest.raises(StageMoveRefused, match="needs a reason"):
-        move_by_person(lead(Stage.MQL), target, "  ", NOW, fit=fit())
+        move_by_person(lead(Stage.MQL), target, "  ", NOW, fit=fit(), rearm_below=BAND)
 
 
 def test_a_lead_never_scored_has_no_stage_to_move_from():
     with pytest.raises(StageMoveRefused, match="not been scored"):
-        move_by_person(None, Stage.RECYCLED, "no answer", NOW, fit=fit())
+        move_by_person(None, Stage.RECYCLED, "no answer", NOW, fit=fit(), rearm_below=BAND)
 
 
 def test_a_lead_disqualified_by_mistake_goes_back_to_nurture_by_a_person_s_recycle():
     out = disqualify(lead(Stage.MQL, crossings=1), "looked like spam", NOW).state
-    back = move_by_person(out, Stage.RECYCLED, "a real buyer after all", NOW + HOUR, fit=fit())
+    back = move_by_person(out, Stage.RECYCLED, "a real buyer after all", NOW + HOUR, fit=fit(), rearm_below=BAND)
     assert back.state.stage is Stage.RECYCLED and back.state.crossings == 1 and back.triggers == ()
     assert [(c.from_stage, c.to_stage, c.reason) for c in back.changes] == [
         (Stage.DISQUALIFIED, Stage.RECYCLED, "recycled: a real buyer after all")]
@@ -593,9 +615,9 @@ def test_a_lead_disqualified_by_mistake_goes_back_to_nurture_by_a_person_s_recyc
 def test_a_lead_its_fit_still_disqualifies_is_not_taken_back():
     out = qualify(lead(Stage.LEAD), facts(disqualified="works for a competitor"), RULES, NOW).state
     with pytest.raises(StageMoveRefused, match=r"fit still disqualifies it \(works for a competitor\)"):
-        move_by_person(out, Stage.RECYCLED, "they left the competitor", NOW, fit=fit(disqualified="works for a competitor"))
+        move_by_person(out, Stage.RECYCLED, "they left the competitor", NOW, fit=fit(disqualified="works for a competitor"), rearm_below=BAND)
 
 
 def test_a_person_cannot_disqualify_a_customer():
     with pytest.raises(StageMoveRefused, match="customer is not disqualified"):
-        move_by_person(lead(Stage.CUSTOMER), Stage.DISQUALIFIED, "churned", NOW, fit=fit())
+        move_by_person(lead(Stage.CUSTOMER), Stage.DISQUALIFIED, "churned", NOW, fit=fit(), rearm_below=BAND)

@@ -45,6 +45,7 @@ from store.ingest import write_batch
 from tasks.scoring import score_chunk
 
 SHIPPED = load_rulebook(CONFIG_DIR)
+BAND = SHIPPED.qualification.rearm_below
 BASE = datetime(2026, 9, 1, tzinfo=timezone.utc)
 DAY = 86_400
 
@@ -268,7 +269,7 @@ def test_a_lead_only_moves_forward_except_by_recycle_or_disqualify_and_each_cros
                 assert below_since_last or trigger.reason.startswith(("hand-raise", "reinstated"))
                 below_since_last = False
                 qualified_at = now
-            if score < SHIPPED.qualification.rearm_below:
+            if score < BAND:
                 below_since_last = True
             assert len(q.triggers) <= 1
             state = q.state
@@ -277,8 +278,9 @@ def test_a_lead_only_moves_forward_except_by_recycle_or_disqualify_and_each_cros
         elif state is not None:
             try:
                 if step[0] == "recycle":
-                    q = recycle(state, "sales said no", now)
-                    recycled_at = now
+                    q = recycle(state, "sales said no", now, rearm_below=BAND)
+                    # handed over again only on a crossing after the recycle: one made before does not count
+                    recycled_at, below_since_last = now, state.score < BAND
                 elif step[0] == "disqualify":
                     q = disqualify(state, "spam", now)
                 else:

@@ -7,6 +7,7 @@ import shutil
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 
 from config.rulebook import load_rulebook
 from config.settings import CONFIG_DIR
@@ -67,6 +68,17 @@ def test_recycling_an_mql_records_who_and_why_and_withdraws_its_routing_but_not_
     write(engine, "web", activity("ana-2", "email_open", email="ana@acme.example", source="web"))
     again = score_dirty(engine, rulebook, version_id)
     assert states(engine)[lead_id][0] == "recycled" and not again.new_mqls
+
+
+def test_a_recycle_disarms_a_trigger_re_armed_while_sales_held_the_lead(engine):
+    rulebook, version_id, lead_id = mql(engine)
+    with engine.begin() as conn:  # its score fell below the band and climbed back while it waited for sales
+        conn.execute(text("UPDATE lead_state SET mql_armed = :armed WHERE lead_id = :lead"), {"armed": True, "lead": lead_id})
+    move(engine, ["ana@acme.example"], Stage.RECYCLED, reason="not ready to buy")
+    with engine.connect() as conn:
+        assert store.lead_state_row(conn, lead_id)["mql_armed"] in (False, 0)
+    write(engine, "web", activity("ana-2", "whitepaper_download", email="ana@acme.example", source="web"))
+    assert not score_dirty(engine, rulebook, version_id).new_mqls and states(engine)[lead_id][0] == "recycled"
 
 
 def test_a_new_hand_raise_after_a_recycle_hands_the_lead_over_again(engine):
