@@ -200,7 +200,8 @@ def _mql_reason(state: LeadState, facts: LeadFacts, rulebook: Rulebook) -> str |
     if facts.last_hand_raise is not None:
         raised_at, kind = facts.last_hand_raise
         after = hand_raises_count_after(state)
-        if (after is None or raised_at > after) and kind in policy.hand_raisers and grade_at_least(fit.grade, policy.hand_raise_min_fit_grade):
+        fresh = after is None or raised_at > after
+        if fresh and kind in policy.hand_raisers and grade_at_least(fit.grade, policy.hand_raise_min_fit_grade):
             return f"hand-raise: {kind.value} on {raised_at:%Y-%m-%d} with fit {fit.grade}"
     if state.mql_armed and facts.score >= rulebook.readiness_threshold and grade_at_least(fit.grade, policy.min_fit_grade):
         return (f"score {points_text(facts.score)} reached the readiness threshold "
@@ -257,8 +258,8 @@ def recycle(state: LeadState, reason: str, now: datetime, *, rearm_below: int) -
         raise StageMoveRefused("recycling needs a reason")
     changes: list[StageChange] = []
     state = _move(state, Stage.RECYCLED, f"recycled: {reason}", now, changes)
-    return Qualification(replace(state, fit_disqualified_from=None, recycled_at=now, mql_armed=state.score < rearm_below),
-                         tuple(changes))
+    state = replace(state, fit_disqualified_from=None, recycled_at=now, mql_armed=state.score < rearm_below)
+    return Qualification(state, tuple(changes))
 
 
 def disqualify(state: LeadState, reason: str, now: datetime) -> Qualification:

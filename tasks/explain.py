@@ -62,7 +62,8 @@ def explain_lead(engine, email: str) -> dict[str, Any]:
         # while marketing may still make it an MQL: one of the hand-raisers counts only after this (its last
         # qualification, or its recycle); None when any would
         "hand_raisers": sorted(kind.value for kind in rulebook.qualification.hand_raisers),
-        "hand_raises_count_after": _iso(hand_raises_count_after(lead_state)) if lead_state.stage in QUALIFIABLE else None,
+        "hand_raises_count_after": (_iso(hand_raises_count_after(lead_state))
+                                    if lead_state.stage in QUALIFIABLE else None),
         "contributions": [line.as_dict() for line in explanation.lines],
         "floor_adjustment": points_text(explanation.floor_adjustment),
         "fit": fit_dict(fit),
