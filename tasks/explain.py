@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from domain.explain import explain_score, fit_dict
 from domain.fit import assess_fit
-from domain.lifecycle import QUALIFIABLE, hand_raises_count_after
+from domain.lifecycle import QUALIFIABLE, LeadState, Stage, hand_raises_count_after
 from domain.rules import points_text
 from domain.versions import rulebook_from_plain
 from store import scoring as store
@@ -34,7 +34,6 @@ def explain_lead(engine, email: str) -> dict[str, Any]:
         if lead_id is None:
             raise LeadNotFound(f"no lead with the e-mail {address}")
         state = store.lead_state_row(conn, lead_id)
-        lead_state = store.load_states(conn, [lead_id]).get(lead_id)
         profile = store.lead_profiles(conn, [lead_id]).get(lead_id, {})
         history = store.stage_history(conn, lead_id)
         if state is None:
@@ -44,6 +43,10 @@ def explain_lead(engine, email: str) -> dict[str, Any]:
         lines = store.ledger_lines(conn, [lead_id]).get(lead_id, [])
     explanation = explain_score(entries_of(lines), rulebook.decay, state["scored_at"])
     fit = assess_fit(profile, address, rulebook.fit)
+    # what the hand-raise rule reads of the state, from the row already read
+    stage = Stage(state["stage"])
+    raise_rule = LeadState(stage=stage, stage_changed_at=state["stage_changed_at"], qualified_at=state["qualified_at"],
+                           recycled_at=state["recycled_at"])
     return {
         "lead_id": lead_id,
         "email": address,
@@ -62,8 +65,7 @@ def explain_lead(engine, email: str) -> dict[str, Any]:
         # while marketing may still make it an MQL: one of the hand-raisers counts only after this (its last
         # qualification, or its recycle); None when any would
         "hand_raisers": sorted(kind.value for kind in rulebook.qualification.hand_raisers),
-        "hand_raises_count_after": (_iso(hand_raises_count_after(lead_state))
-                                    if lead_state.stage in QUALIFIABLE else None),
+        "hand_raises_count_after": _iso(hand_raises_count_after(raise_rule)) if stage in QUALIFIABLE else None,
         "contributions": [line.as_dict() for line in explanation.lines],
         "floor_adjustment": points_text(explanation.floor_adjustment),
         "fit": fit_dict(fit),
