@@ -27,7 +27,8 @@ from config.rulebook import load_rulebook
 from config.settings import CONFIG_DIR
 from domain.activity import PersonRecord, build_activity
 from domain.explain import explain_score
-from domain.lifecycle import MERGE_RANK, SALES_OWNED, Stage
+from domain.lifecycle import MERGE_RANK, QUALIFIABLE, SALES_OWNED, Stage, hand_raises_count_after
+from domain.rules import grade_at_least
 from store import scoring as store
 from store.ingest import write_batch
 from store.types import from_db_time
@@ -45,7 +46,8 @@ SHIPPED = load_rulebook(CONFIG_DIR)
 # Who acts: acme.example is the company the marketers later call a competitor (and then not again)
 EMAILS = ("ana@acme.example", "ben@globex.example", "cy@gmail.com", "dot@initech.example")
 BADGES = 3  # the scanner's contacts; which person a badge belongs to comes out only when it sends an e-mail
-KINDS = ("demo_request", "trial_signup", "contact_sales", "whitepaper_download", "webinar_attended",
+HAND_RAISES = ("demo_request", "trial_signup", "contact_sales")
+KINDS = (*HAND_RAISES, "whitepaper_download", "webinar_attended",
          "page_view", "email_open", "unsubscribe", "newsletter_signup")
 PROFILES = {
     "none": None,
@@ -82,23 +84,15 @@ class LeadLife(RuleBasedStateMachine):
     def people_act(self, acts, again):
         """A batch from a tool: activities, each perhaps with what the tool knows of the person; now and then it
         sends an older one again (a re-read overlap window)."""
-        for person, badge, channel, kind, hours_back, profile in acts:
-            self.sent += 1
-            email = EMAILS[person] if channel != "badge" else None
-            contact = f"badge-{badge}" if channel != "web" else None
-            source = "web" if channel == "web" else "scanner"
-            activity = build_activity(source=source, external_id=f"a{self.sent}", type_name=kind, raw={"n": self.sent},
-                                      occurred_at=self.clock - timedelta(hours=hours_back), email=email,
-                                      source_contact_id=contact)
-            fields = PROFILES[profile]
-            people = [PersonRecord(source, contact, email, **fields)] if fields else []
-            if again < 0 and self.resent:
-                source, activity, people = self.resent[again % len(self.resent)]
-            self.resent.append((source, activity, people))
-            write_batch(self.engine, source=source, activities=[activity], people=people, rejections=[],
-                        checkpoint=None, now=self.clock)
+        for act in acts:
+            self._act(*act, again=again)
 
-    @rule(hours=st.sampled_from((1, 5, 24, 24 * 7, 24 * 40, 24 * 100)))
+    @rule(person=st.integers(0, len(EMAILS) - 1), kind=st.sampled_from(HAND_RAISES), hours_back=st.integers(0, 2))
+    def a_person_raises_a_hand(self, person, kind, hours_back):
+        """A demo request, trial or contact-sales form just now (the moments the lifecycle's freshness turns on)."""
+        self._act(person, 0, "web", kind, hours_back, "none")
+
+    @rule(hours=st.sampled_from((1, 1, 5, 24, 24 * 7, 24 * 40, 24 * 100)))
     def time_passes(self, hours):
         self.clock += timedelta(hours=hours)
 
@@ -134,6 +128,29 @@ class LeadLife(RuleBasedStateMachine):
     @rule(person=st.integers(0, len(EMAILS) - 1), to=st.sampled_from(TARGETS))
     def a_person_moves_a_lead(self, person, to):
         """Sales or marketing ops recycles, disqualifies or advances a lead; a refused move changes nothing."""
+        self._move(person, to)
+
+    @rule(person=st.integers(0, len(EMAILS) - 1))
+    def sales_gives_a_lead_back(self, person):
+        self._move(person, Stage.RECYCLED)
+
+    def _act(self, person, badge, channel, kind, hours_back, profile, again=0):
+        self.sent += 1
+        email = EMAILS[person] if channel != "badge" else None
+        contact = f"badge-{badge}" if channel != "web" else None
+        source = "web" if channel == "web" else "scanner"
+        activity = build_activity(source=source, external_id=f"a{self.sent}", type_name=kind, raw={"n": self.sent},
+                                  occurred_at=self.clock - timedelta(hours=hours_back), email=email,
+                                  source_contact_id=contact)
+        fields = PROFILES[profile]
+        people = [PersonRecord(source, contact, email, **fields)] if fields else []
+        if again < 0 and self.resent:
+            source, activity, people = self.resent[again % len(self.resent)]
+        self.resent.append((source, activity, people))
+        write_batch(self.engine, source=source, activities=[activity], people=people, rejections=[], checkpoint=None,
+                    now=self.clock)
+
+    def _move(self, person, to):
         before = snapshot(self.engine)
         try:
             move_leads(self.engine, [EMAILS[person]], to, f"asked for {to.value}",
@@ -164,9 +181,27 @@ class LeadLife(RuleBasedStateMachine):
                 assert stage in {s.value for s in (*SALES_OWNED, Stage.DISQUALIFIED)}, (email, stage)
             if self.in_force == "shipped":
                 assert taken_from is None, f"{email} still out on a disqualifier the rulebook dropped"
+        self._nobody_owed_a_handover_is_left_in_nurture(leads)
         once = snapshot(self.engine)
         self._score(leads)
         assert snapshot(self.engine) == once, "scoring every lead again at the same moment changed something"
+
+    def _nobody_owed_a_handover_is_left_in_nurture(self, leads):
+        """After a full pass, no lead marketing still holds has a fresh hand-raise with the fit for it, or an armed
+        trigger with the score and the fit for a crossing: its handover would be lost."""
+        rulebook = self.rulebooks[self.in_force]
+        policy = rulebook.qualification
+        with self.engine.connect() as conn:
+            states = store.load_states(conn, leads)
+            raises = store.last_hand_raises(conn, leads, [kind.value for kind in policy.hand_raisers])
+        for lead_id, state in states.items():
+            if state.stage not in QUALIFIABLE:
+                continue
+            if lead_id in raises and grade_at_least(state.fit_grade, policy.hand_raise_min_fit_grade):
+                after = hand_raises_count_after(state)
+                assert after is not None and raises[lead_id][0] <= after, f"lead {lead_id}: a fresh hand-raise lost"
+            assert not (state.mql_armed and state.score >= rulebook.readiness_threshold
+                        and grade_at_least(state.fit_grade, policy.min_fit_grade)), f"lead {lead_id}: a crossing lost"
 
     # ------------------------------------------------------------------ what always holds
 
