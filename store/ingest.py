@@ -16,7 +16,7 @@ from domain.activity import ActivityRecord, PersonRecord, Rejection, asset_key
 from domain.identity import Identity
 from store.bulk import bulk_time_for, db_time, insert_for, insert_new_rows, insert_rows
 from store.leads import resolve_leads
-from store.scoring import mark_dirty
+from store.scoring import hold_merged_states, mark_dirty
 from store.tables import Activity, Quarantine, SourceFile, SourceWatermark
 
 activity_t = Activity.__table__
@@ -125,6 +125,7 @@ def _write_batch(engine, prepared: _Prepared, source, checkpoint, now, run_id) -
         new_leads = _insert_activities(conn, rows)
         new = len(new_leads)
         mark_dirty(conn, set(resolution.touched).union(new_leads), now)
+        hold_merged_states(conn, resolution.merged_away)
         quarantine = prepared.quarantine + _quarantine_rows(unresolved, now, run_id)
         quarantined = _quarantine(conn, quarantine)
         if checkpoint is not None:

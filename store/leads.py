@@ -64,6 +64,7 @@ class Resolution:
     lead_of: Callable[[Identity], int | None]
     created: int
     touched: set[int]
+    merged_away: list[int]
 
 
 def resolve_leads(
@@ -117,7 +118,7 @@ def resolve_leads(
     # Leads whose scoring inputs changed here: new ones, those whose fields changed, both sides of a merge
     # (the merged-away lead's ledger must lose the activities that moved).
     touched = set(created.values()) | changed | set(plan.merges.values()) | set(plan.merges)
-    return Resolution(lookup, len(created), touched)
+    return Resolution(lookup, len(created), touched, sorted(plan.merges))
 
 
 def _update_fields(conn: Connection, plan, people: Iterable[PersonRecord], lead_id, now: datetime) -> set[int]:

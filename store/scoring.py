@@ -401,12 +401,28 @@ def merged_states(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[t
 def merged_meanwhile(conn: Connection, lead_ids: Sequence[int]) -> list[int]:
     """Which of these leads, read as leads of their own earlier in this transaction, have been merged into another
     since. On SQLite none: the transaction has held the one write lock from its start, so no merge committed.
-    On PostgreSQL a merge commits freely unless the lead's mark is held; read at the last moment before the
-    states are saved, this leaves the instant between the read and the save."""
+    On PostgreSQL a merge waits for a transaction that holds the merged lead's mark or state (mark_dirty,
+    hold_merged_states), so a lead with a state cannot be merged between this read and the save. A lead scored
+    for the first time holds no state; if a chunk holds no mark for it either (a rescore's), a merge can still
+    land in the instant between this read and the save. The state saved then is absorbed when the lead that
+    remains is next scored (merged_states)."""
     if not lead_ids or conn.dialect.name == "sqlite":
         return []
     return [row[0] for row in select_where_in(conn, "SELECT id FROM lead WHERE merged_into_id IS NOT NULL AND id {keys}",
                                                 lead_ids)]
+
+
+def hold_merged_states(conn: Connection, merged_away: Sequence[int]) -> None:
+    """In a merge's transaction, as its last lock (PostgreSQL): wait for any scoring chunk or stage move that holds
+    the merged-away leads' states (load_states(lock=True)) to commit. Such a chunk read the lead as a lead of its
+    own and saves a state for it; with the merge held until then, the lead that remains finds that state and
+    absorbs it, where a merge committed under the chunk would leave it behind, counted twice if the lead that
+    remains had absorbed it meanwhile. Taken after the batch's marks: a transaction that holds states waits for
+    nothing a batch holds, so this wait always ends."""
+    if not merged_away or conn.dialect.name == "sqlite":
+        return
+    conn.exec_driver_sql(f"SELECT lead_id FROM lead_state WHERE lead_id {in_keys(conn)} ORDER BY lead_id FOR UPDATE",
+                         (keys_param(conn, sorted(merged_away)),))
 
 
 def fold_merged(conn: Connection, folds: dict[int, tuple[list[int], int | None]], now: datetime) -> tuple[int, int, int]:

@@ -10,7 +10,8 @@ step the stored lifecycle keeps its promises:
   routing and one CRM-sync row; the crossings the states count add up to the events;
 - a lead waits for a rep (an open routing row) exactly while it is an MQL;
 - every activity counts once, and each lead's ledger explains its score exactly;
-- after a full pass no merged-away lead keeps a state, and scoring again at that moment changes nothing."""
+- after a full pass no merged-away lead keeps a state, the fit's disqualifiers stand as the rulebook in force
+  says, no lead left in nurture is owed a handover, and scoring again at that moment changes nothing."""
 
 from __future__ import annotations
 

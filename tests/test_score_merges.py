@@ -258,6 +258,40 @@ def test_a_lead_merged_away_while_a_decay_pass_scores_it_keeps_no_state_behind(e
     assert score_dirty(engine, rulebook, version_id).merged_away == 0
 
 
+def test_a_merge_waits_for_a_pass_that_is_saving_the_merged_lead_s_state(engine, monkeypatch):
+    from tests.test_score_marks import while_paused_after
+
+    rulebook, version_id = versioned(engine)
+    write(engine, "scanner", activity("s1", "whitepaper_download", contact="badge-4", source="scanner"),
+          people=[good_fit("Val", contact="badge-4")])
+    write(engine, "newsletter", activity("n1", "newsletter_signup", email="val@acme.example", source="newsletter"))
+    score_dirty(engine, rulebook, version_id)
+    leads = emails(engine)
+    anonymous, known = leads[None], leads["val@acme.example"]
+    write(engine, "scanner", activity("s2", "demo_request", contact="badge-4", source="scanner"))
+
+    def merge_then_score_the_lead_that_remains():  # in a chunk of its own, as a run with many leads would
+        write(engine, "scanner", activity("s3", "email_open", email="val@acme.example", contact="badge-4", source="scanner"))
+        with engine.connect() as conn:
+            mark = [(lead_id, at) for lead_id, at in store.dirty_leads(conn, 10) if lead_id == known]
+        score_chunk(engine, rulebook, version_id, [known], now=NOW, run_id="incremental", rebuild=[known], dirty=mark)
+
+    # A decay pass hands the scanner's lead over on its demo request, and has made its last check that the lead
+    # is still one of its own. The merge waits for the pass to commit; the lead that remains then takes over
+    # that handover, instead of reading the lead as it was before the pass and handing the person over again.
+    while_paused_after(monkeypatch, "merged_meanwhile", lambda: score_chunk(
+        engine, rulebook, version_id, [anonymous], now=NOW, run_id="decay"),
+        meanwhile=merge_then_score_the_lead_that_remains)
+
+    assert states(engine) == {known: ("mql", states(engine)[known][1])}
+    with engine.connect() as conn:
+        crossings = conn.execute(select(LeadState.__table__.c.crossings)).scalars().all()
+        events = conn.execute(select(LeadEvent.__table__.c.lead_id)).scalars().all()
+    assert events == [anonymous] and crossings == [1]
+    assert [(row.lead_id, row.queue) for row in queue_rows(engine) if row.done_at is None] == [
+        (known, "crm_sync"), (known, "routing")]
+
+
 def test_an_address_leads_to_the_lead_that_remains_through_merges_of_merges(engine):
     for n in (1, 2, 3):
         write(engine, "newsletter", activity(f"n{n}", "newsletter_signup", email=f"rob{n}@acme.example", source="newsletter"))
