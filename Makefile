@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast postgres bench lock clean
+.PHONY: install demo test test-fast test-deep postgres bench lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ test: install postgres
 # The fast tests only: no servers, no subprocesses.
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# A deeper search by the property tests (Hypothesis), say before a release: DEEP times their examples, with no
+# per-test time limit. The files that read HANDOFF_PROPERTY_SCALE are the ones it runs.
+DEEP ?= 20
+test-deep: install postgres
+	HANDOFF_PROPERTY_SCALE=$(DEEP) $(BIN)/python -m pytest -o timeout=0 \
+	  $$(grep -l HANDOFF_PROPERTY_SCALE tests/test_*.py) $(PYTEST_ARGS)
 
 bench: install postgres
 	$(BIN)/python -m bench.ingest
