@@ -413,12 +413,12 @@ def merged_meanwhile(conn: Connection, lead_ids: Sequence[int]) -> list[int]:
 
 
 def hold_merged_states(conn: Connection, merged_away: Sequence[int]) -> None:
-    """In a merge's transaction, as its last lock (PostgreSQL): wait for any scoring chunk or stage move that holds
+    """In a merge's transaction, after its marks (PostgreSQL): wait for any scoring chunk or stage move that holds
     the merged-away leads' states (load_states(lock=True)) to commit. Such a chunk read the lead as a lead of its
-    own and saves a state for it; with the merge held until then, the lead that remains finds that state and
-    absorbs it, where a merge committed under the chunk would leave it behind, counted twice if the lead that
-    remains had absorbed it meanwhile. Taken after the batch's marks: a transaction that holds states waits for
-    nothing a batch holds, so this wait always ends."""
+    own and saves a state for it; with the merge held until then, the lead that remains absorbs that state when
+    next scored. A merge committed under the chunk let the lead that remains, scored meanwhile in another chunk,
+    read the state from before and decide again what the chunk decided: a person handed over twice. A
+    transaction that holds states waits for nothing a batch holds, so this wait always ends."""
     if not merged_away or conn.dialect.name == "sqlite":
         return
     conn.exec_driver_sql(f"SELECT lead_id FROM lead_state WHERE lead_id {in_keys(conn)} ORDER BY lead_id FOR UPDATE",
