@@ -419,10 +419,8 @@ def hold_merged_states(conn: Connection, merged_away: Sequence[int]) -> None:
     next scored. A merge committed under the chunk let the lead that remains, scored meanwhile in another chunk,
     read the state from before and decide again what the chunk decided: a person handed over twice. A
     transaction that holds states waits for nothing a batch holds, so this wait always ends."""
-    if not merged_away or conn.dialect.name == "sqlite":
-        return
-    conn.exec_driver_sql(f"SELECT lead_id FROM lead_state WHERE lead_id {in_keys(conn)} ORDER BY lead_id FOR UPDATE",
-                         (keys_param(conn, sorted(merged_away)),))
+    if merged_away and conn.dialect.name != "sqlite":
+        load_states(conn, merged_away, lock=True)
 
 
 def fold_merged(conn: Connection, folds: dict[int, tuple[list[int], int | None]], now: datetime) -> tuple[int, int, int]:

@@ -61,6 +61,7 @@ PROFILES = {
 }
 TARGETS = (Stage.RECYCLED, Stage.DISQUALIFIED, Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER)
 BY = "tester@revops.example"
+HELD_BY_SALES = {stage.value for stage in SALES_OWNED}
 
 
 class LeadLife(RuleBasedStateMachine):
@@ -179,7 +180,7 @@ class LeadLife(RuleBasedStateMachine):
         # The fit's disqualifiers take out every lead they name that sales does not hold, and only while named
         for email, stage, taken_from in standing:
             if self.in_force == "rival" and email and email.endswith("@acme.example"):
-                assert stage in {s.value for s in (*SALES_OWNED, Stage.DISQUALIFIED)}, (email, stage)
+                assert stage in HELD_BY_SALES | {Stage.DISQUALIFIED.value}, (email, stage)
             if self.in_force == "shipped":
                 assert taken_from is None, f"{email} still out on a disqualifier the rulebook dropped"
         self._nobody_owed_a_handover_is_left_in_nurture(leads)
@@ -210,7 +211,7 @@ class LeadLife(RuleBasedStateMachine):
     def the_stored_lifecycle_keeps_its_promises(self):
         with self.engine.connect() as conn:
             states = {row.lead_id: row for row in conn.execute(text(
-                "SELECT lead_id, version_id, score, stage, crossings, scored_at FROM lead_state"))}
+                "SELECT lead_id, score, stage, crossings, scored_at FROM lead_state"))}
             changes = conn.execute(text(
                 "SELECT lead_id, from_stage, to_stage, reason FROM stage_change ORDER BY id")).all()
             events = conn.execute(text("SELECT id, lead_id, kind, crossing FROM lead_event ORDER BY id")).all()
@@ -229,7 +230,7 @@ class LeadLife(RuleBasedStateMachine):
                 assert move.from_stage == stage, f"lead {lead_id}: history breaks at {move}"
                 stage = move.to_stage
                 by_person = move.reason.endswith(f"(by {BY})")
-                if move.from_stage in {s.value for s in SALES_OWNED}:
+                if move.from_stage in HELD_BY_SALES:
                     assert by_person or move.reason.startswith("merged with"), f"lead {lead_id}: {move}"
                 if move.from_stage and MERGE_RANK.index(Stage(move.to_stage)) < MERGE_RANK.index(Stage(move.from_stage)):
                     assert move.reason.startswith(("recycled: ", "disqualified: ")), f"lead {lead_id} fell back: {move}"
@@ -250,7 +251,7 @@ class LeadLife(RuleBasedStateMachine):
         assert sum(state.crossings for state in states.values()) == len(events)
 
         rows = Counter((row.lead_event_id, row.queue) for row in queue)
-        assert rows == Counter({(event.id, q): 1 for event in events for q in ("routing", "crm_sync")})
+        assert rows == Counter({(event.id, q): 1 for event in events for q in store.HANDOFF_QUEUES})
         open_routing = Counter(row.lead_id for row in queue if row.queue == "routing" and row.done_at is None)
         waiting = {lead_id for lead_id, state in states.items() if state.stage == Stage.MQL.value}
         assert open_routing == Counter({lead_id: 1 for lead_id in waiting}), (open_routing, waiting)
