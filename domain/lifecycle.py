@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import Any, Mapping
 
 from domain.activity import ActivityType
 from domain.fit import FitAssessment
@@ -308,3 +309,29 @@ def advance(state: LeadState, target: Stage, reason: str, now: datetime) -> Qual
     changes: list[StageChange] = []
     state = _move(state, target, reason, now, changes)
     return Qualification(state, tuple(changes))
+
+
+def lead_facts(score: int, fit: FitAssessment, profile: Mapping[str, Any],
+               last_hand_raise: tuple[datetime, str] | None, rulebook: Rulebook) -> LeadFacts:
+    """The facts qualify() reads, from a lead's score, fit, fields and latest hand-raise (time, type)."""
+    return LeadFacts(
+        score=score,
+        fit=fit,
+        has_details=any(profile.get(name) for name in rulebook.qualification.details_fields),
+        last_hand_raise=(last_hand_raise[0], ActivityType(last_hand_raise[1])) if last_hand_raise else None,
+    )
+
+
+def decide(previous: LeadState | None, merged: list[tuple[int, LeadState]] | None, facts: LeadFacts,
+           rulebook: Rulebook, now: datetime) -> tuple[Qualification, int | None]:
+    """One lead's pass: the person first stands where the furthest of its records stood (when leads were merged
+    into it since it was last scored), then qualifies on its facts. Also returns the merged lead whose stage the
+    person took (see absorb), or None."""
+    took_from = None
+    if merged:
+        merge, took_from = absorb(previous, merged)
+        result = qualify(merge.state, facts, rulebook, now)
+        if merge.changes:
+            result = Qualification(result.state, merge.changes + result.changes, result.triggers)
+        return result, took_from
+    return qualify(previous, facts, rulebook, now), took_from

@@ -12,10 +12,11 @@ from typing import Collection, Iterable, Sequence
 
 from sqlalchemy import Connection, MetaData, select
 
-from domain.activity import asset_key
+from domain.activity import ActivityType, asset_key
 from domain.lifecycle import LeadState, Qualification, Stage
 from domain.rules import DECAY_TABLE_DAYS, MICROS, Rulebook, _plain
-from domain.scoring import epoch_seconds
+from domain.scoring import ScoredActivity, epoch_seconds
+from domain.versions import rulebook_from_plain
 from store.bulk import db_time, driver_rows, in_keys, insert_rows, keys_param, param_mark, select_where_in
 from store.types import from_db_time
 from store.tables import (
@@ -66,6 +67,12 @@ def ensure_version(conn: Connection, rulebook: Rulebook, now: datetime, reason: 
             break
     conn.execute(decay_t.insert(), factors)
     return version_id
+
+
+def version_rulebook(conn: Connection, version_id: int) -> Rulebook:
+    """A stored version's rules, as the Rulebook that scored with them."""
+    rules = conn.execute(select(version_t.c.rules).where(version_t.c.id == version_id)).scalar_one()
+    return rulebook_from_plain(json.loads(rules))
 
 
 def rule_ids(rulebook: Rulebook) -> dict[int, int]:
@@ -345,6 +352,22 @@ def last_hand_raises(conn: Connection, lead_ids: Sequence[int], kinds: Iterable[
         if lead_id not in latest or (moment, kind) > latest[lead_id]:
             latest[lead_id] = (moment, kind)
     return latest
+
+
+def activity_histories(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[ScoredActivity]]:
+    """Each lead's activities as scoring reads them (the activities of leads merged into it count for it)."""
+    rows = select_where_in(
+        conn, "SELECT lead_id, id, source, external_id, type, asset, occurred_at FROM activity WHERE lead_id {keys}",
+        lead_ids)
+    histories: dict[int, list[ScoredActivity]] = {}
+    for lead_id, activity_id, source, external_id, kind, asset, occurred_at in rows:
+        histories.setdefault(lead_id, []).append(ScoredActivity(
+            activity_id=activity_id, source=source, external_id=external_id, type=_KINDS[kind], asset=asset,
+            occurred_at=from_db_time(occurred_at)))
+    return histories
+
+
+_KINDS = {kind.value: kind for kind in ActivityType}
 
 
 _STATE_COLUMNS = ("lead_id", "version_id", "score", "peak_score", "fit_points", "fit_grade", "stage", "stage_changed_at",

@@ -3,18 +3,13 @@ under the rulebook version that scored it."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-from sqlalchemy import select
 
 from domain.explain import explain_score, fit_dict
 from domain.fit import assess_fit
 from domain.lifecycle import QUALIFIABLE, LeadState, Stage, hand_raises_count_after
 from domain.rules import points_text
-from domain.versions import rulebook_from_plain
 from store import scoring as store
-from store.tables import RulebookVersion
 from tasks.scoring import entries_of
 
 
@@ -38,8 +33,7 @@ def explain_lead(engine, email: str) -> dict[str, Any]:
         history = store.stage_history(conn, lead_id)
         if state is None:
             return {"lead_id": lead_id, "email": address, "scored": False, "profile": profile, "stages": []}
-        version = conn.execute(select(RulebookVersion.__table__).where(RulebookVersion.__table__.c.id == state["version_id"])).mappings().one()
-        rulebook = rulebook_from_plain(json.loads(version["rules"]))
+        rulebook = store.version_rulebook(conn, state["version_id"])
         lines = store.ledger_lines(conn, [lead_id]).get(lead_id, [])
     explanation = explain_score(entries_of(lines), rulebook.decay, state["scored_at"])
     fit = assess_fit(profile, address, rulebook.fit)

@@ -17,10 +17,9 @@ from pydantic import BaseModel, Field
 
 from config.rulebook import load_rulebook
 from config.settings import get_settings
-from domain.activity import ActivityType
 from domain.explain import Explanation, LedgerEntry, explain_score, reason_text
 from domain.fit import assess_fit
-from domain.lifecycle import LeadFacts, Qualification, Stage, absorb, qualify
+from domain.lifecycle import Qualification, Stage, decide, lead_facts
 from domain.rules import Rulebook, points_text
 from store.engine import get_engine
 from store import scoring as store
@@ -124,22 +123,11 @@ def _score_chunk_once(engine, rulebook: Rulebook, version_id: int, lead_ids: Seq
         for lead_id, profile in profiles.items():
             score = max(totals.get(lead_id, 0), rulebook.decay.floor)
             fit = assess_fit(profile, profile["email"], rulebook.fit)
-            raised = raises.get(lead_id)
-            facts = LeadFacts(
-                score=score,
-                fit=fit,
-                has_details=any(profile.get(name) for name in rulebook.qualification.details_fields),
-                last_hand_raise=(raised[0], ActivityType(raised[1])) if raised else None,
-            )
-            previous = states.get(lead_id)
-            merge = None
-            if lead_id in absorbed:  # the person stands where the furthest of its records stood, then qualifies
-                merge, took_from = absorb(previous, absorbed[lead_id])
-                folds[lead_id] = ([merged for merged, _ in absorbed[lead_id]], took_from)
-            result = qualify(merge.state if merge else previous, facts, rulebook, now)
-            if merge and merge.changes:
-                result = Qualification(result.state, merge.changes + result.changes, result.triggers)
-            results[lead_id] = result
+            facts = lead_facts(score, fit, profile, raises.get(lead_id), rulebook)
+            merged = absorbed.get(lead_id)
+            results[lead_id], took_from = decide(states.get(lead_id), merged, facts, rulebook, now)
+            if merged:
+                folds[lead_id] = ([merged_id for merged_id, _ in merged], took_from)
         # A lead merged into another since it was read here (a pass that holds no mark for it does not hold the
         # merge off) keeps no state: the lead that remains has absorbed, or will absorb, the state it had.
         for lead_id in store.merged_meanwhile(conn, list(results)):
