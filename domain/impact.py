@@ -37,14 +37,14 @@ def rulebook_changes(in_force: Rulebook, draft: Rulebook) -> list[str]:
                      f"{points_text(draft.readiness_threshold)} points")
     lines += _keyed(_rules_by_action(in_force.rules), _rules_by_action(draft.rules), _rule_text, _rule_change)
     if in_force.decay != draft.decay:
-        lines.append(f"decay: {_decay_text(in_force.decay)} -> {_decay_text(draft.decay)}")
+        lines.append(f"decay: {decay_text(in_force.decay)} -> {decay_text(draft.decay)}")
     old_fit, new_fit = in_force.fit, draft.fit
     lines += _keyed({r.field: r for r in old_fit.rules}, {r.field: r for r in new_fit.rules},
                     lambda r: f"fit {r.field}: {_fit_rule_text(r)}", _fit_rule_change)
     if old_fit.grade_thresholds != new_fit.grade_thresholds:
-        lines.append(f"fit grades: {_grades_text(old_fit.grade_thresholds)} -> {_grades_text(new_fit.grade_thresholds)}")
+        lines.append(f"fit grades: {grades_text(old_fit.grade_thresholds)} -> {grades_text(new_fit.grade_thresholds)}")
     lines += _keyed({d.reason: d for d in old_fit.disqualifiers}, {d.reason: d for d in new_fit.disqualifiers},
-                    lambda d: f"disqualifier '{d.reason}': {_disqualifier_text(d)}", _disqualifier_change)
+                    lambda d: f"disqualifier '{d.reason}': {disqualifier_text(d)}", _disqualifier_change)
     old_q, new_q = in_force.qualification, draft.qualification
     for name, label, show in _QUALIFICATION:
         before, after = getattr(old_q, name), getattr(new_q, name)
@@ -95,7 +95,7 @@ def _rule_change(old: ScoringRule, new: ScoringRule) -> str | None:
     return f"{new.action}: {'; '.join(parts)}" if parts else None
 
 
-def _decay_text(decay: DecayPolicy) -> str:
+def decay_text(decay: DecayPolicy) -> str:
     if decay.half_life_days:
         how = f"half-life {decay.half_life_days} days"
     elif decay.steps:
@@ -128,11 +128,11 @@ def _maybe(points: int | None) -> str:
     return "none" if points is None else points_text(points)
 
 
-def _grades_text(thresholds: tuple[tuple[str, int], ...]) -> str:
+def grades_text(thresholds: tuple[tuple[str, int], ...]) -> str:
     return ", ".join(f"{grade} from {points_text(points)}" for grade, points in thresholds)
 
 
-def _disqualifier_text(d: Disqualifier) -> str:
+def disqualifier_text(d: Disqualifier) -> str:
     matches = []
     if d.email_domains:
         matches.append("e-mail domains " + ", ".join(d.email_domains))
@@ -143,9 +143,9 @@ def _disqualifier_text(d: Disqualifier) -> str:
 
 
 def _disqualifier_change(old: Disqualifier, new: Disqualifier) -> str | None:
-    if _disqualifier_text(old) == _disqualifier_text(new):
+    if disqualifier_text(old) == disqualifier_text(new):
         return None
-    return f"disqualifier '{new.reason}': {_disqualifier_text(old)} -> {_disqualifier_text(new)}"
+    return f"disqualifier '{new.reason}': {disqualifier_text(old)} -> {disqualifier_text(new)}"
 
 
 def _kinds(kinds) -> str:

@@ -155,6 +155,7 @@ def rules_check() -> None:
 
     from config.loading import ConfigError
     from config.rulebook import load_rulebook
+    from domain.impact import decay_text, disqualifier_text, grades_text
     from domain.rules import points_text
 
     try:
@@ -169,10 +170,7 @@ def rules_check() -> None:
         table.add_row(rule.action, rule.stage.value, str(rule.readiness_pct), points_text(rule.points),
                       points_text(rule.cap) if rule.cap is not None else "—", str(rule.repeat))
     console.print(table)
-    decay = rulebook.decay
-    shape = (f"half-life {decay.half_life_days} days" if decay.half_life_days else
-             ", ".join(f"after {d} days keep {p}%" for d, p in decay.steps) or "none")
-    console.print(f"Decay: {shape}; floor {points_text(decay.floor)}")
+    console.print(f"Decay: {decay_text(rulebook.decay)}")
     fit = Table(title="Fit (ideal customer profile)")
     for column in ("field", "match", "points"):
         fit.add_column(column)
@@ -184,12 +182,9 @@ def rules_check() -> None:
         for words, points in rule.keywords:
             fit.add_row(rule.field, "has " + " / ".join(words), points_text(points))
     console.print(fit)
-    grades = ", ".join(f"{g} from {points_text(p)}" for g, p in rulebook.fit.grade_thresholds)
-    console.print(f"Grades: {grades}, else D")
+    console.print(f"Grades: {grades_text(rulebook.fit.grade_thresholds)}, else D")
     for rule in rulebook.fit.disqualifiers:
-        target = ", ".join(rule.email_domains) or f"{rule.field} in {', '.join(rule.values)}"
-        effect = "disqualify" if rule.effect == "disqualify" else f"grade at most {rule.max_grade}"
-        console.print(f"Disqualifier: {rule.reason} ({target}): {effect}")
+        console.print(f"Disqualifier: {rule.reason}: {disqualifier_text(rule)}")
     q = rulebook.qualification
     console.print(
         f"MQL: score >= {points_text(rulebook.readiness_threshold)} with fit >= {q.min_fit_grade}, or at once on "
@@ -198,6 +193,31 @@ def rules_check() -> None:
         f"{points_text(q.cold_engaged_at)}"
     )
     console.print(f"[green]The rulebook is valid[/green] (version digest {rulebook.digest[:12]})")
+
+
+@rules_app.command("impact")
+def rules_impact(
+    rules_dir: Optional[Path] = typer.Option(None, "--rules-dir", help="The draft's directory (scoring.yaml and "
+                                             "scoring.csv); default: the configured rulebook."),
+    now: Optional[str] = typer.Option(None, help="The moment to work the leads out at (ISO-8601); default: now."),
+    examples: int = typer.Option(10, min=0, help="Leads listed per kind of difference."),
+) -> None:
+    """Preview a rulebook change before it goes live: every lead under the draft beside the rulebook in force, and
+    what changed in the rules. Saves nothing (the rulebook-impact flow)."""
+    from config.loading import ConfigError
+    from config.rulebook import load_rulebook
+    from flows.impact import rulebook_impact
+    from handoff.prefect_server import prefect_api
+
+    at = _instant(now, "--now")
+    try:  # a draft that does not load is refused before any server starts, naming the file and the line
+        load_rulebook(rules_dir or _settings().rulebook_dir)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    with prefect_api(_settings().home / "prefect"):
+        summary = rulebook_impact(rules_dir=str(rules_dir) if rules_dir else None, now=at, examples=examples)
+    console.print(Markdown(summary.markdown))
 
 
 @app.command()

@@ -61,7 +61,7 @@ class LeadImpact(BaseModel):
     fit_draft: str
     stage_in_force: str | None
     stage_draft: str
-    why: str  # the draft's last stage change, or its fit grade when the stage stays
+    why: str  # the reason of the draft's last stage change; empty when the stage stays
 
 
 
@@ -189,7 +189,7 @@ def _compare(outcome: ImpactOutcome, lead_id: int, email: str | None, old: Quali
     lead = LeadImpact(
         lead_id=lead_id, email=email, score_in_force=a.score if a else None, score_draft=b.score,
         fit_in_force=a.fit_grade if a else None, fit_draft=b.fit_grade, stage_in_force=a.stage.value if a else None,
-        stage_draft=b.stage.value, why=new.changes[-1].reason if new.changes else f"fit {b.fit_grade}")
+        stage_draft=b.stage.value, why=new.changes[-1].reason if new.changes else "")
     if new.triggers and not (old and old.triggers):
         outcome.note("handed_over_only_with_draft", lead)
     if old is None:

@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from config.settings import get_settings
+from domain.rules import points_text
 from store.engine import get_engine
 from store.ingest import quarantine_reasons
 from tasks.ingest import SourceSummary
@@ -117,4 +118,87 @@ def moves_markdown(moves: StageMoves) -> str:
 def publish_move_summary(moves: StageMoves) -> str:
     markdown = moves_markdown(moves)
     create_markdown_artifact(key="stage-moves", markdown=markdown, description="Leads moved by hand, with the reasons")
+    return markdown
+
+
+_STAGE_ORDER = ("subscriber", "lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified")
+_EXAMPLE_TITLES = (
+    ("handed_over_only_with_draft", "Handed to sales only with the draft", "highest draft score first"),
+    ("handed_over_only_in_force", "Handed to sales only with the rulebook in force", "highest score first"),
+    ("disqualified_only_with_draft", "Disqualified only with the draft", "highest draft score first"),
+    ("largest_score_changes", "Largest score changes", "largest change first"),
+)
+
+
+def impact_markdown(summary: dict) -> str:
+    """The rulebook-impact run as its artifact: what changed in the rules, then the leads under both rulebooks."""
+    outcome, version = summary["outcome"], summary["in_force_version"]
+    old, new = outcome["in_force"], outcome["draft"]
+    lines = [f"# Rulebook impact at {_when(_instant(summary['now']))}", "",
+             f"The draft in `{summary['rules_dir']}` (`{summary['draft_digest'][:12]}`) beside "
+             + (f"the rulebook in force, version {version} (`{summary['in_force_digest'][:12]}`)." if version else
+                "no rulebook in force: no lead has been scored yet, so this is what the first scoring run will do.")
+             + " Nothing was saved: each lead is worked out from its activity log as a scoring pass at this moment"
+               " would, under either rulebook.", ""]
+    if version and summary["draft_digest"] == summary["in_force_digest"]:
+        return "\n".join(lines + ["The draft is the rulebook in force: nothing would change."]) + "\n"
+    if version:
+        lines += ["## What changed in the rules", ""]
+        lines += [f"- {change}" for change in summary["changes"]] or [
+            "Only the order of entries: the draft scores alike, but it is a new version all the same (the next"
+            " scheduled run rescores every lead with it)."]
+        lines.append("")
+    diff = (lambda a, b: f"{b - a:+,}") if old else (lambda a, b: "")
+    get = lambda side, key: side[key] if side else 0  # noqa: E731
+    lines += [f"## {outcome['leads']:,} leads", "", "| | rulebook in force | draft | difference |", "|---|---:|---:|---:|"]
+    rows = [("handed to sales by this pass (new MQLs)", "handovers"), ("scores at or above the readiness threshold",
+                                                                       "at_threshold"), ("cold", "cold")]
+    for label, key in rows:
+        a, b = get(old, key), new[key]
+        lines.append(f"| {label} | {f'{a:,}' if old else '—'} | {b:,} | {diff(a, b)} |")
+    for grade in "ABCD":
+        a, b = (old["grades"].get(grade, 0) if old else 0), new["grades"].get(grade, 0)
+        lines.append(f"| fit {grade} | {f'{a:,}' if old else '—'} | {b:,} | {diff(a, b)} |")
+    if old:
+        lines += ["", f"Scores: {outcome['score_up']:,} up, {outcome['score_down']:,} down, the rest unchanged. "
+                      f"Fit grade changed for {outcome['fit_grade_changed']:,}; {outcome['stage_differs']:,} would "
+                      "stand in another stage than the rulebook in force leaves them."]
+    stages = sorted(set(new["stages"]) | set(old["stages"] if old else ()), key=_STAGE_ORDER.index)
+    lines += ["", "## Where the leads would stand", "", "| stage | rulebook in force | draft | difference |",
+              "|---|---:|---:|---:|"]
+    for stage in stages:
+        a, b = (old["stages"].get(stage, 0) if old else 0), new["stages"].get(stage, 0)
+        lines.append(f"| {stage} | {f'{a:,}' if old else '—'} | {b:,} | {diff(a, b)} |")
+    kinds = sorted(set(new["stage_changes"]) | set(old["stage_changes"] if old else ()))
+    if kinds:
+        lines += ["", "## Stage changes this pass would make", "", "| change | rulebook in force | draft |", "|---|---:|---:|"]
+        for kind in kinds:
+            a = f"{old['stage_changes'].get(kind, 0):,}" if old else "—"
+            lines.append(f"| {kind} | {a} | {new['stage_changes'].get(kind, 0):,} |")
+    for name, title, order in _EXAMPLE_TITLES:
+        found = outcome[name]
+        if not found:
+            continue
+        total = outcome["counts"][name]
+        lines += ["", f"## {title}: {total:,}" + (f" ({len(found)} shown, {order})" if total > len(found) else ""), "",
+                  "| lead | e-mail | score | fit | stage | why (draft) |", "|---:|---|---:|---|---|---|"]
+        for lead in found:
+            lines.append(f"| {lead['lead_id']} | {lead['email'] or '—'} | {_both(lead, 'score', points_text)} | "
+                         f"{_both(lead, 'fit')} | {_both(lead, 'stage')} | {lead['why'].replace('|', '/') or '—'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _both(lead: dict, field: str, show=str) -> str:
+    """'before -> after' when the rulebooks differ on this field, else the one value."""
+    before, after = lead[f"{field}_in_force"], lead[f"{field}_draft"]
+    if before is None or before == after:
+        return show(after)
+    return f"{show(before)} -> {show(after)}"
+
+
+@task(cache_policy=NO_CACHE)
+def publish_impact_summary(summary: dict) -> str:
+    markdown = impact_markdown(summary)
+    create_markdown_artifact(key="rulebook-impact", markdown=markdown,
+                             description="A rulebook change previewed: every lead under the draft and the rulebook in force")
     return markdown

@@ -47,6 +47,7 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
         score = client.read_deployment_by_name("score-and-qualify/score-every-5-minutes")
         rescore = client.read_deployment_by_name("rescore/rescore")
         moves = client.read_deployment_by_name("move-lead-stage/move-lead-stage")
+        impact = client.read_deployment_by_name("rulebook-impact/rulebook-impact")
     assert ingest.entrypoint == "flows/ingest.py:ingest"
     for scheduled in (ingest, score):
         [schedule] = scheduled.schedules
@@ -59,3 +60,6 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
     assert moves.schedules == [] and moves.parameter_openapi_schema["required"] == ["emails", "to", "reason"]
     assert moves.parameter_openapi_schema["properties"]["to"]["enum"] == ["recycled", "disqualified", "sql",
                                                                           "opportunity", "customer"]
+    # A preview needs nothing: by default it compares the configured rulebook with the one in force
+    assert impact.schedules == [] and impact.parameter_openapi_schema.get("required", []) == []
+    assert set(impact.parameter_openapi_schema["properties"]) == {"rules_dir", "now", "examples"}

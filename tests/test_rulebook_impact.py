@@ -8,19 +8,27 @@ import shutil
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
+import requests
 from hypothesis import given
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from config.rulebook import load_rulebook
-from config.settings import CONFIG_DIR
+from config.settings import CONFIG_DIR, get_settings
 from domain.activity import PersonRecord
 from domain.impact import rulebook_changes
 from domain.lifecycle import Stage
 from domain.rules import Disqualifier
+from flows.impact import rulebook_impact
+from flows.score import score_and_qualify
+from handoff.cli import app
 from store import scoring as store
+from store.tables import LeadState
 from tasks.impact import Comparison, impact_of, worked_out
 from tasks.scoring import score_chunk
 from tasks.stages import move_leads
+from tests.test_score_flow import WORLD, count, ingested
 from tests.test_scoring_properties import (
     BASE,
     EMAILS,
@@ -168,3 +176,72 @@ def test_the_impact_is_exactly_what_the_pass_that_applies_the_draft_then_does(en
     assert sorted(lead_id for lead_id, (_, (q,)) in predicted.items() if q.triggers) == \
         sorted(m.lead_id for m in applied.new_mqls)
     assert impact.leads == len(leads) == sum(impact.draft.stages.values()) == sum(impact.in_force.stages.values())
+
+
+# ------------------------------------------------------------------------------------------ the flow and the command
+
+@pytest.mark.slow
+def test_the_preview_artifact_names_the_changes_and_the_leads_and_the_scheduled_run_then_does_just_that(
+    prefect_server, handoff_env, engine, sandbox_factory, tmp_path
+):
+    box = sandbox_factory(WORLD)
+    live = tmp_path / "live"
+    shutil.copytree(CONFIG_DIR, live, ignore=shutil.ignore_patterns("*.py", "__pycache__", "sources.yaml"))
+    ingested(box, handoff_env, HANDOFF_RULEBOOK_DIR=str(live))
+    first = score_and_qualify(now=box.world.now)
+    unchanged = rulebook_impact(now=box.world.now)
+    assert unchanged.outcome.leads == 0 and "The draft is the rulebook in force: nothing would change." in unchanged.markdown
+
+    # The marketers' draft: white papers worth twice as much, and pinemetrics.example named a competitor
+    draft = tmp_path / "draft"
+    shutil.copytree(live, draft)
+    csv, yaml = draft / "scoring.csv", draft / "scoring.yaml"
+    csv.write_text(csv.read_text().replace("whitepaper_download,consideration,30,60,every",
+                                           "whitepaper_download,consideration,60,120,every"))
+    yaml.write_text(yaml.read_text().replace("[rivalrevops.example]", "[rivalrevops.example, pinemetrics.example]"))
+    later = box.world.now + timedelta(hours=1)
+    before = snapshot(engine)
+    preview = rulebook_impact(rules_dir=str(draft), now=later, examples=3)
+    assert snapshot(engine) == before
+
+    assert preview.in_force_version == first.version_id and preview.outcome.leads == first.outcome.leads
+    assert preview.changes == [
+        "whitepaper_download: 30% = 30 points -> 60% = 60 points; cap 60, every time -> cap 120, every time",
+        "disqualifier 'works for a competitor': e-mail domains rivalrevops.example: disqualify -> "
+        "e-mail domains rivalrevops.example, pinemetrics.example: disqualify"]
+    markdown = preview.markdown
+    assert "- whitepaper_download: 30% = 30 points -> 60% = 60 points" in markdown
+    assert f"## {first.outcome.leads:,} leads" in markdown and "## Where the leads would stand" in markdown
+    outcome = preview.outcome
+    assert outcome.score_up > 0 and outcome.score_down == 0
+    assert outcome.counts["disqualified_only_with_draft"] > 0
+    assert all(lead.email.endswith("@pinemetrics.example") for lead in outcome.disqualified_only_with_draft)
+    assert 0 < len(outcome.largest_score_changes) <= 3
+    assert f"## Disqualified only with the draft: {outcome.counts['disqualified_only_with_draft']:,}" in markdown
+    [artifact] = requests.post(f"{prefect_server.api_url}/artifacts/filter", timeout=10, json={
+        "artifacts": {"key": {"any_": ["rulebook-impact"]}, "flow_run_id": {"any_": [preview.run_id]}}}).json()
+    assert artifact["data"] == markdown
+
+    # The draft goes live: the next scheduled run does what the preview said
+    shutil.copytree(draft, live, dirs_exist_ok=True)
+    applied = score_and_qualify(now=later)
+    assert applied.mode == "rescore"
+    assert applied.outcome.stage_changes == outcome.draft.stage_changes
+    assert len(applied.outcome.new_mqls) == outcome.draft.handovers
+    assert count(engine, LeadState, LeadState.__table__.c.stage == "disqualified") == outcome.draft.stages["disqualified"]
+
+
+def test_handoff_rules_impact_refuses_a_draft_that_does_not_load_naming_the_file_and_line(tmp_path, monkeypatch):
+    draft = tmp_path / "draft"
+    shutil.copytree(CONFIG_DIR, draft, ignore=shutil.ignore_patterns("*.py", "__pycache__", "sources.yaml"))
+    sheet = draft / "scoring.csv"
+    sheet.write_text(sheet.read_text().replace("whitepaper_download,consideration,30,60,every",
+                                               "whitepaper_download,consideration,lots,60,every"))
+    number = sheet.read_text().splitlines().index("whitepaper_download,consideration,lots,60,every") + 1
+    monkeypatch.setenv("HANDOFF_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["rules", "impact", "--rules-dir", str(draft)], catch_exceptions=False)
+    get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert f"scoring.csv:{number}: readiness_pct must be a number, not 'lots'" in result.output.replace("\n", "")
+    assert not (tmp_path / "home" / "prefect").exists()  # refused before a Prefect server was started

@@ -1,0 +1,62 @@
+"""The rulebook-impact flow: what a rulebook change would do to every lead, before it goes live. Saves nothing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from prefect import flow
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
+from pydantic import BaseModel
+
+from config.settings import get_settings
+from tasks.impact import ImpactOutcome, compare_rulebooks, impact_of_leads
+from tasks.reporting import publish_impact_summary
+from tasks.scoring import all_leads
+from tasks.store import check_database
+
+
+class ImpactSummary(BaseModel):
+    now: datetime
+    run_id: str | None
+    rules_dir: str
+    draft_digest: str
+    in_force_version: int | None
+    in_force_digest: str | None
+    changes: list[str]
+    outcome: ImpactOutcome
+    markdown: str = ""
+
+
+@flow(name="rulebook-impact",
+      description="Preview a rulebook change: every lead under the draft beside the rulebook in force. Saves nothing.")
+def rulebook_impact(rules_dir: str | None = None, now: datetime | None = None, examples: int = 10) -> ImpactSummary:
+    """`rules_dir`: the draft's directory (scoring.yaml and scoring.csv; default: the configured rulebook, which
+    the next scheduled run applies). Each lead is worked out from its activity log as a pass at `now` would under
+    either rulebook; `examples` leads are listed per kind of difference."""
+    now = now or datetime.now(timezone.utc)
+    log = get_run_logger()
+    check_database()
+    comparison = compare_rulebooks(rules_dir)
+    outcome = ImpactOutcome(examples=examples)
+    if comparison.same:
+        log.info("the draft in %s is the rulebook in force (version %s): nothing would change",
+                 comparison.rules_dir, comparison.in_force_version)
+    else:
+        leads = all_leads()
+        size = get_settings().score_chunk_size
+        log.info("%s leads worked out under the draft in %s and the rulebook in force (%s), in chunks of up to %s",
+                 f"{len(leads):,}", comparison.rules_dir,
+                 f"version {comparison.in_force_version}" if comparison.in_force else "none: nothing scored yet",
+                 f"{size:,}")
+        for start in range(0, len(leads), size):
+            chunk = leads[start:start + size]
+            outcome.add(impact_of_leads(comparison, quote(chunk), now, examples, label=f"{chunk[0]}-{chunk[-1]}"))
+    summary = ImpactSummary(
+        now=now, run_id=flow_run.get_id(), rules_dir=comparison.rules_dir, draft_digest=comparison.draft.digest,
+        in_force_version=comparison.in_force_version,
+        in_force_digest=comparison.in_force.digest if comparison.in_force else None, changes=comparison.changes,
+        outcome=outcome)
+    summary.markdown = publish_impact_summary(summary.model_dump(mode="json"))
+    return summary
