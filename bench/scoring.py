@@ -1,7 +1,7 @@
 """Scoring benchmark: a full rescore of 1,000,000 activities for 100,000 leads and incremental runs after
 1,000 and 10,000 new activities, on SQLite and PostgreSQL, beside the bare SQL `SUM(points) GROUP BY lead`
 over the same ledger rows (the ceiling) and the two floors any rescore stands on (numbering the activities in
-history order, and writing the ledger).
+history order, and writing the ledger); and the rulebook-impact preview of a draft rulebook over every lead.
 
     python -m bench.scoring [--leads 100000] [--activities 1000000] [--databases sqlite,postgresql]
 
@@ -169,6 +169,21 @@ def settle_prefect(server, limit_seconds: float = 300.0) -> float:
     return time.perf_counter() - started
 
 
+def draft_rulebook(workdir: Path) -> Path:
+    """The shipped rulebook with white papers worth 50% instead of 30%: the draft the impact preview is timed on."""
+    import shutil
+
+    from config.settings import CONFIG_DIR
+
+    draft = workdir / "draft"
+    draft.mkdir()
+    for name in ("scoring.yaml", "scoring.csv"):
+        shutil.copy(CONFIG_DIR / name, draft / name)
+    sheet = draft / "scoring.csv"
+    sheet.write_text(sheet.read_text().replace("whitepaper_download,consideration,30,60,", "whitepaper_download,consideration,50,100,"))
+    return draft
+
+
 def timed(call) -> tuple[float, object]:
     started = time.perf_counter()
     result = call()
@@ -193,7 +208,10 @@ def main() -> None:
     figures = []
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_LOGGING_LEVEL: "WARNING"}):
+            from flows.impact import rulebook_impact
             from flows.score import rescore, score_and_qualify
+
+            draft = draft_rulebook(workdir)
 
             for kind in [d.strip() for d in args.databases.split(",") if d.strip()]:
                 url = fresh_database(kind, workdir, "handoff_bench_scoring")
@@ -207,6 +225,7 @@ def main() -> None:
                 full, summary = timed(lambda: rescore(reason="benchmark", now=NOW))
                 row = {"database": kind, "load": load_seconds, "first": first, "settle": settled, "rescore": full,
                        **ceilings(url, summary.version_id), "leads": summary.outcome.leads}
+                row["impact"], _ = timed(lambda: rulebook_impact(rules_dir=str(draft), now=NOW))
                 for count, seed in ((1_000, 101), (10_000, 102)):
                     when = NOW + timedelta(hours=1 + count // 1000)
                     new_activities(url, count, args.leads, seed, when)
@@ -222,7 +241,8 @@ def main() -> None:
     print()
     print(f"{'database':10} {'ledger rows':>11} {'ceiling s':>9} {'rescore s':>9} {'x ceiling':>9} "
           f"{'activity ceiling s':>18} {'x that':>7} {'window floor s':>14} {'write floor s':>13} "
-          f"{'floors x ceiling':>16} {'rescore x floors':>16} {'+1k new: s (leads)':>19} {'+10k new: s (leads)':>20}")
+          f"{'floors x ceiling':>16} {'rescore x floors':>16} {'+1k new: s (leads)':>19} {'+10k new: s (leads)':>20} "
+          f"{'impact s':>8}")
     for r in figures:
         floors = r["window_floor"] + r["write_floor"]
         print(f"{r['database']:10} {r['ledger_rows']:>11,} {r['ceiling']:>9.2f} {r['rescore']:>9.1f} "
@@ -230,7 +250,7 @@ def main() -> None:
               f"{r['window_floor']:>14.2f} {r['write_floor']:>13.2f} {floors / r['ceiling']:>15.1f}x "
               f"{r['rescore'] / floors:>15.1f}x "
               f"{r['incremental_1000']:>10.2f} ({r['incremental_1000_leads']:>5}) "
-              f"{r['incremental_10000']:>11.2f} ({r['incremental_10000_leads']:>5})")
+              f"{r['incremental_10000']:>11.2f} ({r['incremental_10000_leads']:>5}) {r['impact']:>8.1f}")
     print("\nrescore = the rescore flow (every ledger rebuilt, every lead re-scored, qualified and saved);"
           " ceiling = SELECT lead_id, SUM(points) FROM score_ledger GROUP BY lead_id;"
           " activity ceiling = the same SUM over the activities joined to their rules (no caps, repeats or decay);"
@@ -238,7 +258,8 @@ def main() -> None:
           " rescore honouring repeat rules and caps must do; write floor = the ledger's rows written again, in key"
           " order, into a table keyed like it, the least storing a rebuilt ledger costs. A rescore does at least"
           " both floors: 'floors x ceiling' is how far above the ceiling any rescore starts."
-          " Ceilings and floors: the better of two runs.")
+          " Ceilings and floors: the better of two runs. impact = the rulebook-impact preview of a draft (white papers"
+          " worth 50% instead of 30%): every lead worked out under it and the rulebook in force, read only.")
 
 
 if __name__ == "__main__":

@@ -131,6 +131,7 @@ def drafts(draw):
     return replace(draft, qualification=replace(SHIPPED.qualification, min_fit_grade=grade))
 
 
+# WITH_DB: its examples scale with HANDOFF_PROPERTY_SCALE, as in the other property tests (make test-deep)
 @WITH_DB
 @given(in_force=drafts(), draft=drafts(), recycled=st.sets(st.integers(0, 3)), history=histories(leads=4, size=40),
        people=st.lists(profiles, min_size=4, max_size=4), cut=st.integers(0, 40),
