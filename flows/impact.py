@@ -36,6 +36,7 @@ def rulebook_impact(rules_dir: str | None = None, now: datetime | None = None, e
     the next scheduled run applies). Each lead is worked out from its activity log as a pass at `now` would under
     either rulebook; `examples` leads are listed per kind of difference."""
     now = now or datetime.now(timezone.utc)
+    examples = max(0, examples)
     log = get_run_logger()
     check_database()
     comparison = compare_rulebooks(rules_dir)
