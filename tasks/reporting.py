@@ -150,7 +150,7 @@ def impact_markdown(summary: dict) -> str:
         lines.append("")
     diff = (lambda a, b: f"{b - a:+,}") if old else (lambda a, b: "")
     get = lambda side, key: side[key] if side else 0  # noqa: E731
-    lines += [f"## {outcome['leads']:,} leads", "", "| | rulebook in force | draft | difference |", "|---|---:|---:|---:|"]
+    lines += [f"## {outcome['leads']:,} lead{'' if outcome['leads'] == 1 else 's'}", "", "| | rulebook in force | draft | difference |", "|---|---:|---:|---:|"]
     rows = [("handed to sales by this pass (new MQLs)", "handovers"), ("scores at or above the readiness threshold",
                                                                        "at_threshold"), ("cold", "cold")]
     for label, key in rows:
@@ -180,6 +180,7 @@ def impact_markdown(summary: dict) -> str:
         if not found:
             continue
         total = outcome["counts"][name]
+        title = title if old else "Handed to sales by this pass"  # with nothing in force, only handovers are listed
         lines += ["", f"## {title}: {total:,}" + (f" ({len(found)} shown, {order})" if total > len(found) else ""), "",
                   "| lead | e-mail | score | fit | stage | why (draft) |", "|---:|---|---:|---|---|---|"]
         for lead in found:

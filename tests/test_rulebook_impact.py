@@ -246,3 +246,24 @@ def test_handoff_rules_impact_refuses_a_draft_that_does_not_load_naming_the_file
     assert result.exit_code == 1
     assert f"scoring.csv:{number}: readiness_pct must be a number, not 'lots'" in result.output.replace("\n", "")
     assert not (tmp_path / "home" / "prefect").exists()  # refused before a Prefect server was started
+
+
+def test_before_the_first_scoring_run_the_preview_is_what_that_run_will_do(engine):
+    from flows.impact import ImpactSummary
+    from tasks.reporting import impact_markdown
+    from tests.test_score_merges import NOW, activity, good_fit, write
+
+    write(engine, "web", activity("w-1", "demo_request", email="ana@acme.example", source="web"),
+          people=[good_fit("Ana", email="ana@acme.example", source="web")])
+    with engine.connect() as conn:
+        leads = store.all_lead_ids(conn)
+    outcome = impact_of(engine, Comparison(rules_dir="config", draft=SHIPPED), leads, NOW, examples=10)
+
+    assert outcome.in_force is None and outcome.draft.handovers == 1
+    assert outcome.draft.stage_changes == {"new -> lead": 1, "lead -> mql": 1}
+    summary = ImpactSummary(now=NOW, run_id=None, rules_dir="config", draft_digest=SHIPPED.digest, in_force_version=None,
+                            in_force_digest=None, changes=[], outcome=outcome)
+    markdown = impact_markdown(summary.model_dump(mode="json"))
+    assert "no rulebook in force: no lead has been scored yet, so this is what the first scoring run will do" in markdown
+    assert "## 1 lead\n" in markdown and "## Handed to sales by this pass: 1" in markdown
+    assert "| 1 | ana@acme.example | 100 | A | mql | hand-raise: demo_request on 2026-11-02 with fit A |" in markdown
