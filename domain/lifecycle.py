@@ -327,11 +327,10 @@ def decide(previous: LeadState | None, merged: list[tuple[int, LeadState]] | Non
     """One lead's pass: the person first stands where the furthest of its records stood (when leads were merged
     into it since it was last scored), then qualifies on its facts. Also returns the merged lead whose stage the
     person took (see absorb), or None."""
-    took_from = None
-    if merged:
-        merge, took_from = absorb(previous, merged)
-        result = qualify(merge.state, facts, rulebook, now)
-        if merge.changes:
-            result = Qualification(result.state, merge.changes + result.changes, result.triggers)
-        return result, took_from
-    return qualify(previous, facts, rulebook, now), took_from
+    if not merged:
+        return qualify(previous, facts, rulebook, now), None
+    merge, took_from = absorb(previous, merged)
+    result = qualify(merge.state, facts, rulebook, now)
+    if merge.changes:
+        result = Qualification(result.state, merge.changes + result.changes, result.triggers)
+    return result, took_from

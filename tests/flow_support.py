@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
+from pathlib import Path
 
 from sqlalchemy import select
 
+from config.settings import CONFIG_DIR
 from domain.activity import normalize_email
 from sandbox.world import World
 from store.tables import Activity, Lead, Quarantine
 from tests.expectations import expected_activity
+
+def rulebook_copy(target: Path, source: Path = CONFIG_DIR, **edits: list[tuple[str, str]]) -> Path:
+    """A copy of a rulebook directory (scoring.yaml and scoring.csv), with text replaced in its files:
+    scoring_csv=[(old, new), ...]. Each old text must be there."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("scoring.yaml", "scoring.csv"):
+        shutil.copy(source / name, target / name)
+    for name, pairs in edits.items():
+        path = target / name.replace("_", ".")
+        text = path.read_text()
+        for old, new in pairs:
+            assert old in text, old
+            text = text.replace(old, new)
+        path.write_text(text)
+    return target
+
 
 FAST = {
     "HANDOFF_HTTP_BACKOFF_BASE": "0.001",

@@ -4,7 +4,6 @@ scores it."""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from datetime import timedelta
 
@@ -28,6 +27,7 @@ from store.tables import LeadState
 from tasks.impact import Comparison, impact_of, worked_out
 from tasks.scoring import score_chunk
 from tasks.stages import move_leads
+from tests.flow_support import rulebook_copy
 from tests.test_score_flow import WORLD, count, ingested
 from tests.test_scoring_properties import (
     BASE,
@@ -46,18 +46,9 @@ from tests.test_scoring_properties import (
 )
 
 
-def edited(tmp_path, **replacements):
-    """The shipped rulebook with text replaced in its files ({"scoring.csv": [(old, new)], ...})."""
-    directory = tmp_path / "draft"
-    shutil.copytree(CONFIG_DIR, directory, ignore=shutil.ignore_patterns("*.py", "__pycache__", "sources.yaml"))
-    for name, pairs in replacements.items():
-        path = directory / name.replace("_", ".")
-        text = path.read_text()
-        for old, new in pairs:
-            assert old in text, old
-            text = text.replace(old, new)
-        path.write_text(text)
-    return load_rulebook(directory)
+def edited(tmp_path, **edits):
+    """The shipped rulebook with text replaced in its files (scoring_csv=[(old, new)], ...)."""
+    return load_rulebook(rulebook_copy(tmp_path / "draft", **edits))
 
 
 # ------------------------------------------------------------------------------------------ what changed
@@ -186,20 +177,16 @@ def test_the_preview_artifact_names_the_changes_and_the_leads_and_the_scheduled_
     prefect_server, handoff_env, engine, sandbox_factory, tmp_path
 ):
     box = sandbox_factory(WORLD)
-    live = tmp_path / "live"
-    shutil.copytree(CONFIG_DIR, live, ignore=shutil.ignore_patterns("*.py", "__pycache__", "sources.yaml"))
+    live = rulebook_copy(tmp_path / "live")
     ingested(box, handoff_env, HANDOFF_RULEBOOK_DIR=str(live))
     first = score_and_qualify(now=box.world.now)
     unchanged = rulebook_impact(now=box.world.now)
     assert unchanged.outcome.leads == 0 and "The draft is the rulebook in force: nothing would change." in unchanged.markdown
 
     # The marketers' draft: white papers worth twice as much, and pinemetrics.example named a competitor
-    draft = tmp_path / "draft"
-    shutil.copytree(live, draft)
-    csv, yaml = draft / "scoring.csv", draft / "scoring.yaml"
-    csv.write_text(csv.read_text().replace("whitepaper_download,consideration,30,60,every",
-                                           "whitepaper_download,consideration,60,120,every"))
-    yaml.write_text(yaml.read_text().replace("[rivalrevops.example]", "[rivalrevops.example, pinemetrics.example]"))
+    draft = rulebook_copy(tmp_path / "draft", live, scoring_csv=[("whitepaper_download,consideration,30,60,every",
+                                                                  "whitepaper_download,consideration,60,120,every")],
+                          scoring_yaml=[("[rivalrevops.example]", "[rivalrevops.example, pinemetrics.example]")])
     later = box.world.now + timedelta(hours=1)
     before = snapshot(engine)
     preview = rulebook_impact(rules_dir=str(draft), now=later, examples=3)
@@ -224,7 +211,7 @@ def test_the_preview_artifact_names_the_changes_and_the_leads_and_the_scheduled_
     assert artifact["data"] == markdown
 
     # The draft goes live: the next scheduled run does what the preview said
-    shutil.copytree(draft, live, dirs_exist_ok=True)
+    rulebook_copy(live, draft)
     applied = score_and_qualify(now=later)
     assert applied.mode == "rescore"
     assert applied.outcome.stage_changes == outcome.draft.stage_changes
@@ -233,12 +220,9 @@ def test_the_preview_artifact_names_the_changes_and_the_leads_and_the_scheduled_
 
 
 def test_handoff_rules_impact_refuses_a_draft_that_does_not_load_naming_the_file_and_line(tmp_path, monkeypatch):
-    draft = tmp_path / "draft"
-    shutil.copytree(CONFIG_DIR, draft, ignore=shutil.ignore_patterns("*.py", "__pycache__", "sources.yaml"))
-    sheet = draft / "scoring.csv"
-    sheet.write_text(sheet.read_text().replace("whitepaper_download,consideration,30,60,every",
-                                               "whitepaper_download,consideration,lots,60,every"))
-    number = sheet.read_text().splitlines().index("whitepaper_download,consideration,lots,60,every") + 1
+    draft = rulebook_copy(tmp_path / "draft", scoring_csv=[("whitepaper_download,consideration,30,60,every",
+                                                            "whitepaper_download,consideration,lots,60,every")])
+    number = (draft / "scoring.csv").read_text().splitlines().index("whitepaper_download,consideration,lots,60,every") + 1
     monkeypatch.setenv("HANDOFF_HOME", str(tmp_path / "home"))
     get_settings.cache_clear()
     result = CliRunner().invoke(app, ["rules", "impact", "--rules-dir", str(draft)], catch_exceptions=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from datetime import timedelta
 
@@ -10,14 +9,13 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from config.settings import CONFIG_DIR
 from flows.ingest import ingest
 from flows.score import rescore, score_and_qualify
 from handoff.prefect_server import drain_prefect_clients
 from sandbox.world import WorldSpec
 from store.tables import HandoffQueue, LeadDirty, LeadEvent, LeadState, StageChange
 from tasks.explain import explain_lead
-from tests.flow_support import FAST, lead_emails
+from tests.flow_support import FAST, lead_emails, rulebook_copy
 
 pytestmark = pytest.mark.slow
 
@@ -174,8 +172,7 @@ def test_a_rulebook_change_rescores_everyone_predictably_and_rescoring_again_cha
     prefect_server, handoff_env, engine, sandbox_factory, tmp_path
 ):
     box = sandbox_factory(WORLD)
-    rules = tmp_path / "rules"
-    shutil.copytree(CONFIG_DIR, rules, ignore=shutil.ignore_patterns("*.py", "__pycache__", "sources.yaml"))
+    rules = rulebook_copy(tmp_path / "rules")
     ingested(box, handoff_env, HANDOFF_RULEBOOK_DIR=str(rules))
     before = score_and_qualify(now=box.world.now)
 
