@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,6 +25,11 @@ class Settings(BaseSettings):
         description="Chunks of a rescore or decay pass scored side by side, each on its own connection. Unset: 2 on "
                     "PostgreSQL, whose server runs each connection's statements in a process of its own; 1 on SQLite, "
                     "which has one writer",
+    )
+    impact_workers: int | None = Field(
+        default=None, ge=1, le=16,
+        description="Chunks of a rulebook-impact preview worked out side by side, each in a process of its own (the "
+                    "preview is pure Python and only reads). Unset: one per core, at most 4",
     )
     decay_every_hours: float = Field(default=24, gt=0, description="How often the score run also re-decays every lead")
     batch_size: int = Field(default=5000, ge=1, description="Activities written per database transaction")
@@ -55,6 +61,12 @@ class Settings(BaseSettings):
         if self.score_workers is not None:
             return self.score_workers
         return 1 if self.resolved_database_url().startswith("sqlite") else 2
+
+    def resolved_impact_workers(self) -> int:
+        """As set, else one per core, at most 4."""
+        if self.impact_workers is not None:
+            return self.impact_workers
+        return max(1, min(4, os.cpu_count() or 1))
 
     def resolved_database_url(self) -> str:
         if self.database_url:

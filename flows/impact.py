@@ -11,7 +11,8 @@ from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
 from config.settings import get_settings
-from tasks.impact import ImpactOutcome, compare_rulebooks, impact_of_leads
+from flows.chunks import in_chunk_order
+from tasks.impact import ImpactOutcome, compare_rulebooks, impact_of_leads, worker_processes
 from tasks.reporting import publish_impact_summary
 from tasks.scoring import all_leads
 from tasks.store import check_database
@@ -45,15 +46,21 @@ def rulebook_impact(rules_dir: str | None = None, now: datetime | None = None, e
         log.info("the draft in %s is the rulebook in force (version %s): nothing would change",
                  comparison.rules_dir, comparison.in_force_version)
     else:
+        settings = get_settings()
         leads = all_leads()
-        size = get_settings().score_chunk_size
-        log.info("%s leads worked out under the draft in %s and the rulebook in force (%s), in chunks of up to %s",
-                 f"{len(leads):,}", comparison.rules_dir,
+        size = settings.score_chunk_size
+        chunks = [leads[start:start + size] for start in range(0, len(leads), size)]
+        workers = min(settings.resolved_impact_workers(), len(chunks))
+        log.info("%s leads worked out under the draft in %s and the rulebook in force (%s), in %d chunk%s of up to "
+                 "%s, %s", f"{len(leads):,}", comparison.rules_dir,
                  f"version {comparison.in_force_version}" if comparison.in_force else "none: nothing scored yet",
-                 f"{size:,}")
-        for start in range(0, len(leads), size):
-            chunk = leads[start:start + size]
-            outcome.add(impact_of_leads(comparison, quote(chunk), now, examples, label=f"{chunk[0]}-{chunk[-1]}"))
+                 len(chunks), "" if len(chunks) == 1 else "s", f"{size:,}",
+                 f"{workers} side by side, each in a process of its own" if workers > 1 else "one at a time")
+        with worker_processes(workers):
+            submissions = (impact_of_leads.submit(comparison, quote(chunk), now, examples,
+                                                  label=f"{chunk[0]}-{chunk[-1]}") for chunk in chunks)
+            for part in in_chunk_order(submissions, workers):
+                outcome.add(part)
     summary = ImpactSummary(
         now=now, run_id=flow_run.get_id(), rules_dir=comparison.rules_dir, draft_digest=comparison.draft.digest,
         in_force_version=comparison.in_force_version,

@@ -3,7 +3,6 @@ triggers once; re-decay everyone on schedule; rescore everyone when the rulebook
 
 from __future__ import annotations
 
-from collections import deque
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
@@ -14,6 +13,7 @@ from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
 from config.settings import get_settings
+from flows.chunks import in_chunk_order
 from tasks.reporting import publish_score_summary
 from tasks.scoring import (
     ChunkOutcome,
@@ -120,16 +120,15 @@ def run_scoring(now: datetime | None, *, force_rescore: bool, reason: str | None
     else:
         log.info("%s: no lead to score (%s)", mode, _WHO[mode])
     progress = _Progress(log, outcome, len(leads), len(chunks))
-    running: deque = deque()
-    for chunk in chunks:
+
+    def submitted(chunk: list[int]):
         marks = [(lead_id, marked[lead_id]) for lead_id in chunk if lead_id in marked]
-        rebuild = [lead_id for lead_id, _ in marks]
-        if len(running) >= workers:
-            progress.add(running.popleft().result())
-        running.append(score_leads.submit(rulebook, version_id, quote(chunk), now, run_id, quote(rebuild),
-                                          quote(marks), label=f"{chunk[0]}-{chunk[-1]}"))
-    while running:
-        progress.add(running.popleft().result())
+        return score_leads.submit(rulebook, version_id, quote(chunk), now, run_id,
+                                  quote([lead_id for lead_id, _ in marks]), quote(marks),
+                                  label=f"{chunk[0]}-{chunk[-1]}")
+
+    for result in in_chunk_order(map(submitted, chunks), workers):
+        progress.add(result)
     if mode != "incremental":
         decayed_at = now
     record_bookmarks(version_id, now, decayed_at)

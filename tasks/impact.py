@@ -3,9 +3,13 @@ activity log, chunk by chunk, read only."""
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -206,8 +210,38 @@ def _compare(outcome: ImpactOutcome, lead_id: int, email: str | None, old: Quali
     outcome.stage_differs += a.stage is not b.stage
 
 
+# The processes the chunks of this run are worked out in, when it has more than one (see worker_processes)
+_PROCESSES: ContextVar[ProcessPoolExecutor | None] = ContextVar("impact_processes", default=None)
+
+
+@contextmanager
+def worker_processes(workers: int) -> Iterator[None]:
+    """For its duration, with more than one worker, each chunk's leads are worked out in one of that many
+    processes of their own: the work is pure Python, and threads in one interpreter would share one core. The
+    chunks stay task runs of the flow (in threads that wait on their process); a process that dies fails its
+    chunk's task run."""
+    if workers <= 1:
+        yield
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as processes:
+        token = _PROCESSES.set(processes)
+        try:
+            yield
+        finally:
+            _PROCESSES.reset(token)
+
+
+def _impact_in_process(url: str, comparison: Comparison, lead_ids: list[int], now: datetime,
+                       examples: int) -> ImpactOutcome:
+    return impact_of(get_engine(url), comparison, lead_ids, now, examples)
+
+
 @task(cache_policy=NO_CACHE, task_run_name="impact-of-leads-{label}")
 def impact_of_leads(comparison: Comparison, lead_ids: list[int], now: datetime, examples: int,
                     label: str) -> ImpactOutcome:
-    return impact_of(get_engine(get_settings().resolved_database_url()), comparison, lead_ids, now, examples)
+    url = get_settings().resolved_database_url()
+    processes = _PROCESSES.get()
+    if processes is None:
+        return impact_of(get_engine(url), comparison, lead_ids, now, examples)
+    return processes.submit(_impact_in_process, url, comparison, list(lead_ids), now, examples).result()
 

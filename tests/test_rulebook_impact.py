@@ -4,6 +4,7 @@ scores it."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import timedelta
 
@@ -11,17 +12,19 @@ import pytest
 import requests
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from config.rulebook import load_rulebook
 from config.settings import CONFIG_DIR, get_settings
-from domain.activity import PersonRecord
+from domain.activity import ActivityRecord, ActivityType, PersonRecord
 from domain.impact import rulebook_changes
 from domain.lifecycle import Stage
 from domain.rules import Disqualifier
 from flows.impact import rulebook_impact
 from flows.score import score_and_qualify
 from handoff.cli import app
+from handoff.prefect_server import drain_prefect_clients
 from store import scoring as store
 from store.tables import LeadState
 from tasks.impact import Comparison, impact_of, worked_out
@@ -123,20 +126,32 @@ def drafts(draw):
 
 
 # WITH_DB: its examples scale with HANDOFF_PROPERTY_SCALE, as in the other property tests (make test-deep)
+def live_leads(engine) -> list[int]:
+    """Every lead not merged away, those known by no e-mail too."""
+    with engine.connect() as conn:
+        return sorted(conn.execute(text("SELECT id FROM lead WHERE merged_into_id IS NULL")).scalars())
+
+
 @WITH_DB
-@given(in_force=drafts(), draft=drafts(), recycled=st.sets(st.integers(0, 3)), history=histories(leads=4, size=40),
-       people=st.lists(profiles, min_size=4, max_size=4), cut=st.integers(0, 40),
+@given(in_force=drafts(), draft=drafts(), recycled=st.sets(st.integers(0, 3)), anonymous=st.sets(st.integers(0, 3)),
+       history=histories(leads=4, size=40), people=st.lists(profiles, min_size=4, max_size=4), cut=st.integers(0, 40),
        scored_at=moments.map(lambda m: m + timedelta(days=3)), later=st.integers(0, 30))
-def test_the_impact_is_exactly_what_the_pass_that_applies_the_draft_then_does(engine, in_force, draft, recycled, history,
-                                                                              people, cut, scored_at, later):
+def test_the_impact_is_exactly_what_the_pass_that_applies_the_draft_then_does(engine, in_force, draft, recycled,
+                                                                              anonymous, history, people, cut,
+                                                                              scored_at, later):
     reset(engine)
     records = [PersonRecord("marketo", None, email, **fields) for email, fields in zip(EMAILS, people)]
     history = with_emails(history, EMAILS)
-    # Scored with the rulebook in force; then more activities arrive that no pass has scored yet
-    store_in_batches(engine, history[:cut], records, [], [])
+    # Some people's activities (every other one) name them at first only by the tool's contact id: a lead of its
+    # own, without an e-mail, beside the lead of the person's e-mail
+    early = [(n, replace(record, email=None, source_contact_id=f"contact-{n}") if n in anonymous and i % 2 else record)
+             for i, (n, record) in enumerate(history[:cut])]
+    # Scored with the rulebook in force; then more activities arrive that no pass has scored yet, among them one
+    # that names each of those people by both, which merges the two leads of one person
+    store_in_batches(engine, early, records, [], [])
     with engine.begin() as conn:
         version_id = store.ensure_version(conn, in_force, BASE)
-    leads = sorted(stored_ids(engine)[0].values())
+    leads = live_leads(engine)
     score_chunk(engine, in_force, version_id, leads, now=scored_at, run_id="in force", rebuild=leads)
     # A person recycles some of those in the funnel (a recycled lead counts only hand-raises made since)
     with engine.connect() as conn:
@@ -146,8 +161,16 @@ def test_the_impact_is_exactly_what_the_pass_that_applies_the_draft_then_does(en
     if recycle:
         move_leads(engine, recycle, Stage.RECYCLED, "not now", rulebook=in_force, requested_by="rep",
                    now=scored_at + timedelta(hours=1), run_id="move")
-    store_in_batches(engine, history[cut:], records, [], [])
-    leads = sorted(stored_ids(engine)[0].values())
+    links = [(n, ActivityRecord(source=source, external_id=f"link-{n}", type=ActivityType.EMAIL_OPEN,
+                                occurred_at=scored_at + timedelta(hours=2), email=EMAILS[n],
+                                source_contact_id=f"contact-{n}", raw_json="{}"))
+             for n in sorted(anonymous) for source in ("marketo", "hubspot")]
+    store_in_batches(engine, history[cut:] + links, records, [], [])
+    leads = live_leads(engine)
+    with engine.connect() as conn:
+        merged = conn.execute(text("SELECT COUNT(*) FROM lead WHERE merged_into_id IS NOT NULL")).scalar_one()
+    # every person is known by an e-mail (their profile); a contact id is the tool's own: each tool's lead is merged
+    assert merged == len({(n, record.source) for n, record in early if record.email is None})
     now = scored_at + timedelta(days=later, hours=2)
 
     before = snapshot(engine)
@@ -210,13 +233,35 @@ def test_the_preview_artifact_names_the_changes_and_the_leads_and_the_scheduled_
         "artifacts": {"key": {"any_": ["rulebook-impact"]}, "flow_run_id": {"any_": [preview.run_id]}}}).json()
     assert artifact["data"] == markdown
 
-    # The draft goes live: the next scheduled run does what the preview said
+    # The same preview in small chunks worked out by two processes: the same outcome, each chunk a task run
+    handoff_env(HANDOFF_SCORE_CHUNK_SIZE="97", HANDOFF_IMPACT_WORKERS="2")
+    split = rulebook_impact(rules_dir=str(draft), now=later, examples=3)
+    assert split.outcome == outcome and split.markdown == markdown
+    chunks = -(-outcome.leads // 97)
+    assert chunks > 2 and completed_task_runs(prefect_server.api_url, split.run_id, "impact-of-leads-", chunks) == chunks
+
+    # The draft goes live: the next scheduled run (in the same small chunks) does what the preview said
     rulebook_copy(live, draft)
     applied = score_and_qualify(now=later)
     assert applied.mode == "rescore"
     assert applied.outcome.stage_changes == outcome.draft.stage_changes
     assert len(applied.outcome.new_mqls) == outcome.draft.handovers
     assert count(engine, LeadState, LeadState.__table__.c.stage == "disqualified") == outcome.draft.stages["disqualified"]
+
+
+def completed_task_runs(api_url: str, flow_run_id: str, prefix: str, expected: int) -> int:
+    """How many of the flow run's task runs named so the server holds as completed, once it has them all (it
+    records task runs from their events, asynchronously) or after twenty seconds."""
+    drain_prefect_clients()
+    body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "task_runs": {"name": {"like_": prefix}}}
+    done = 0
+    for _ in range(40):
+        runs = requests.post(f"{api_url}/task_runs/filter", timeout=10, json=body).json()
+        done = sum(run["state_type"] == "COMPLETED" for run in runs)
+        if done >= expected:
+            break
+        time.sleep(0.5)
+    return done
 
 
 def test_handoff_rules_impact_refuses_a_draft_that_does_not_load_naming_the_file_and_line(tmp_path, monkeypatch):
