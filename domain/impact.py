@@ -105,23 +105,37 @@ def decay_text(decay: DecayPolicy) -> str:
     return f"{how}, floor {points_text(decay.floor)}"
 
 
+def _fit_entries(rule: FitRule) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """A fit rule's exact values, ranges and keywords, each by how it reads, with its points (ranges and keywords
+    in the rule's order: the first that matches counts)."""
+    return (dict(rule.values),
+            {f"{'' if low is None else low}..{'' if high is None else high}": points for low, high, points in rule.ranges},
+            {"/".join(words): points for words, points in rule.keywords})
+
+
 def _fit_rule_text(rule: FitRule) -> str:
-    parts = [f"{value} {points_text(points)}" for value, points in rule.values]
-    parts += [f"{'' if low is None else low}..{'' if high is None else high} {points_text(points)}"
-              for low, high, points in rule.ranges]
-    parts += [f"{'/'.join(words)} {points_text(points)}" for words, points in rule.keywords]
-    return ", ".join(parts) or "no points"
+    return ", ".join(f"{key} {points_text(points)}" for entries in _fit_entries(rule) for key, points in entries.items()) \
+        or "no points"
 
 
 def _fit_rule_change(old: FitRule, new: FitRule) -> str | None:
-    before, after = dict(old.values), dict(new.values)
-    if (before, old.ranges, old.keywords) == (after, new.ranges, new.keywords):
+    """The entries whose points moved, were added (from none) or removed (to none). Ranges and keywords match in
+    order, the first that matches counting: unless the draft keeps the order of the ones both have and adds new
+    ones only after them (checked last), the whole rule is shown before and after, since where an entry stands
+    changes what it scores."""
+    if _fit_entries(old) == _fit_entries(new) and old.ranges == new.ranges and old.keywords == new.keywords:
         return None
-    if old.ranges == new.ranges and old.keywords == new.keywords:  # values only: name just the ones that moved
-        moved = [f"{value} {_maybe(before.get(value))} -> {_maybe(after.get(value))}"
-                 for value in sorted(before.keys() | after.keys(), key=str) if before.get(value) != after.get(value)]
-        return f"fit {new.field}: {', '.join(moved)}"
-    return f"fit {new.field}: {_fit_rule_text(old)} -> {_fit_rule_text(new)}"
+    whole = f"fit {new.field}: {_fit_rule_text(old)} -> {_fit_rule_text(new)}"
+    moved = []
+    for ordered, (before, after) in enumerate(zip(_fit_entries(old), _fit_entries(new))):
+        kept = [key for key in before if key in after]
+        if ordered and list(after) != kept + [key for key in after if key not in before]:
+            return whole
+        keys = [*before, *(key for key in after if key not in before)] if ordered else \
+            sorted(before.keys() | after.keys(), key=str)
+        moved += [f"{key} {_maybe(before.get(key))} -> {_maybe(after.get(key))}"
+                  for key in keys if before.get(key) != after.get(key)]
+    return f"fit {new.field}: {', '.join(moved)}" if moved else whole  # else entries that read alike changed
 
 
 def _maybe(points: int | None) -> str:

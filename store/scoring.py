@@ -22,7 +22,6 @@ from store.types import from_db_time
 from store.tables import (
     DecayFactor,
     HandoffQueue,
-    Lead,
     LeadDirty,
     LeadEvent,
     LeadState as LeadStateRow,

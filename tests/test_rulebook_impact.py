@@ -109,6 +109,38 @@ def test_decay_fit_and_qualification_changes_read_as_the_settings_they_are(tmp_p
     ]
 
 
+def test_company_size_ranges_and_title_keywords_name_just_the_entries_that_moved(tmp_path):
+    draft = edited(tmp_path, scoring_yaml=[
+        ("{min: 50, max: 199, points: 10}", "{min: 50, max: 199, points: 12}"),
+        ("        - {max: 10, points: -15}\n", ""),
+        ("{words: [Student, Intern], points: -30}", "{words: [Student, Intern], points: -30}\n"
+                                                     "        - {words: [Founder, Owner], points: 20}"),
+    ])
+    assert rulebook_changes(SHIPPED, draft) == [
+        "fit company_size: 50..199 10 -> 12, ..10 -15 -> none",
+        "fit title: Founder/Owner none -> 20",
+    ]
+
+
+def test_ranges_in_another_order_match_differently_so_the_whole_rule_is_shown(tmp_path):
+    # the first range that holds a number counts: a company of 150 would score 10 under the draft, not 25, which
+    # "100..5000 none -> 25" alone would not tell
+    draft = edited(tmp_path, scoring_yaml=[
+        ("        - {min: 200, max: 5000, points: 25}\n        - {min: 50, max: 199, points: 10}",
+         "        - {min: 50, max: 199, points: 10}\n        - {min: 100, max: 5000, points: 25}"),
+    ])
+    assert rulebook_changes(SHIPPED, draft) == [
+        "fit company_size: 200..5000 25, 50..199 10, ..10 -15 -> 50..199 10, 100..5000 25, ..10 -15",
+    ]
+    reordered = edited(tmp_path / "reordered", scoring_yaml=[
+        ("        - {min: 200, max: 5000, points: 25}\n        - {min: 50, max: 199, points: 10}",
+         "        - {min: 50, max: 199, points: 10}\n        - {min: 200, max: 5000, points: 25}"),
+    ])
+    assert rulebook_changes(SHIPPED, reordered) == [
+        "fit company_size: 200..5000 25, 50..199 10, ..10 -15 -> 50..199 10, 200..5000 25, ..10 -15",
+    ]
+
+
 # ------------------------------------------------------------------------------------------ every lead, exactly
 
 ACME_A_COMPETITOR = Disqualifier(reason="works for a competitor", effect="disqualify",

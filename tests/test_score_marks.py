@@ -15,7 +15,7 @@ from config.settings import CONFIG_DIR
 from domain.activity import build_activity
 from store import scoring as store
 from store.ingest import write_batch
-from store.tables import Lead, LeadEvent
+from store.tables import LeadEvent
 from tasks.scoring import score_chunk
 
 NOW = datetime(2026, 11, 2, 12, tzinfo=timezone.utc)
