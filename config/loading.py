@@ -37,10 +37,12 @@ class LineDict(dict):
         self.line = line
 
 
-def read_yaml(path: Path, loader: type[_LineLoader] = _LineLoader) -> Any:
-    """The YAML of `path`, read with `loader` (a SafeLoader subclass that notes lines)."""
+def read_yaml(path: Path, loader: type[_LineLoader] = _LineLoader, text: str | None = None) -> Any:
+    """The YAML of `path`, read with `loader` (a SafeLoader subclass that notes lines). With `text`, that is
+    the YAML, and `path` only names it in errors."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if text is None:
+            text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:

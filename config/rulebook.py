@@ -7,7 +7,7 @@ import io
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -90,9 +90,11 @@ def _repeat(text: str, place: str) -> Repeat:
     raise ConfigError(f"{place}: repeat must be 'first', 'every' or 'N/day' (N >= 1), not {text!r}")
 
 
-def load_scoring_csv(path: Path, threshold: Decimal) -> tuple[ScoringRule, ...]:
+def load_scoring_csv(path: Path, threshold: Decimal, data: bytes | None = None) -> tuple[ScoringRule, ...]:
+    """The scoring rules of the sheet at `path`; with `data`, that is the sheet, and `path` only names it."""
     try:
-        data = path.read_bytes()
+        if data is None:
+            data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     try:
@@ -322,10 +324,18 @@ def _qualification(document: dict, path: Path, threshold: int) -> QualificationP
     )
 
 
-def load_rulebook(directory: Path) -> Rulebook:
-    """scoring.yaml and scoring.csv from `directory`, validated into one Rulebook."""
-    yaml_path, csv_path = directory / "scoring.yaml", directory / "scoring.csv"
-    document = read_yaml(yaml_path, _KeyLineLoader)
+RULEBOOK_FILES = ("scoring.yaml", "scoring.csv")
+
+
+def load_rulebook(directory: Path, pasted: Mapping[str, str] | None = None) -> Rulebook:
+    """scoring.yaml and scoring.csv from `directory`, validated into one Rulebook. `pasted` gives either file's
+    text instead (by file name: a draft pasted where no file can be put); errors name it 'pasted scoring.csv'."""
+    pasted = {name: text for name, text in (pasted or {}).items() if text is not None}
+    unknown = sorted(pasted.keys() - set(RULEBOOK_FILES))
+    if unknown:
+        raise ConfigError(f"a rulebook has no file {', '.join(unknown)} (its files: {', '.join(RULEBOOK_FILES)})")
+    yaml_path, csv_path = (Path(f"pasted {name}") if name in pasted else directory / name for name in RULEBOOK_FILES)
+    document = read_yaml(yaml_path, _KeyLineLoader, pasted.get("scoring.yaml"))
     if not isinstance(document, dict):
         raise ConfigError(f"{yaml_path}: expected a mapping")
     _known(document, ("readiness_threshold", "decay", "fit", "qualification"), yaml_path, "the rulebook")
@@ -335,7 +345,8 @@ def load_rulebook(directory: Path) -> Rulebook:
         raise ConfigError(f"{place}: readiness_threshold must be positive")
     return Rulebook(
         readiness_threshold=to_centipoints(threshold),
-        rules=load_scoring_csv(csv_path, threshold),
+        rules=load_scoring_csv(csv_path, threshold,
+                               pasted["scoring.csv"].encode("utf-8") if "scoring.csv" in pasted else None),
         decay=_decay(document, yaml_path, to_centipoints(threshold)),
         fit=_fit(document, yaml_path),
         qualification=_qualification(document, yaml_path, to_centipoints(threshold)),

@@ -30,10 +30,19 @@ class Comparison(BaseModel):
     model_config = {"arbitrary_types_allowed": True}
 
     rules_dir: str
+    pasted: list[str] = Field(default_factory=list)  # the draft's files given as text instead, by name
     draft: Rulebook
     in_force_version: int | None = None
     in_force: Rulebook | None = None
     changes: list[str] = Field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        """Where the draft comes from, as the run summary and the logs say it."""
+        if len(self.pasted) == 2:
+            return "pasted in the run's parameters"
+        where = f"in `{self.rules_dir}`"
+        return f"{where}, with its {self.pasted[0]} pasted in the run's parameters" if self.pasted else where
 
     @property
     def same(self) -> bool:
@@ -41,16 +50,19 @@ class Comparison(BaseModel):
 
 
 @task(cache_policy=NO_CACHE)
-def compare_rulebooks(rules_dir: str | None) -> Comparison:
-    """Load the draft (a rulebook directory; default: the configured one) and the version the last scoring run
-    used. A draft that does not load fails here, naming the file, the line and the problem."""
+def compare_rulebooks(rules_dir: str | None, pasted: dict[str, str | None] | None = None) -> Comparison:
+    """Load the draft (a rulebook directory, default: the configured one; `pasted`: either file's text instead,
+    by file name; blank is none) and the version the last scoring run used. A draft that does not load fails here, naming the
+    file, the line and the problem."""
     settings = get_settings()
     directory = Path(rules_dir) if rules_dir else settings.rulebook_dir
-    draft = load_rulebook(directory)
+    # a field left blank in the UI pastes nothing: that file comes from the directory
+    pasted = {name: text for name, text in (pasted or {}).items() if text is not None and text.strip()}
+    draft = load_rulebook(directory, pasted)
     with get_engine(settings.resolved_database_url()).connect() as conn:
         bookmarks = store.scoring_state(conn)
         in_force = store.version_rulebook(conn, bookmarks[0]) if bookmarks else None
-    return Comparison(rules_dir=str(directory), draft=draft, in_force_version=bookmarks[0] if bookmarks else None,
+    return Comparison(rules_dir=str(directory), pasted=sorted(pasted), draft=draft, in_force_version=bookmarks[0] if bookmarks else None,
                       in_force=in_force, changes=rulebook_changes(in_force, draft) if in_force else [])
 
 

@@ -135,7 +135,7 @@ def impact_markdown(summary: dict) -> str:
     outcome, version = summary["outcome"], summary["in_force_version"]
     old, new = outcome["in_force"], outcome["draft"]
     lines = [f"# Rulebook impact at {_when(_instant(summary['now']))}", "",
-             f"The draft in `{summary['rules_dir']}` (`{summary['draft_digest'][:12]}`) beside "
+             f"The draft {summary['draft_source']} (`{summary['draft_digest'][:12]}`) beside "
              + (f"the rulebook in force, version {version} (`{summary['in_force_digest'][:12]}`)." if version else
                 "no rulebook in force: no lead has been scored yet, so this is what the first scoring run will do.")
              + " Nothing was saved: each lead is worked out from its activity log as a scoring pass at this moment"

@@ -352,3 +352,32 @@ def test_a_decay_floor_below_zero_or_at_the_threshold_is_refused_with_its_line(t
     line = next(n for n, row in enumerate((tmp_path / "scoring.yaml").read_text().splitlines(), 1) if "floor:" in row)
     with pytest.raises(ConfigError, match=rf"scoring.yaml:{line}: decay.floor must be at least 0 and below"):
         load_rulebook(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ a pasted draft
+
+def test_a_pasted_sheet_or_settings_file_loads_as_that_file_would(tmp_path):
+    rules = copy(tmp_path)
+    sheet = edit(rules, "scoring.csv", "whitepaper_download,consideration,30", "whitepaper_download,consideration,50")
+    settings = edit(rules, "scoring.yaml", "readiness_threshold: 100", "readiness_threshold: 120")
+    from_files = load_rulebook(rules)
+    assert load_rulebook(CONFIG_DIR, {"scoring.csv": sheet.read_text(), "scoring.yaml": settings.read_text()}) == from_files
+    # one file pasted, the other read from the directory (a file given as None is read too)
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(CONFIG_DIR / "scoring.csv", other / "scoring.csv")
+    shutil.copy(settings, other / "scoring.yaml")
+    assert load_rulebook(rules, {"scoring.csv": (CONFIG_DIR / "scoring.csv").read_text(), "scoring.yaml": None}) == \
+        load_rulebook(other) != from_files
+
+
+def test_a_mistake_in_a_pasted_file_names_it_as_pasted_with_the_line():
+    sheet = (CONFIG_DIR / "scoring.csv").read_text().replace("form_fill,consideration,10", "form_fill,consideration,ten")
+    with pytest.raises(ConfigError) as error:
+        load_rulebook(CONFIG_DIR, {"scoring.csv": sheet})
+    assert str(error.value).startswith(f"pasted scoring.csv:{line_of(CONFIG_DIR / 'scoring.csv', 'form_fill,')}: ")
+    with pytest.raises(ConfigError) as error:
+        load_rulebook(CONFIG_DIR, {"scoring.yaml": "readiness_threshold: 100\ndecay: [1, 2]\n"})
+    assert str(error.value).startswith("pasted scoring.yaml:2: ")
+    with pytest.raises(ConfigError, match="a rulebook has no file routing.yaml"):
+        load_rulebook(CONFIG_DIR, {"routing.yaml": "x: 1"})

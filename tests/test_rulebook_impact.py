@@ -27,7 +27,7 @@ from handoff.cli import app
 from handoff.prefect_server import drain_prefect_clients
 from store import scoring as store
 from store.tables import LeadState
-from tasks.impact import Comparison, impact_of, worked_out
+from tasks.impact import Comparison, compare_rulebooks, impact_of, worked_out
 from tasks.scoring import score_chunk
 from tasks.stages import move_leads
 from tests.flow_support import rulebook_copy
@@ -265,6 +265,13 @@ def test_the_preview_artifact_names_the_changes_and_the_leads_and_the_scheduled_
         "artifacts": {"key": {"any_": ["rulebook-impact"]}, "flow_run_id": {"any_": [preview.run_id]}}}).json()
     assert artifact["data"] == markdown
 
+    # The same draft pasted into the run's parameters (from the Prefect UI, where no file can be put): the same
+    pasted = rulebook_impact(scoring_csv=(draft / "scoring.csv").read_text(),
+                             scoring_yaml=(draft / "scoring.yaml").read_text(), now=later, examples=3)
+    assert pasted.outcome == outcome and pasted.changes == preview.changes and pasted.pasted == ["scoring.csv", "scoring.yaml"]
+    assert pasted.markdown == markdown.replace(f"The draft in `{draft}`", "The draft pasted in the run's parameters")
+    assert pasted.markdown != markdown
+
     # The same preview in small chunks worked out by two processes: the same outcome, each chunk a task run
     handoff_env(HANDOFF_SCORE_CHUNK_SIZE="97", HANDOFF_IMPACT_WORKERS="2")
     split = rulebook_impact(rules_dir=str(draft), now=later, examples=3)
@@ -279,6 +286,18 @@ def test_the_preview_artifact_names_the_changes_and_the_leads_and_the_scheduled_
     assert applied.outcome.stage_changes == outcome.draft.stage_changes
     assert len(applied.outcome.new_mqls) == outcome.draft.handovers
     assert count(engine, LeadState, LeadState.__table__.c.stage == "disqualified") == outcome.draft.stages["disqualified"]
+
+
+def test_a_field_left_blank_in_the_ui_pastes_nothing_and_the_summary_says_which_file_was_pasted(engine, handoff_env,
+                                                                                                tmp_path):
+    draft = rulebook_copy(tmp_path / "draft", scoring_csv=[("whitepaper_download,consideration,30",
+                                                            "whitepaper_download,consideration,50")])
+    blank = compare_rulebooks.fn(str(draft), {"scoring.csv": " \n", "scoring.yaml": None})
+    assert blank.pasted == [] and blank.draft == load_rulebook(draft) and blank.source == f"in `{draft}`"
+    assert blank.in_force is None and blank.changes == []  # nothing scored yet
+    shipped_sheet = compare_rulebooks.fn(str(draft), {"scoring.csv": (CONFIG_DIR / "scoring.csv").read_text()})
+    assert shipped_sheet.pasted == ["scoring.csv"] and shipped_sheet.draft == SHIPPED
+    assert shipped_sheet.source == f"in `{draft}`, with its scoring.csv pasted in the run's parameters"
 
 
 def completed_task_runs(api_url: str, flow_run_id: str, prefix: str, expected: int) -> int:
@@ -322,8 +341,9 @@ def test_before_the_first_scoring_run_the_preview_is_what_that_run_will_do(engin
 
     assert outcome.in_force is None and outcome.draft.handovers == 1
     assert outcome.draft.stage_changes == {"new -> lead": 1, "lead -> mql": 1}
-    summary = ImpactSummary(now=NOW, run_id=None, rules_dir="config", draft_digest=SHIPPED.digest, in_force_version=None,
-                            in_force_digest=None, changes=[], outcome=outcome)
+    summary = ImpactSummary(now=NOW, run_id=None, rules_dir="config", pasted=[], draft_source="in `config`",
+                            draft_digest=SHIPPED.digest, in_force_version=None, in_force_digest=None, changes=[],
+                            outcome=outcome)
     markdown = impact_markdown(summary.model_dump(mode="json"))
     assert "no rulebook in force: no lead has been scored yet, so this is what the first scoring run will do" in markdown
     assert "## 1 lead\n" in markdown and "## Handed to sales by this pass: 1" in markdown
