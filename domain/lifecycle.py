@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from domain.activity import ActivityType
 from domain.fit import FitAssessment
-from domain.rules import Rulebook, grade_at_least, points_text
+from domain.rules import GRADES, QualificationPolicy, Rulebook, grade_at_least, points_text
 
 
 class Stage(StrEnum):
@@ -153,9 +153,16 @@ def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: 
         if state.fit_disqualified_from is None or facts.fit.disqualified:
             return Qualification(state, tuple(changes))
         # The rulebook no longer disqualifies what its fit rules disqualified: back where the lead stood. An MQL's
-        # handoff was withdrawn when it left, so coming back is a handoff again, a crossing of its own.
+        # handoff was withdrawn when it left, so coming back is a handoff again, a crossing of its own; unless its
+        # fit is now below what any MQL needs (the fit rules or the profile changed meanwhile): sales is never
+        # handed a lead no rule would qualify, so it comes back a Lead, armed, to qualify as any lead does.
         back = state.fit_disqualified_from
         reason = "reinstated: the fit no longer disqualifies it"
+        least = least_mql_fit(policy)
+        if back is Stage.MQL and not grade_at_least(facts.fit.grade, least):
+            back = Stage.LEAD
+            reason += f"; back as a lead: fit {facts.fit.grade} is below the {least} any MQL needs"
+            state = replace(state, mql_armed=True)
         changes.append(StageChange(Stage.DISQUALIFIED, back, reason))
         state = replace(state, stage=back, stage_changed_at=now, fit_disqualified_from=None)
         if back is Stage.MQL:
@@ -170,6 +177,11 @@ def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: 
             state = _move(state, Stage.MQL, reason, now, changes)
             state = _hand_over(state, reason, now, triggers, policy.rearm_below)
     return Qualification(state, tuple(changes), tuple(triggers))
+
+
+def least_mql_fit(policy: QualificationPolicy) -> str:
+    """The lowest fit grade any MQL has: the lower of the score's and the hand-raise's minimum."""
+    return max(policy.min_fit_grade, policy.hand_raise_min_fit_grade, key=GRADES.index)
 
 
 def _hand_over(state: LeadState, reason: str, now: datetime, triggers: list[Trigger], rearm_below: int) -> LeadState:

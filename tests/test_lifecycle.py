@@ -287,6 +287,22 @@ def test_an_mql_the_fit_disqualified_is_handed_over_again_once_back():
     assert qualify(back.state, facts(score=15000), RULES, NOW + 2 * DAY).triggers == ()  # and once only
 
 
+def test_an_mql_the_fit_disqualified_comes_back_a_lead_when_its_fit_is_now_below_what_any_mql_needs():
+    # Out as a competitor's employee; back once the domain is off the list, but the profile now grades D, below
+    # the C a hand-raise needs and the B the score needs: sales is not handed a lead no rule would qualify.
+    mql = lead(Stage.MQL, crossings=1, mql_armed=False, qualified_at=NOW - DAY)
+    out = qualify(mql, facts(score=15000, grade="A", disqualified="works for a competitor"), RULES, NOW).state
+    back = qualify(out, facts(score=15000, grade="D"), RULES, NOW + DAY)
+    assert back.changes == (StageChange(Stage.DISQUALIFIED, Stage.LEAD, "reinstated: the fit no longer disqualifies "
+                                        "it; back as a lead: fit D is below the C any MQL needs"),)
+    assert back.triggers == () and back.state.stage is Stage.LEAD and back.state.mql_armed
+    # With the fit an MQL needs again, it qualifies as any lead does: a crossing of its own
+    again = qualify(back.state, facts(score=15000, grade="B"), RULES, NOW + 2 * DAY)
+    assert [c.to_stage for c in again.changes] == [Stage.MQL] and [t.crossing for t in again.triggers] == [2]
+    # at the fit a hand-raise needs, it returns as the MQL it was
+    assert qualify(out, facts(score=15000, grade="C"), RULES, NOW + DAY).state.stage is Stage.MQL
+
+
 def test_a_recycled_lead_needs_a_crossing_after_its_recycle_not_one_made_while_it_waited_for_sales():
     mql = qualify(lead(), facts(score=10000), RULES, NOW - 10 * DAY).state
     dipped = qualify(mql, facts(score=5000), RULES, NOW - 8 * DAY).state

@@ -26,7 +26,8 @@ from domain.activity import ActivityRecord, ActivityType, PersonRecord
 from domain.explain import LedgerEntry, explain_score
 from domain.fit import FitAssessment
 from domain.lifecycle import (
-    FUNNEL, QUALIFIABLE, SALES_OWNED, LeadFacts, Stage, StageMoveRefused, advance, disqualify, qualify, recycle,
+    FUNNEL, QUALIFIABLE, SALES_OWNED, LeadFacts, Stage, StageMoveRefused, advance, disqualify, least_mql_fit, qualify,
+    recycle,
 )
 from domain.rules import (
     DecayPolicy,
@@ -217,6 +218,9 @@ steps = st.one_of(
 # too poor a fit for it to count, it counts on day 4 once the fit allows
 @example(walk=[("score", 10000, "B", True, None, False), ("recycle",), ("score", 3000, "B", True, None, False),
                ("score", 3000, "D", True, 12, False), ("score", 3000, "B", True, None, False)], competitor={2})
+# An MQL the fit takes out (day 1) comes back on day 2 with a fit no MQL has: a Lead, which qualifies on day 3
+@example(walk=[("score", 10000, "B", True, None, False), ("score", 10000, "B", True, None, False),
+               ("score", 10000, "D", True, None, False), ("score", 10000, "B", True, None, False)], competitor={1})
 def test_a_lead_only_moves_forward_except_by_recycle_or_disqualify_and_each_crossing_fires_once(walk, competitor):
     state, crossings, below_since_last = None, 0, True
     last_raise = None
@@ -250,8 +254,13 @@ def test_a_lead_only_moves_forward_except_by_recycle_or_disqualify_and_each_cros
                 assert counts, "a stale hand-raise, or one the fit does not allow, qualified the lead"
             for change in q.changes:
                 if change.from_stage is Stage.DISQUALIFIED:  # only the fit's own doing is undone by the rules
-                    assert (taken_by_fit, disqualified) == (change.to_stage, None)
-                    assert change.reason == "reinstated: the fit no longer disqualifies it"
+                    # back where it stood; an MQL whose fit no MQL has now comes back a Lead, not to sales
+                    poor = not grade_at_least(grade, least_mql_fit(SHIPPED.qualification))
+                    back = Stage.LEAD if taken_by_fit is Stage.MQL and poor else taken_by_fit
+                    assert (back, disqualified) == (change.to_stage, None)
+                    assert change.reason.startswith("reinstated: the fit no longer disqualifies it")
+                    if back is not taken_by_fit:  # its handoff withdrawn, the next crossing is a new one
+                        below_since_last = True
                     taken_by_fit = None
                 elif change.to_stage is Stage.DISQUALIFIED:
                     assert disqualified and change.from_stage not in SALES_OWNED
