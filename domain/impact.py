@@ -108,14 +108,16 @@ def decay_text(decay: DecayPolicy) -> str:
 def _fit_entries(rule: FitRule) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
     """A fit rule's exact values, ranges and keywords, each by how it reads, with its points (ranges and keywords
     in the rule's order: the first that matches counts)."""
-    return (dict(rule.values),
-            {f"{'' if low is None else low}..{'' if high is None else high}": points for low, high, points in rule.ranges},
+    def span(low: int | None, high: int | None) -> str:
+        return f"{'' if low is None else low}..{'' if high is None else high}"
+
+    return (dict(rule.values), {span(low, high): points for low, high, points in rule.ranges},
             {"/".join(words): points for words, points in rule.keywords})
 
 
 def _fit_rule_text(rule: FitRule) -> str:
-    return ", ".join(f"{key} {points_text(points)}" for entries in _fit_entries(rule) for key, points in entries.items()) \
-        or "no points"
+    parts = [f"{key} {points_text(points)}" for entries in _fit_entries(rule) for key, points in entries.items()]
+    return ", ".join(parts) or "no points"
 
 
 def _fit_rule_change(old: FitRule, new: FitRule) -> str | None:

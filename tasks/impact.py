@@ -52,8 +52,8 @@ class Comparison(BaseModel):
 @task(cache_policy=NO_CACHE)
 def compare_rulebooks(rules_dir: str | None, pasted: dict[str, str | None] | None = None) -> Comparison:
     """Load the draft (a rulebook directory, default: the configured one; `pasted`: either file's text instead,
-    by file name; blank is none) and the version the last scoring run used. A draft that does not load fails here, naming the
-    file, the line and the problem."""
+    by file name; blank is none) and the version the last scoring run used. A draft that does not load fails
+    here, naming the file, the line and the problem."""
     settings = get_settings()
     directory = Path(rules_dir) if rules_dir else settings.rulebook_dir
     # a field left blank in the UI pastes nothing: that file comes from the directory
@@ -62,8 +62,9 @@ def compare_rulebooks(rules_dir: str | None, pasted: dict[str, str | None] | Non
     with get_engine(settings.resolved_database_url()).connect() as conn:
         bookmarks = store.scoring_state(conn)
         in_force = store.version_rulebook(conn, bookmarks[0]) if bookmarks else None
-    return Comparison(rules_dir=str(directory), pasted=sorted(pasted), draft=draft, in_force_version=bookmarks[0] if bookmarks else None,
-                      in_force=in_force, changes=rulebook_changes(in_force, draft) if in_force else [])
+    return Comparison(rules_dir=str(directory), pasted=sorted(pasted), draft=draft,
+                      in_force_version=bookmarks[0] if bookmarks else None, in_force=in_force,
+                      changes=rulebook_changes(in_force, draft) if in_force else [])
 
 
 class LeadImpact(BaseModel):
