@@ -62,4 +62,5 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
                                                                           "opportunity", "customer"]
     # A preview needs nothing: by default it compares the configured rulebook with the one in force
     assert impact.schedules == [] and impact.parameter_openapi_schema.get("required", []) == []
-    assert set(impact.parameter_openapi_schema["properties"]) == {"rules_dir", "now", "examples"}
+    assert set(impact.parameter_openapi_schema["properties"]) == {"rules_dir", "scoring_csv", "scoring_yaml", "now",
+                                                                   "examples"}
