@@ -5,9 +5,10 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -64,6 +65,22 @@ def db_current() -> None:
     console.print(f"revision {found or 'none'} (latest {head()})")
 
 
+@contextmanager
+def _prefect() -> Iterator[str]:
+    """The Prefect API the flows of a command run against, once the database is known to hold the schema this
+    version needs: one never migrated, or behind, is refused with the fix before any server starts."""
+    from handoff.prefect_server import prefect_api
+    from store.migrate import SchemaOutOfDate, require_head
+
+    try:
+        require_head(_settings().resolved_database_url())
+    except SchemaOutOfDate as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    with prefect_api(_settings().home / "prefect") as api_url:
+        yield api_url
+
+
 def _print_ingest(summary) -> None:
     console.print(Markdown(summary.markdown))
 
@@ -76,10 +93,9 @@ def run_ingest(
 ) -> None:
     """Pull new activities from every enabled source once."""
     from flows.ingest import IngestFailed, ingest
-    from handoff.prefect_server import prefect_api
 
     since_at, now_at = _instant(since, "--since"), _instant(now, "--now")  # a bad time fails before any server starts
-    with prefect_api(_settings().home / "prefect"):
+    with _prefect():
         try:
             summary = ingest(sources=source or None, since=since_at, now=now_at)
         except IngestFailed as failed:
@@ -90,9 +106,8 @@ def run_ingest(
 
 
 def _run_scoring(flow_call) -> None:
-    from handoff.prefect_server import prefect_api
 
-    with prefect_api(_settings().home / "prefect"):
+    with _prefect():
         summary = flow_call()
     console.print(Markdown(summary.markdown))
 
@@ -132,14 +147,13 @@ def lead_move(
     from typing import get_args
 
     from flows.stages import Target, move_lead_stage
-    from handoff.prefect_server import prefect_api
     from tasks.reporting import moves_markdown
     from tasks.stages import MoveRefused
 
     if to not in get_args(Target):
         raise typer.BadParameter(f"one of {', '.join(get_args(Target))}, not {to!r}", param_hint="--to")
     at = _instant(now, "--now")
-    with prefect_api(_settings().home / "prefect"):
+    with _prefect():
         try:
             moves = move_lead_stage(emails=emails, to=to, reason=reason, requested_by=by, now=at)
         except MoveRefused as refused:
@@ -207,7 +221,6 @@ def rules_impact(
     from config.loading import ConfigError
     from config.rulebook import load_rulebook
     from flows.impact import rulebook_impact
-    from handoff.prefect_server import prefect_api
 
     at = _instant(now, "--now")
     try:  # a draft that does not load is refused before any server starts, naming the file and the line
@@ -215,7 +228,7 @@ def rules_impact(
     except ConfigError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
-    with prefect_api(_settings().home / "prefect"):
+    with _prefect():
         summary = rulebook_impact(rules_dir=str(rules_dir) if rules_dir else None, now=at, examples=examples)
     console.print(Markdown(summary.markdown))
 

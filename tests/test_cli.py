@@ -122,3 +122,14 @@ def test_a_stage_a_person_cannot_move_a_lead_to_is_refused_before_anything_runs(
     assert result.exit_code == 2
     assert "Invalid value for --to: one of recycled, disqualified" in result.output and "not 'mql'" in result.output
     assert not (home / "home" / "prefect").exists()
+
+
+@pytest.mark.parametrize("command", [["run", "ingest"], ["run", "score"], ["run", "rescore", "--reason", "new sheet"],
+                                     ["lead", "move", "ana@acme.example", "--to", "recycled", "--reason", "not now"],
+                                     ["rules", "impact"]])
+def test_a_database_never_migrated_is_refused_with_the_fix_before_any_server_starts(home, command):
+    result = handoff(*command)
+    assert result.exit_code == 1
+    assert f"the database has no Handoff schema; this version needs {head()}: run `handoff db upgrade`" in \
+        result.output.replace("\n", "")
+    assert not (home / "home" / "prefect").exists()
