@@ -115,8 +115,8 @@ def _fit_entries(rule: FitRule) -> tuple[dict[str, int], dict[str, int], dict[st
             {"/".join(words): points for words, points in rule.keywords})
 
 
-def _fit_rule_text(rule: FitRule) -> str:
-    parts = [f"{key} {points_text(points)}" for entries in _fit_entries(rule) for key, points in entries.items()]
+def _fit_rule_text(rule: FitRule, entries: tuple[dict[str, int], ...] | None = None) -> str:
+    parts = [f"{key} {points_text(points)}" for kind in entries or _fit_entries(rule) for key, points in kind.items()]
     return ", ".join(parts) or "no points"
 
 
@@ -125,11 +125,12 @@ def _fit_rule_change(old: FitRule, new: FitRule) -> str | None:
     order, the first that matches counting: unless the draft keeps the order of the ones both have and adds new
     ones only after them (checked last), the whole rule is shown before and after, since where an entry stands
     changes what it scores."""
-    if _fit_entries(old) == _fit_entries(new) and old.ranges == new.ranges and old.keywords == new.keywords:
+    old_entries, new_entries = _fit_entries(old), _fit_entries(new)
+    if old_entries == new_entries and old.ranges == new.ranges and old.keywords == new.keywords:
         return None
-    whole = f"fit {new.field}: {_fit_rule_text(old)} -> {_fit_rule_text(new)}"
+    whole = f"fit {new.field}: {_fit_rule_text(old, old_entries)} -> {_fit_rule_text(new, new_entries)}"
     moved = []
-    for ordered, (before, after) in enumerate(zip(_fit_entries(old), _fit_entries(new))):
+    for ordered, (before, after) in enumerate(zip(old_entries, new_entries)):
         kept = [key for key in before if key in after]
         if ordered and list(after) != kept + [key for key in after if key not in before]:
             return whole

@@ -156,15 +156,14 @@ def qualify(state: LeadState | None, facts: LeadFacts, rulebook: Rulebook, now: 
         # handoff was withdrawn when it left, so coming back is a handoff again, a crossing of its own; unless its
         # fit is now below what any MQL needs (the fit rules or the profile changed meanwhile): sales is never
         # handed a lead no rule would qualify, so it comes back a Lead, armed, to qualify as any lead does.
-        back = state.fit_disqualified_from
+        back, armed = state.fit_disqualified_from, state.mql_armed
         reason = "reinstated: the fit no longer disqualifies it"
         least = least_mql_fit(policy)
         if back is Stage.MQL and not grade_at_least(facts.fit.grade, least):
-            back = Stage.LEAD
+            back, armed = Stage.LEAD, True
             reason += f"; back as a lead: fit {facts.fit.grade} is below the {least} any MQL needs"
-            state = replace(state, mql_armed=True)
         changes.append(StageChange(Stage.DISQUALIFIED, back, reason))
-        state = replace(state, stage=back, stage_changed_at=now, fit_disqualified_from=None)
+        state = replace(state, stage=back, stage_changed_at=now, fit_disqualified_from=None, mql_armed=armed)
         if back is Stage.MQL:
             state = _hand_over(state, reason, now, triggers, policy.rearm_below)
 

@@ -31,7 +31,7 @@ from tasks.impact import Comparison, compare_rulebooks, impact_of, worked_out
 from tasks.scoring import score_chunk
 from tasks.stages import move_leads
 from tests.flow_support import rulebook_copy
-from tests.test_score_flow import WORLD, count, ingested
+from tests.test_score_flow import count, scored_on_its_own_rulebook
 from tests.test_scoring_properties import (
     BASE,
     EMAILS,
@@ -231,10 +231,8 @@ def test_the_impact_is_exactly_what_the_pass_that_applies_the_draft_then_does(en
 def test_the_preview_artifact_names_the_changes_and_the_leads_and_the_scheduled_run_then_does_just_that(
     prefect_server, handoff_env, engine, sandbox_factory, tmp_path
 ):
-    box = sandbox_factory(WORLD)
-    live = rulebook_copy(tmp_path / "live")
-    ingested(box, handoff_env, HANDOFF_RULEBOOK_DIR=str(live))
-    first = score_and_qualify(now=box.world.now)
+    live = tmp_path / "live"
+    box, first = scored_on_its_own_rulebook(sandbox_factory, handoff_env, live)
     unchanged = rulebook_impact(now=box.world.now)
     assert unchanged.outcome.leads == 0 and "The draft is the rulebook in force: nothing would change." in unchanged.markdown
 

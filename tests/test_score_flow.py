@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import requests
@@ -30,6 +31,15 @@ def count(engine, table, *where) -> int:
 def ingested(box, handoff_env, **env):
     handoff_env(box.env, FAST, HANDOFF_FETCH_IN_SUBPROCESS="false", **env)
     ingest(now=box.world.now)
+
+
+def scored_on_its_own_rulebook(sandbox_factory, handoff_env, rules: Path):
+    """The stand-ins' world ingested and scored once with a copy of the shipped rulebook at `rules`, which the
+    test may then edit: the stand-ins, and the first run's summary."""
+    box = sandbox_factory(WORLD)
+    rulebook_copy(rules)
+    ingested(box, handoff_env, HANDOFF_RULEBOOK_DIR=str(rules))
+    return box, score_and_qualify(now=box.world.now)
 
 
 def mql_events(api_url: str, event_ids: set[str]) -> list[dict]:
@@ -171,10 +181,8 @@ def _rows(engine, table):
 def test_a_rulebook_change_rescores_everyone_predictably_and_rescoring_again_changes_nothing(
     prefect_server, handoff_env, engine, sandbox_factory, tmp_path
 ):
-    box = sandbox_factory(WORLD)
-    rules = rulebook_copy(tmp_path / "rules")
-    ingested(box, handoff_env, HANDOFF_RULEBOOK_DIR=str(rules))
-    before = score_and_qualify(now=box.world.now)
+    rules = tmp_path / "rules"
+    box, before = scored_on_its_own_rulebook(sandbox_factory, handoff_env, rules)
 
     csv = rules / "scoring.csv"
     csv.write_text(csv.read_text().replace("page_view:/pricing,decision,15,30,1/day", "page_view:/pricing,decision,40,80,1/day"))
