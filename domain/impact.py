@@ -10,15 +10,15 @@ from domain.activity import asset_key
 from domain.fit import assess_fit
 from domain.lifecycle import LeadState, Qualification, decide, lead_facts
 from domain.rules import DecayPolicy, Disqualifier, FitRule, Rulebook, ScoringRule, points_text
-from domain.scoring import ScoredActivity, behaviour_score, contributions
+from domain.scoring import ScoredActivity, behaviour_total, contributions, history_of
 
 
 def work_out(history: Iterable[ScoredActivity], profile: Mapping[str, Any], previous: LeadState | None,
              merged: list[tuple[int, LeadState]] | None, rulebook: Rulebook, now: datetime) -> Qualification:
     """What a pass at `now` with this rulebook makes of one lead: its score from its whole history (the ledger
     rebuilt, as a rescore does), its fit, and its stage moved on from the state it holds."""
-    history = list(history)
-    score = behaviour_score(contributions(history, rulebook), rulebook.decay, now).score
+    history = history_of(history)
+    score = behaviour_total(contributions(history, rulebook), rulebook.decay, now)
     fit = assess_fit(profile, profile.get("email"), rulebook.fit)
     raisers = rulebook.qualification.hand_raisers
     # the latest hand-raise; of two at one moment, the type named last (as the store finds it)

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any
 
 from domain.activity import ActivityType, asset_key
@@ -83,7 +83,16 @@ class DecayPolicy:
         """Share of its points a contribution keeps at this age, in millionths (exact, integer)."""
         if age_days <= 0:
             return MICROS
-        return _factor_micros(self, min(age_days, DECAY_TABLE_DAYS))
+        age = min(age_days, DECAY_TABLE_DAYS)
+        factor = self._factors.get(age)
+        if factor is None:
+            factor = self._factors[age] = self._compute(age)  # Decimal powers are slow: each age once
+        return factor
+
+    @cached_property
+    def _factors(self) -> dict[int, int]:
+        """The shares worked out so far, by age: kept on the policy, so a lookup hashes nothing but the age."""
+        return {}
 
     def _compute(self, age_days: int) -> int:
         if self.half_life_days:
@@ -102,11 +111,6 @@ class DecayPolicy:
             if keep_pct == 0:
                 return after_days
         return None
-
-
-@lru_cache(maxsize=65_536)
-def _factor_micros(policy: DecayPolicy, age_days: int) -> int:
-    return policy._compute(age_days)  # Decimal powers are slow; a policy has at most ten years of ages
 
 
 def decayed(points: int, factor_micros: int) -> int:
@@ -194,8 +198,10 @@ class Rulebook:
 
     def rule_for(self, kind: ActivityType | str, asset: str | None) -> ScoringRule | None:
         """The asset's own rule wins over the bare type's; assets match by their key (case and spacing aside)."""
-        kind = ActivityType(kind)
-        key = asset_key(asset)
+        return self.rule_for_key(ActivityType(kind), asset_key(asset))
+
+    def rule_for_key(self, kind: ActivityType, key: str | None) -> ScoringRule | None:
+        """rule_for, given the asset's key (domain.activity.asset_key) rather than the asset."""
         return (key is not None and self._index.get((kind, key))) or self._index.get((kind, None))
 
     @property

@@ -5,11 +5,11 @@ the reference the property tests hold it to, and the code that explains one lead
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable
+from typing import Iterable, Iterator
 
-from domain.activity import ActivityType
+from domain.activity import ActivityType, asset_key
 from domain.rules import DecayPolicy, RepeatKind, Rulebook, ScoringRule, decayed
 
 DAY_SECONDS = 86_400
@@ -17,7 +17,8 @@ DAY_SECONDS = 86_400
 
 @dataclass(frozen=True, slots=True)
 class ScoredActivity:
-    """The facts scoring needs about one activity; (occurred_epoch, source, external_id) orders a lead's history."""
+    """The facts scoring needs about one activity; (occurred_epoch, source, external_id) orders a lead's history.
+    The epoch and the asset's key are worked out once, here, not again by every rulebook that reads them."""
 
     activity_id: int
     source: str
@@ -25,10 +26,23 @@ class ScoredActivity:
     type: ActivityType
     asset: str | None
     occurred_at: datetime
+    occurred_epoch: int = field(init=False)
+    asset_key: str | None = field(init=False)
 
-    @property
-    def occurred_epoch(self) -> int:
-        return epoch_seconds(self.occurred_at)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "occurred_epoch", epoch_seconds(self.occurred_at))
+        object.__setattr__(self, "asset_key", asset_key(self.asset))
+
+
+class History(tuple):
+    """One lead's activities in history order (time in whole seconds, then source and external id), sorted once
+    for every rulebook that scores them."""
+
+
+def history_of(activities: Iterable[ScoredActivity]) -> History:
+    if isinstance(activities, History):
+        return activities
+    return History(sorted(activities, key=lambda a: (a.occurred_epoch, a.source, a.external_id)))
 
 
 def epoch_seconds(moment: datetime) -> int:
@@ -48,12 +62,12 @@ class Contribution:
 
 def contributions(activities: Iterable[ScoredActivity], rulebook: Rulebook) -> list[Contribution]:
     """Every activity that earns points, in history order. Rules apply per lead: pass one lead's activities."""
-    history = sorted(activities, key=lambda a: (a.occurred_epoch, a.source, a.external_id))
+    history = history_of(activities)
     earned_count: dict[int, int] = {}  # occurrences of a rule that passed the repeat rule, by id(rule)
     per_day: dict[tuple[int, int], int] = {}
     result: list[Contribution] = []
     for activity in history:
-        rule = rulebook.rule_for(activity.type, activity.asset)
+        rule = rulebook.rule_for_key(activity.type, activity.asset_key)
         if rule is None:
             continue
         key = id(rule)
@@ -108,11 +122,21 @@ class BehaviourScore:
 
 def behaviour_score(contribs: Iterable[Contribution], decay: DecayPolicy, now: datetime) -> BehaviourScore:
     """The score at `now`: each contribution decayed by its age in whole days, summed, never below the floor."""
-    now_epoch = epoch_seconds(now)
-    lines = []
-    for c in contribs:
-        age = age_days(c.occurred_epoch, now_epoch)
-        lines.append(ScoreLine(c, age, decayed(c.points, decay.factor_micros(age))))
+    lines = tuple(ScoreLine(c, age, value) for c, age, value in _aged(contribs, decay, now))
     total = sum(line.value for line in lines)
     score = max(total, decay.floor)
-    return BehaviourScore(score=score, lines=tuple(lines), floor_adjustment=score - total)
+    return BehaviourScore(score=score, lines=lines, floor_adjustment=score - total)
+
+
+def behaviour_total(contribs: Iterable[Contribution], decay: DecayPolicy, now: datetime) -> int:
+    """behaviour_score's score alone, without the lines an explanation reads."""
+    return max(sum(value for _, _, value in _aged(contribs, decay, now)), decay.floor)
+
+
+def _aged(contribs: Iterable[Contribution], decay: DecayPolicy,
+          now: datetime) -> Iterator[tuple[Contribution, int, int]]:
+    """Each contribution with its age in whole days at `now` and what it is worth at that age."""
+    now_epoch = epoch_seconds(now)
+    for c in contribs:
+        age = age_days(c.occurred_epoch, now_epoch)
+        yield c, age, decayed(c.points, decay.factor_micros(age))

@@ -12,7 +12,8 @@ from pydantic import BaseModel
 
 from config.settings import get_settings
 from flows.chunks import in_chunk_order
-from tasks.impact import ImpactOutcome, compare_rulebooks, impact_of_leads, worker_processes
+from tasks.impact import compare_rulebooks, impact_of_leads, one_snapshot, worker_processes
+from tasks.lead_impact import ImpactOutcome
 from tasks.reporting import publish_impact_summary
 from tasks.scoring import all_leads
 from tasks.store import check_database
@@ -45,27 +46,30 @@ def rulebook_impact(rules_dir: str | None = None, scoring_csv: str | None = None
     examples = max(0, examples)
     log = get_run_logger()
     check_database()
-    comparison = compare_rulebooks(rules_dir, {"scoring.csv": scoring_csv, "scoring.yaml": scoring_yaml})
-    outcome = ImpactOutcome(examples=examples)
-    if comparison.same:
-        log.info("the draft %s is the rulebook in force (version %s): nothing would change",
-                 comparison.source, comparison.in_force_version)
-    else:
-        settings = get_settings()
-        leads = all_leads()
-        size = settings.score_chunk_size
-        chunks = [leads[start:start + size] for start in range(0, len(leads), size)]
-        workers = min(settings.resolved_impact_workers(), len(chunks))
-        log.info("%s leads worked out under the draft %s and the rulebook in force (%s), in %d chunk%s of up to "
-                 "%s, %s", f"{len(leads):,}", comparison.source,
-                 f"version {comparison.in_force_version}" if comparison.in_force else "none: nothing scored yet",
-                 len(chunks), "" if len(chunks) == 1 else "s", f"{size:,}",
-                 f"{workers} side by side, each in a process of its own" if workers > 1 else "one at a time")
-        with worker_processes(workers):
-            submissions = (impact_of_leads.submit(comparison, quote(chunk), now, examples,
-                                                  label=f"{chunk[0]}-{chunk[-1]}") for chunk in chunks)
-            for part in in_chunk_order(submissions, workers):
-                outcome.add(part)
+    with one_snapshot() as snapshot:  # every read of the run sees the database at one moment (PostgreSQL)
+        comparison = compare_rulebooks(rules_dir, {"scoring.csv": scoring_csv, "scoring.yaml": scoring_yaml}, snapshot)
+        outcome = ImpactOutcome(examples=examples)
+        if comparison.same:
+            log.info("the draft %s is the rulebook in force (version %s): nothing would change",
+                     comparison.source, comparison.in_force_version)
+        else:
+            settings = get_settings()
+            leads = all_leads(snapshot)
+            size = settings.score_chunk_size
+            chunks = [leads[start:start + size] for start in range(0, len(leads), size)]
+            workers = min(settings.resolved_impact_workers(), len(chunks))
+            log.info("%s leads worked out under the draft %s and the rulebook in force (%s), in %d chunk%s of up to "
+                     "%s, %s; %s", f"{len(leads):,}", comparison.source,
+                     f"version {comparison.in_force_version}" if comparison.in_force else "none: nothing scored yet",
+                     len(chunks), "" if len(chunks) == 1 else "s", f"{size:,}",
+                     f"{workers} side by side, each in a process of its own" if workers > 1 else "one at a time",
+                     "all read from one snapshot of the database" if snapshot
+                     else "each chunk reads what is committed when it starts")
+            with worker_processes(workers):
+                submissions = (impact_of_leads.submit(comparison, quote(chunk), now, examples,
+                                                      label=f"{chunk[0]}-{chunk[-1]}") for chunk in chunks)
+                for part in in_chunk_order(submissions, workers):
+                    outcome.add(part)
     summary = ImpactSummary(
         now=now, run_id=flow_run.get_id(), rules_dir=comparison.rules_dir, pasted=comparison.pasted,
         draft_source=comparison.source, draft_digest=comparison.draft.digest,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 
@@ -70,3 +71,31 @@ def make_engine(url: str) -> Engine:
         dbapi_connection.commit()
 
     return engine
+
+
+# What pg_export_snapshot() returns: hexadecimal groups joined by dashes (00000003-0000001B-1)
+_SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+(?:-[0-9A-Fa-f]+)+")
+
+
+def export_snapshot(conn: Connection) -> str | None:
+    """Begin a read-only, repeatable-read transaction on `conn` (which must not have begun one) and return the
+    id of the snapshot it reads, for other sessions to read exactly what it reads while it lasts (PostgreSQL).
+    None on SQLite, whose connections cannot share one: each reads what is committed when it begins."""
+    if conn.dialect.name != "postgresql":
+        return None
+    conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    return conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+
+
+def read_in_snapshot(conn: Connection, snapshot: str | None) -> None:
+    """Begin `conn`'s transaction (it must not have begun one) read-only on `snapshot` (from export_snapshot, in
+    a transaction still open): it sees the database as that transaction does, whatever was committed since.
+    None: the transaction reads as any other."""
+    if snapshot is None:
+        return
+    if conn.dialect.name != "postgresql":
+        raise ValueError("only a PostgreSQL database shares a snapshot between sessions")
+    if not _SNAPSHOT_ID.fullmatch(snapshot):  # SET TRANSACTION takes no bound parameter: the id goes in the text
+        raise ValueError(f"{snapshot!r} is not a snapshot id")
+    conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")

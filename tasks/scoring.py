@@ -21,7 +21,7 @@ from domain.explain import Explanation, LedgerEntry, explain_score, reason_text
 from domain.fit import assess_fit
 from domain.lifecycle import Qualification, Stage, decide, lead_facts
 from domain.rules import Rulebook, points_text
-from store.engine import get_engine
+from store.engine import get_engine, read_in_snapshot
 from store import scoring as store
 from store import stages
 
@@ -204,8 +204,10 @@ def rebuild_all_ledgers(version_id: int, marks: list[tuple[int, datetime]]) -> i
 
 
 @task(cache_policy=NO_CACHE)
-def all_leads() -> list[int]:
+def all_leads(snapshot: str | None = None) -> list[int]:
+    """Every lead that stands for a person (not merged away), in id order; on `snapshot` when given."""
     with get_engine(get_settings().resolved_database_url()).connect() as conn:
+        read_in_snapshot(conn, snapshot)
         return store.all_lead_ids(conn)
 
 

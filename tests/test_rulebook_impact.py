@@ -27,7 +27,8 @@ from handoff.cli import app
 from handoff.prefect_server import drain_prefect_clients
 from store import scoring as store
 from store.tables import LeadState
-from tasks.impact import Comparison, compare_rulebooks, impact_of, worked_out
+from tasks.impact import compare_rulebooks
+from tasks.lead_impact import Comparison, impact_of, worked_out
 from tasks.scoring import score_chunk
 from tasks.stages import move_leads
 from tests.flow_support import rulebook_copy
@@ -346,3 +347,43 @@ def test_before_the_first_scoring_run_the_preview_is_what_that_run_will_do(engin
     assert "no rulebook in force: no lead has been scored yet, so this is what the first scoring run will do" in markdown
     assert "## 1 lead\n" in markdown and "## Handed to sales by this pass: 1" in markdown
     assert "| 1 | ana@acme.example | 100 | A | mql | hand-raise: demo_request on 2026-11-02 with fit A |" in markdown
+
+
+def test_on_postgresql_every_read_of_a_preview_sees_the_database_as_it_was_when_the_preview_began(engine, handoff_env):
+    from tasks.impact import one_snapshot
+    from tasks.scoring import all_leads
+    from tests.test_score_merges import NOW, activity, good_fit, write
+
+    write(engine, "web", activity("w-1", "whitepaper_download", email="ana@acme.example", source="web"),
+          people=[good_fit("Ana", email="ana@acme.example", source="web")])
+    with one_snapshot() as snapshot:
+        comparison = compare_rulebooks.fn(None, None, snapshot)
+        # committed while the preview runs: Ana asks for a demo, and Bea turns up
+        write(engine, "web", activity("w-2", "demo_request", email="ana@acme.example", source="web"),
+              activity("w-3", "demo_request", email="bea@acme.example", source="web"),
+              people=[good_fit("Bea", email="bea@acme.example", source="web")])
+        leads = all_leads.fn(snapshot)
+        outcome = impact_of(engine, comparison, leads, NOW, examples=10)
+
+    if engine.dialect.name == "postgresql":
+        assert comparison.snapshot == snapshot and snapshot
+        assert outcome.leads == 1 and outcome.draft.handovers == 0  # neither the demo request nor Bea
+        assert outcome.draft.stages == {"lead": 1}
+    else:  # SQLite connections share no snapshot: each chunk reads what is committed when it starts
+        assert snapshot is None and comparison.snapshot is None
+        assert outcome.leads == 2 and outcome.draft.handovers == 2
+    with engine.connect() as conn:  # the snapshot ends with the preview; the store reads as usual again
+        assert len(store.all_lead_ids(conn)) == 2
+
+
+def test_a_snapshot_id_goes_into_sql_text_only_when_it_is_one(engine):
+    from store.engine import read_in_snapshot
+
+    with engine.connect() as conn:
+        if engine.dialect.name != "postgresql":
+            read_in_snapshot(conn, None)  # nothing to share: reads as usual
+            with pytest.raises(ValueError, match="only a PostgreSQL database"):
+                read_in_snapshot(conn, "00000003-0000001B-1")
+            return
+        with pytest.raises(ValueError, match="is not a snapshot id"):
+            read_in_snapshot(conn, "1'; DROP TABLE lead; --")
