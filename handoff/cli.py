@@ -65,11 +65,8 @@ def db_current() -> None:
     console.print(f"revision {found or 'none'} (latest {head()})")
 
 
-@contextmanager
-def _prefect() -> Iterator[str]:
-    """The Prefect API the flows of a command run against, once the database is known to hold the schema this
-    version needs: one never migrated, or behind, is refused with the fix before any server starts."""
-    from handoff.prefect_server import prefect_api
+def _require_schema() -> None:
+    """Refuse, with the fix, a database never migrated or behind the schema this version needs."""
     from store.migrate import SchemaOutOfDate, require_head
 
     try:
@@ -77,6 +74,15 @@ def _prefect() -> Iterator[str]:
     except SchemaOutOfDate as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
+
+
+@contextmanager
+def _prefect() -> Iterator[str]:
+    """The Prefect API the flows of a command run against, once the database is known to hold the schema this
+    version needs: one never migrated, or behind, is refused with the fix before any server starts."""
+    from handoff.prefect_server import prefect_api
+
+    _require_schema()
     with prefect_api(_settings().home / "prefect") as api_url:
         yield api_url
 
@@ -238,11 +244,10 @@ def explain(email: str, as_json: bool = typer.Option(False, "--json", help="Mach
     """Explain a lead's score point by point, its fit grade and its lifecycle stages."""
     import json
 
-    from store.engine import get_engine
     from tasks.explain import LeadNotFound, explain_lead, explanation_markdown
 
     try:
-        data = explain_lead(get_engine(_settings().resolved_database_url()), email)
+        data = explain_lead(_engine(), email)
     except LeadNotFound as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
@@ -250,6 +255,72 @@ def explain(email: str, as_json: bool = typer.Option(False, "--json", help="Mach
         print(json.dumps(data, indent=2, default=str))
     else:
         console.print(Markdown(explanation_markdown(data)))
+
+
+@app.command("leads")
+def list_leads(
+    stage: list[str] = typer.Option(None, "--stage", help="Only leads in this stage (repeatable): subscriber, lead, "
+                                                          "mql, sql, opportunity, customer, recycled, disqualified."),
+    fit: list[str] = typer.Option(None, "--fit", help="Only leads of this fit grade (repeatable): A, B, C or D."),
+    cold: bool = typer.Option(False, "--cold", help="Only leads flagged cold: engaged once, decayed since (nurture)."),
+    min_score: Optional[str] = typer.Option(None, "--min-score", help="Only leads scoring at least this many points."),
+    limit: Optional[int] = typer.Option(None, help="List at most this many; 0 lists all (default: 50, all with --csv)."),
+    as_csv: bool = typer.Option(False, "--csv", help="CSV on standard output, for a list import or a spreadsheet."),
+) -> None:
+    """List scored leads by stage, fit grade, cold flag and score, highest score first: a segment to look at,
+    or the cold leads to hand to nurture (`--cold --csv > nurture.csv`)."""
+    from decimal import Decimal, InvalidOperation
+
+    from domain.lifecycle import Stage
+    from domain.rules import CENTS, GRADES
+    from handoff.report import segment_csv, segment_markdown
+    from store.reports import lead_segment
+
+    stages = {value.strip().lower() for value in stage or []}
+    unknown = sorted(stages - {s.value for s in Stage})
+    if unknown:
+        raise typer.BadParameter(f"one of {', '.join(s.value for s in Stage)}; not {unknown[0]!r}", param_hint="--stage")
+    grades = {value.strip().upper() for value in fit or []}
+    if grades - set(GRADES):
+        raise typer.BadParameter(f"one of {', '.join(GRADES)}; not {sorted(grades - set(GRADES))[0]!r}",
+                                 param_hint="--fit")
+    least = None
+    if min_score is not None:
+        try:
+            points = Decimal(min_score.strip())
+        except InvalidOperation:
+            points = None
+        if points is None or not points.is_finite() or (points * CENTS) % 1:
+            raise typer.BadParameter(f"a number of points with at most two decimals, not {min_score!r}",
+                                     param_hint="--min-score")
+        least = int(points * CENTS)
+    if limit is not None and limit < 0:
+        raise typer.BadParameter("0 or more", param_hint="--limit")
+    _require_schema()
+    shown = limit if limit else (None if limit == 0 or as_csv else 50)
+    matching, leads = lead_segment(_engine(), stages=stages, grades=grades, cold=cold, min_score=least, limit=shown)
+    if as_csv:
+        sys.stdout.write(segment_csv(leads))
+        return
+    described = [f"in stage {' or '.join(sorted(stages))}" if stages else "",
+                 f"of fit {' or '.join(sorted(grades))}" if grades else "", "flagged cold" if cold else "",
+                 f"scoring at least {min_score.strip()}" if least is not None else ""]
+    console.print(Markdown(segment_markdown(matching, leads, ", ".join(filter(None, described)) or "scored")))
+
+
+@app.command()
+def funnel() -> None:
+    """Leads per lifecycle stage, each funnel stage with its share of the stage before."""
+    from handoff.report import funnel_overview
+
+    _require_schema()
+    console.print(Markdown(funnel_overview()))
+
+
+def _engine():
+    from store.engine import get_engine
+
+    return get_engine(_settings().resolved_database_url())
 
 
 def _parse_faults(values: list[str]):

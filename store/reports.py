@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Collection
 
 from sqlalchemy import Engine, func, select
 
-from store.tables import Activity, Lead, LeadContact, Quarantine
+from store.tables import Activity, Lead, LeadContact, LeadState, Quarantine
 
 lead_t, contact_t, activity_t, quarantine_t = Lead.__table__, LeadContact.__table__, Activity.__table__, Quarantine.__table__
+state_t = LeadState.__table__
 
 
 @dataclass(frozen=True)
@@ -58,3 +61,45 @@ def example_leads(engine: Engine) -> list[tuple[str, str]]:
             if email:
                 found.append((why, email))
     return found
+
+
+@dataclass(frozen=True)
+class SegmentLead:
+    """One lead of a segment, as a list of leads shows it."""
+
+    lead_id: int
+    email: str | None
+    first_name: str | None
+    last_name: str | None
+    company: str | None
+    stage: str
+    score: int  # centipoints
+    fit_grade: str
+    cold: bool
+    stage_changed_at: datetime
+    qualified_at: datetime | None
+
+
+def lead_segment(engine: Engine, *, stages: Collection[str] = (), grades: Collection[str] = (), cold: bool = False,
+                 min_score: int | None = None, limit: int | None = None) -> tuple[int, list[SegmentLead]]:
+    """The scored leads (not merged away) in any of `stages`, of any of `grades`, flagged cold if `cold`, scoring
+    at least `min_score` centipoints; each filter left empty lets every lead through. Returns how many match, and
+    the first `limit` of them (all when None), highest score first, then oldest lead."""
+    joined = state_t.join(lead_t, lead_t.c.id == state_t.c.lead_id)
+    where = [lead_t.c.merged_into_id.is_(None)]
+    if stages:
+        where.append(state_t.c.stage.in_(sorted(stages)))
+    if grades:
+        where.append(state_t.c.fit_grade.in_(sorted(grades)))
+    if cold:
+        where.append(state_t.c.cold.is_(True))
+    if min_score is not None:
+        where.append(state_t.c.score >= min_score)
+    listed = (select(lead_t.c.id, lead_t.c.email, lead_t.c.first_name, lead_t.c.last_name, lead_t.c.company,
+                     state_t.c.stage, state_t.c.score, state_t.c.fit_grade, state_t.c.cold, state_t.c.stage_changed_at,
+                     state_t.c.qualified_at)
+              .select_from(joined).where(*where).order_by(state_t.c.score.desc(), lead_t.c.id).limit(limit))
+    with engine.connect() as conn:
+        matching = conn.execute(select(func.count()).select_from(joined).where(*where)).scalar_one()
+        rows = conn.execute(listed).all()
+    return matching, [SegmentLead(row[0], *row[1:8], bool(row[8]), *row[9:]) for row in rows]

@@ -126,10 +126,82 @@ def test_a_stage_a_person_cannot_move_a_lead_to_is_refused_before_anything_runs(
 
 @pytest.mark.parametrize("command", [["run", "ingest"], ["run", "score"], ["run", "rescore", "--reason", "new sheet"],
                                      ["lead", "move", "ana@acme.example", "--to", "recycled", "--reason", "not now"],
-                                     ["rules", "impact"]])
+                                     ["rules", "impact"], ["leads"], ["funnel"]])
 def test_a_database_never_migrated_is_refused_with_the_fix_before_any_server_starts(home, command):
     result = handoff(*command)
     assert result.exit_code == 1
     assert f"the database has no Handoff schema; this version needs {head()}: run `handoff db upgrade`" in \
         result.output.replace("\n", "")
     assert not (home / "home" / "prefect").exists()
+
+
+def scored_segment(home) -> None:
+    """Three scored leads: Ada asked for a demo (an MQL), Ben read a white paper in June and nothing since (cold
+    by now), and Eve, a poor fit whose form fields read as spreadsheet formulas, viewed a page."""
+    from config.rulebook import load_rulebook
+    from domain.activity import PersonRecord
+    from tasks.scoring import score_chunk
+    from tests.test_score_merges import good_fit
+
+    handoff("db", "upgrade")
+    engine = get_engine(get_settings().resolved_database_url())
+    eve = PersonRecord(source="web", source_contact_id=None, email="eve@free.example", first_name='=HYPERLINK("x")',
+                       company="+Evil", title="Student")
+    rulebook = load_rulebook(CONFIG_DIR)
+    with engine.begin() as conn:
+        version_id = store.ensure_version(conn, rulebook, NOW)
+    visits = [("ada@acme.example", "demo_request", None, "2026-11-01T10:00:00Z"),
+              ("ben@acme.example", "whitepaper_download", "Lead Scoring Playbook", "2026-06-01T10:00:00Z"),
+              ("eve@free.example", "page_view", "/pricing", "2026-11-01T10:00:00Z")]
+    for n, (email, kind, asset, at) in enumerate(visits):
+        record = build_activity(source="web", external_id=f"v{n}", type_name=kind, occurred_at=at, raw={"n": n},
+                                email=email, asset=asset)
+        people = [good_fit(email.split("@")[0].title(), email=email, source="web")] if n < 2 else [eve]
+        moment = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        write_batch(engine, source="web", activities=[record], people=people, rejections=[], checkpoint=None,
+                    now=moment)
+        with engine.connect() as conn:
+            dirty = store.dirty_leads(conn, 10)
+        leads = [lead_id for lead_id, _ in dirty]
+        score_chunk(engine, rulebook, version_id, leads, now=moment, run_id=None, rebuild=leads, dirty=dirty)
+    with engine.connect() as conn:
+        everyone = store.all_lead_ids(conn)
+    score_chunk(engine, rulebook, version_id, everyone, now=NOW, run_id=None)
+
+
+def test_leads_lists_a_segment_highest_score_first_and_the_funnel_counts_the_stages(home):
+    scored_segment(home)
+
+    everyone = handoff("leads").output
+    assert "3 leads scored, highest score first." in everyone
+    assert everyone.index("ada@acme.example") < everyone.index("eve@free.example")
+    mqls = handoff("leads", "--stage", "MQL", "--fit", "a").output
+    assert "1 lead in stage mql, of fit A, highest score first." in mqls and "ben@" not in mqls
+    assert "1 lead scoring at least 50" in handoff("leads", "--min-score", "50").output
+    assert "the first 1 shown" in handoff("leads", "--limit", "1").output.replace("\n", "")
+    assert "0 leads in stage customer." in handoff("leads", "--stage", "customer").output
+    funnel = handoff("funnel").output
+    assert [line.split()[:2] for line in funnel.splitlines() if line.split()[:1] in (["lead"], ["mql"])] == \
+        [["lead", "2"], ["mql", "1"]]
+
+
+def test_leads_csv_hands_the_cold_leads_to_nurture_with_form_text_that_cannot_run_as_a_formula(home):
+    import csv
+
+    scored_segment(home)
+
+    cold = list(csv.DictReader(handoff("leads", "--cold", "--csv").output.splitlines()))
+    assert [(row["email"], row["stage"], row["cold"]) for row in cold] == [("ben@acme.example", "lead", "true")]
+    assert 0 <= float(cold[0]["score"]) < 5 and cold[0]["handed_over_at"] == ""
+    rows = {row["email"]: row for row in csv.DictReader(handoff("leads", "--csv").output.splitlines())}
+    assert rows["eve@free.example"]["first_name"] == "\'=HYPERLINK(\"x\")"
+    assert rows["eve@free.example"]["company"] == "\'+Evil"
+    assert rows["ada@acme.example"]["stage"] == "mql" and rows["ada@acme.example"]["handed_over_at"].startswith("2026-11-01")
+
+
+@pytest.mark.parametrize("option, value, problem", [("--stage", "hot", "not 'hot'"), ("--fit", "E", "not 'E'"),
+                                                    ("--min-score", "1.234", "at most two decimals"),
+                                                    ("--min-score", "lots", "not 'lots'"), ("--limit", "-1", "0 or more")])
+def test_leads_refuses_a_filter_it_cannot_apply(home, option, value, problem):
+    result = runner.invoke(app, ["leads", option, value])
+    assert result.exit_code == 2 and problem in " ".join(result.output.replace("│", " ").split())
