@@ -264,7 +264,8 @@ def list_leads(
     fit: list[str] = typer.Option(None, "--fit", help="Only leads of this fit grade (repeatable): A, B, C or D."),
     cold: bool = typer.Option(False, "--cold", help="Only leads flagged cold: engaged once, decayed since (nurture)."),
     min_score: Optional[str] = typer.Option(None, "--min-score", help="Only leads scoring at least this many points."),
-    limit: Optional[int] = typer.Option(None, help="List at most this many; 0 lists all (default: 50, all with --csv)."),
+    limit: Optional[int] = typer.Option(None, help="List at most this many; 0 lists all "
+                                                   "(default: 50, all with --csv)."),
     as_csv: bool = typer.Option(False, "--csv", help="CSV on standard output, for a list import or a spreadsheet."),
 ) -> None:
     """List scored leads by stage, fit grade, cold flag and score, highest score first: a segment to look at,
@@ -279,7 +280,8 @@ def list_leads(
     stages = {value.strip().lower() for value in stage or []}
     unknown = sorted(stages - {s.value for s in Stage})
     if unknown:
-        raise typer.BadParameter(f"one of {', '.join(s.value for s in Stage)}; not {unknown[0]!r}", param_hint="--stage")
+        raise typer.BadParameter(f"one of {', '.join(s.value for s in Stage)}; not {unknown[0]!r}",
+                                 param_hint="--stage")
     grades = {value.strip().upper() for value in fit or []}
     if grades - set(GRADES):
         raise typer.BadParameter(f"one of {', '.join(GRADES)}; not {sorted(grades - set(GRADES))[0]!r}",

@@ -99,12 +99,13 @@ def explanation_markdown(data: dict[str, Any]) -> str:
     lines.append(f"| | **total** | | | | **{data['explained_total']}** |")
     fit = data["fit"]
     lines += ["", "| fit field | value | points |", "|---|---|---:|"]
-    lines += [f"| {f['field']} | {f['value']} | {f['points']} |" for f in fit["lines"]]
+    lines += [f"| {f['field']} | {str(f['value']).replace('|', '/')} | {f['points']} |" for f in fit["lines"]]
     if fit["disqualified"]:
         lines.append(f"| disqualified | {fit['disqualified']} | |")
     if fit["capped_by"]:
         lines.append(f"| grade capped | {fit['capped_by']} | |")
     if data["stages"]:
         lines += ["", "| stage change | from | to | why |", "|---|---|---|---|"]
-        lines += [f"| {s['at'][:16]} | {s['from'] or '—'} | {s['to']} | {s['reason']} |" for s in data["stages"]]
+        lines += [f"| {s['at'][:16]} | {s['from'] or '—'} | {s['to']} | {s['reason'].replace('|', '/')} |"
+                  for s in data["stages"]]
     return "\n".join(lines) + "\n"

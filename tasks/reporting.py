@@ -13,6 +13,7 @@ from config.settings import get_settings
 from domain.rules import points_text
 from store.engine import get_engine
 from store.ingest import quarantine_reasons
+from tasks.explain import explanation_markdown
 from tasks.ingest import SourceSummary
 from tasks.stages import StageMoves
 
@@ -118,6 +119,14 @@ def moves_markdown(moves: StageMoves) -> str:
 def publish_move_summary(moves: StageMoves) -> str:
     markdown = moves_markdown(moves)
     create_markdown_artifact(key="stage-moves", markdown=markdown, description="Leads moved by hand, with the reasons")
+    return markdown
+
+
+def publish_explanation(data: dict) -> str:
+    """One lead's explanation (tasks.explain.explain_lead) as the artifact `lead-<id>-explanation`."""
+    markdown = explanation_markdown(data)
+    create_markdown_artifact(key=f"lead-{data['lead_id']}-explanation", markdown=markdown,
+                             description=f"{data['email']}: score, fit and stages explained")
     return markdown
 
 

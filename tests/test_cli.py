@@ -196,12 +196,13 @@ def test_leads_csv_hands_the_cold_leads_to_nurture_with_form_text_that_cannot_ru
     rows = {row["email"]: row for row in csv.DictReader(handoff("leads", "--csv").output.splitlines())}
     assert rows["eve@free.example"]["first_name"] == "\'=HYPERLINK(\"x\")"
     assert rows["eve@free.example"]["company"] == "\'+Evil"
-    assert rows["ada@acme.example"]["stage"] == "mql" and rows["ada@acme.example"]["handed_over_at"].startswith("2026-11-01")
+    ada = rows["ada@acme.example"]
+    assert ada["stage"] == "mql" and ada["handed_over_at"].startswith("2026-11-01")
 
 
-@pytest.mark.parametrize("option, value, problem", [("--stage", "hot", "not 'hot'"), ("--fit", "E", "not 'E'"),
-                                                    ("--min-score", "1.234", "at most two decimals"),
-                                                    ("--min-score", "lots", "not 'lots'"), ("--limit", "-1", "0 or more")])
+@pytest.mark.parametrize("option, value, problem", [
+    ("--stage", "hot", "not 'hot'"), ("--fit", "E", "not 'E'"), ("--min-score", "1.234", "at most two decimals"),
+    ("--min-score", "lots", "not 'lots'"), ("--limit", "-1", "0 or more")])
 def test_leads_refuses_a_filter_it_cannot_apply(home, option, value, problem):
     result = runner.invoke(app, ["leads", option, value])
     assert result.exit_code == 2 and problem in " ".join(result.output.replace("│", " ").split())

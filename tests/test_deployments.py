@@ -48,6 +48,7 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
         rescore = client.read_deployment_by_name("rescore/rescore")
         moves = client.read_deployment_by_name("move-lead-stage/move-lead-stage")
         impact = client.read_deployment_by_name("rulebook-impact/rulebook-impact")
+        explain = client.read_deployment_by_name("explain-leads/explain-leads")
     assert ingest.entrypoint == "flows/ingest.py:ingest"
     for scheduled in (ingest, score):
         [schedule] = scheduled.schedules
@@ -64,3 +65,4 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
     assert impact.schedules == [] and impact.parameter_openapi_schema.get("required", []) == []
     assert set(impact.parameter_openapi_schema["properties"]) == {"rules_dir", "scoring_csv", "scoring_yaml", "now",
                                                                    "examples"}
+    assert explain.schedules == [] and explain.parameter_openapi_schema["required"] == ["emails"]
