@@ -47,7 +47,8 @@ def rulebook_impact(rules_dir: str | None = None, scoring_csv: str | None = None
     log = get_run_logger()
     check_database()
     with one_snapshot() as snapshot:  # every read of the run sees the database at one moment (PostgreSQL)
-        comparison = compare_rulebooks(rules_dir, {"scoring.csv": scoring_csv, "scoring.yaml": scoring_yaml}, snapshot)
+        pasted = {"scoring.csv": scoring_csv, "scoring.yaml": scoring_yaml}
+        comparison = compare_rulebooks(rules_dir, pasted, snapshot)
         outcome = ImpactOutcome(examples=examples)
         if comparison.same:
             log.info("the draft %s is the rulebook in force (version %s): nothing would change",
