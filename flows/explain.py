@@ -29,6 +29,8 @@ def explain_leads(emails: list[str]) -> list[dict]:
         except LeadNotFound as exc:
             problems.append(str(exc))
             continue
+        if any(done["lead_id"] == data["lead_id"] for done in explained):
+            continue  # another spelling of an address already explained
         publish_explanation(data)
         explained.append(data)
         found = f"{data['stage']}, score {data['score']}, fit {data['fit']['grade']}" if data["scored"] else None

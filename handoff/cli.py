@@ -273,7 +273,7 @@ def list_leads(
     from decimal import Decimal, InvalidOperation
 
     from domain.lifecycle import Stage
-    from domain.rules import CENTS, GRADES
+    from domain.rules import CENTS, GRADES, to_centipoints
     from handoff.report import segment_csv, segment_markdown
     from store.reports import lead_segment
 
@@ -283,9 +283,9 @@ def list_leads(
         raise typer.BadParameter(f"one of {', '.join(s.value for s in Stage)}; not {unknown[0]!r}",
                                  param_hint="--stage")
     grades = {value.strip().upper() for value in fit or []}
-    if grades - set(GRADES):
-        raise typer.BadParameter(f"one of {', '.join(GRADES)}; not {sorted(grades - set(GRADES))[0]!r}",
-                                 param_hint="--fit")
+    unknown = sorted(grades - set(GRADES))
+    if unknown:
+        raise typer.BadParameter(f"one of {', '.join(GRADES)}; not {unknown[0]!r}", param_hint="--fit")
     least = None
     if min_score is not None:
         try:
@@ -295,7 +295,7 @@ def list_leads(
         if points is None or not points.is_finite() or (points * CENTS) % 1:
             raise typer.BadParameter(f"a number of points with at most two decimals, not {min_score!r}",
                                      param_hint="--min-score")
-        least = int(points * CENTS)
+        least = to_centipoints(points)
     if limit is not None and limit < 0:
         raise typer.BadParameter("0 or more", param_hint="--limit")
     _require_schema()

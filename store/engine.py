@@ -75,6 +75,7 @@ def make_engine(url: str) -> Engine:
 
 # What pg_export_snapshot() returns: hexadecimal groups joined by dashes (00000003-0000001B-1)
 _SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+(?:-[0-9A-Fa-f]+)+")
+_SNAPSHOT_READS = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"  # both ends of a shared snapshot
 
 
 def export_snapshot(conn: Connection) -> str | None:
@@ -83,7 +84,7 @@ def export_snapshot(conn: Connection) -> str | None:
     None on SQLite, whose connections cannot share one: each reads what is committed when it begins."""
     if conn.dialect.name != "postgresql":
         return None
-    conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    conn.exec_driver_sql(_SNAPSHOT_READS)
     return conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
 
 
@@ -97,5 +98,5 @@ def read_in_snapshot(conn: Connection, snapshot: str | None) -> None:
         raise ValueError("only a PostgreSQL database shares a snapshot between sessions")
     if not _SNAPSHOT_ID.fullmatch(snapshot):  # SET TRANSACTION takes no bound parameter: the id goes in the text
         raise ValueError(f"{snapshot!r} is not a snapshot id")
-    conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    conn.exec_driver_sql(_SNAPSHOT_READS)
     conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
