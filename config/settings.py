@@ -32,6 +32,16 @@ class Settings(BaseSettings):
                     "preview is pure Python and only reads). Unset: one per core, at most 4",
     )
     decay_every_hours: float = Field(default=24, gt=0, description="How often the score run also re-decays every lead")
+    event_resend_after_minutes: float = Field(
+        default=10, gt=0,
+        description="A lead event the Prefect server does not hold this long after it was sent is sent again, under "
+                    "the same id (the server keeps one event per id)",
+    )
+    event_max_sends: int = Field(
+        default=5, ge=1,
+        description="Sends of one lead event before the outbox gives up on it (it stays in lead_event, counted in "
+                    "every run's log)",
+    )
     batch_size: int = Field(default=5000, ge=1, description="Activities written per database transaction")
     max_payload_bytes: int = Field(default=64 * 1024, ge=1024)
     future_tolerance_minutes: float = Field(default=10, ge=0)

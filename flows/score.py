@@ -14,12 +14,12 @@ from pydantic import BaseModel
 
 from config.settings import get_settings
 from flows.chunks import in_chunk_order
+from tasks.outbox import Delivery, publish_lead_events
 from tasks.reporting import publish_score_summary
 from tasks.scoring import (
     ChunkOutcome,
     all_leads,
     load_rules,
-    publish_lead_events,
     rebuild_all_ledgers,
     record_bookmarks,
     register_version,
@@ -40,7 +40,7 @@ class ScoreSummary(BaseModel):
     version_id: int
     rulebook_digest: str
     outcome: ChunkOutcome
-    events_published: int
+    events: Delivery
     markdown: str = ""
 
 
@@ -132,10 +132,10 @@ def run_scoring(now: datetime | None, *, force_rescore: bool, reason: str | None
     if mode != "incremental":
         decayed_at = now
     record_bookmarks(version_id, now, decayed_at)
-    published = publish_lead_events(now)
-    log.info("%s lead event%s published to Prefect", published, "" if published == 1 else "s")
+    events = publish_lead_events(now)
+    (log.warning if events.given_up else log.info)(events.describe())
     summary = ScoreSummary(now=now, run_id=run_id, mode=mode, reason=reason, version_id=version_id,
-                           rulebook_digest=rulebook.digest, outcome=outcome, events_published=published)
+                           rulebook_digest=rulebook.digest, outcome=outcome, events=events)
     summary.markdown = publish_score_summary(summary.model_dump(mode="json"))
     return summary
 

@@ -536,19 +536,6 @@ def record_changes(conn: Connection, results: dict[int, Qualification], version_
         conn.execute(change_t.insert(), changes)
 
 
-def unpublished_events(conn: Connection, limit: int = 1000) -> list[dict]:
-    rows = conn.execute(
-        select(event_t).where(event_t.c.published_at.is_(None)).order_by(event_t.c.id).limit(limit)
-    ).mappings().all()
-    return [dict(row) for row in rows]
-
-
-def mark_published(conn: Connection, ids: Sequence[int], now: datetime) -> None:
-    if ids:
-        conn.execute(event_t.update().where(event_t.c.id.in_(list(ids))).values(published_at=now))
-
-
-
 def ledger_lines(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[dict]]:
     """The stored contributions of some leads, with the activity and the rule behind each."""
     rows = select_where_in(

@@ -224,7 +224,8 @@ class StageChange(SQLModel, table=True):
 
 
 class LeadEvent(SQLModel, table=True):
-    """An outbox of lead events (an MQL crossing, ...): written with the state change, published after, once."""
+    """An outbox of lead events (an MQL crossing, ...): written with the state change, sent to Prefect after, and
+    sent again under the same id until a run finds Prefect holds it (store/outbox.py)."""
 
     __tablename__ = "lead_event"
     __table_args__ = (UniqueConstraint("lead_id", "kind", "crossing", name="uq_lead_event_crossing"),)
@@ -237,6 +238,9 @@ class LeadEvent(SQLModel, table=True):
     occurred_at: datetime = Field(sa_column=utc_column(nullable=False))
     payload: str = Field(sa_column=Column(Text, nullable=False))
     run_id: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    sent_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    sends: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    # When a run found the event on the Prefect server (the outbox's "confirmed").
     published_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True, index=True))
 
 

@@ -55,7 +55,7 @@ def publish_ingest_summary(now: datetime, sources: list[SourceSummary], run_id: 
 
 
 def score_markdown(summary: dict, limit: int = 25) -> str:
-    outcome = summary["outcome"]
+    outcome, events = summary["outcome"], summary["events"]
     mode = summary["mode"] + (f" ({summary['reason']})" if summary.get("reason") else "")
     changed_stage = sum(outcome["stage_changes"].values())
     lines = [
@@ -63,11 +63,16 @@ def score_markdown(summary: dict, limit: int = 25) -> str:
         "",
         f"Rulebook version {summary['version_id']} (`{summary['rulebook_digest'][:12]}`)",
         "",
-        "| leads scored | score changed | stage changes | new MQLs | cold | ledger rows rebuilt | events published |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| leads scored | score changed | stage changes | new MQLs | cold | ledger rows rebuilt | events sent "
+        "| events confirmed |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {outcome['leads']} | {outcome['score_changed']} | {changed_stage} | {len(outcome['new_mqls'])} | "
-        f"{outcome['cold']} | {outcome['ledger_rows']} | {summary['events_published']} |",
+        f"{outcome['cold']} | {outcome['ledger_rows']} | {events['sent'] + events['resent']} | "
+        f"{events['confirmed']} |",
     ]
+    if events["given_up"]:
+        lines += ["", f"{events['given_up']} lead events were never found on the Prefect server after the most sends "
+                      "allowed; they stay in the outbox (`lead_event`)."]
     if outcome.get("merged_away"):
         lines += ["", f"{outcome['merged_away']} leads were merged into others since they were last scored: their "
                       "activities now count for the lead that remains, which stands where the furthest of its records stood."]

@@ -1,4 +1,4 @@
-"""Scoring tasks: score and qualify a chunk of leads set-wise, publish the lead events, report the run."""
+"""Scoring tasks: score and qualify a chunk of leads set-wise, report the run (tasks/outbox.py sends the lead events)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,9 @@ from collections import Counter
 from datetime import datetime
 from functools import partial
 from typing import Sequence
-from uuid import UUID
 
-import orjson
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
-from prefect.events.worker import EventsWorker, should_emit_events
 from pydantic import BaseModel, Field
 
 from config.rulebook import load_rulebook
@@ -228,36 +224,6 @@ def score_leads(rulebook: Rulebook, version_id: int, lead_ids: list[int], now: d
 def record_bookmarks(version_id: int, now: datetime, decayed_at: datetime | None) -> None:
     with get_engine(get_settings().resolved_database_url()).begin() as conn:
         store.set_scoring_state(conn, version_id, now, decayed_at)
-
-
-@task(cache_policy=NO_CACHE)
-def publish_lead_events(now: datetime) -> int:
-    """Emit every unpublished lead event, then mark it published. Each event's id was stored with it in the
-    outbox: an event emitted just before a crash is emitted again with the same id, and Prefect keeps it once.
-    emit_event only queues an event for Prefect's sender thread; a batch is marked published once that queue
-    has been sent, so a process that ends right after cannot take queued events with it."""
-    engine = get_engine(get_settings().resolved_database_url())
-    published = 0
-    while True:
-        with engine.connect() as conn:
-            pending = store.unpublished_events(conn)
-        if not pending:
-            return published
-        for event in pending:
-            payload = orjson.loads(event["payload"])
-            emit_event(
-                event=f"handoff.lead.{event['kind']}",
-                resource={"prefect.resource.id": f"handoff.lead.{event['lead_id']}",
-                          "prefect.resource.name": f"lead {event['lead_id']}"},
-                payload={**payload, "crossing": event["crossing"]},
-                id=UUID(event["event_id"]),
-                occurred=event["occurred_at"],
-            )
-        if should_emit_events():
-            EventsWorker.instance().wait_until_empty()
-        with engine.begin() as conn:
-            store.mark_published(conn, [event["id"] for event in pending], now)
-        published += len(pending)
 
 
 def summarize_stage_changes(outcome: ChunkOutcome) -> list[tuple[str, int]]:

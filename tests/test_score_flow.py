@@ -84,8 +84,10 @@ def test_scoring_qualifies_leads_explains_every_score_exactly_and_a_second_run_f
     assert first.outcome.leads == len(lead_emails(engine)) == count(engine, LeadState)
     mqls = count(engine, LeadState, LeadState.__table__.c.stage == "mql")
     assert mqls == len(first.outcome.new_mqls) > 0
-    # Each MQL queued once for routing and once for CRM sync, with one outbox event, published.
-    assert count(engine, LeadEvent) == mqls == count(engine, LeadEvent, LeadEvent.__table__.c.published_at.isnot(None))
+    # Each MQL queued once for routing and once for CRM sync, with one outbox event, sent once.
+    events = LeadEvent.__table__.c
+    assert count(engine, LeadEvent) == mqls == count(engine, LeadEvent, events.sends == 1, events.sent_at.isnot(None))
+    assert first.events.sent == mqls and first.events.confirmed == 0
     assert count(engine, HandoffQueue, HandoffQueue.__table__.c.queue == "routing") == mqls
     assert count(engine, HandoffQueue, HandoffQueue.__table__.c.queue == "crm_sync") == mqls
 
@@ -94,8 +96,13 @@ def test_scoring_qualifies_leads_explains_every_score_exactly_and_a_second_run_f
         assert explained["explained_total"] == explained["score"], email
 
     changes = count(engine, StageChange)
+    outbox = {row.event_id for row in _rows(engine, LeadEvent)}
+    assert {e["id"] for e in mql_events(prefect_server.api_url, outbox)} >= outbox  # the server took them in
     second = score_and_qualify(now=box.world.now)
     assert second.mode == "incremental" and second.outcome.leads == 0
+    # The next run finds every event on the server, confirms it, and sends nothing again.
+    assert (second.events.confirmed, second.events.sent, second.events.resent) == (mqls, 0, 0)
+    assert count(engine, LeadEvent, events.published_at.isnot(None), events.sends == 1) == mqls
     assert "incremental: no lead to score (those with new activities, changed fields or merges since the last run)" \
         in run_log(prefect_server.api_url, second.run_id)
     assert count(engine, StageChange) == changes and count(engine, LeadEvent) == mqls
@@ -123,11 +130,11 @@ def test_new_activities_rescore_only_the_leads_they_touch(prefect_server, handof
 def test_a_run_that_fails_after_emitting_is_retried_without_a_second_event_or_routing(
     prefect_server, handoff_env, engine, sandbox_factory, monkeypatch
 ):
-    import store.scoring
+    import store.outbox
 
     box = sandbox_factory(WORLD)
     ingested(box, handoff_env)
-    real = store.scoring.mark_published
+    real = store.outbox.mark_sent
     calls = {"n": 0}
 
     def crash_once(conn, ids, now):
@@ -136,12 +143,12 @@ def test_a_run_that_fails_after_emitting_is_retried_without_a_second_event_or_ro
             raise ConnectionError("the database went away after the events were emitted")
         return real(conn, ids, now)
 
-    monkeypatch.setattr(store.scoring, "mark_published", crash_once)
+    monkeypatch.setattr(store.outbox, "mark_sent", crash_once)
     summary = score_and_qualify.with_options(retries=1, retry_delay_seconds=0)(now=box.world.now)
 
     assert calls["n"] == 2  # the first attempt failed after emitting; the retry finished
     outbox = {row.event_id: row.lead_id for row in _rows(engine, LeadEvent)}
-    assert outbox and summary.events_published == len(outbox)
+    assert outbox and summary.events.sent == len(outbox)
     mql_leads = set(outbox.values())
     events = [e for e in mql_events(prefect_server.api_url, set(outbox)) if e["id"] in outbox]
     assert sorted(_lead_of(e) for e in events) == sorted(mql_leads)  # once each, though emitted twice
@@ -150,27 +157,68 @@ def test_a_run_that_fails_after_emitting_is_retried_without_a_second_event_or_ro
     assert sorted(routing) == sorted(mql_leads)
 
 
-def test_events_have_left_the_process_before_they_are_marked_published(
+def test_events_have_left_the_process_before_they_are_marked_sent(
     prefect_server, handoff_env, engine, sandbox_factory, monkeypatch
 ):
-    """emit_event queues; a run that ended right after marking would lose what was still queued."""
+    """emit_event queues; a run that ended right after marking would take what was still queued with it."""
     from prefect.events.worker import EventsWorker
 
-    import store.scoring
+    import store.outbox
 
     box = sandbox_factory(WORLD)
     ingested(box, handoff_env)
-    real = store.scoring.mark_published
+    real = store.outbox.mark_sent
     queued_at_marking: list[int] = []
 
     def marking(conn, ids, now):
         queued_at_marking.append(EventsWorker.instance()._queue.unfinished_tasks)
         return real(conn, ids, now)
 
-    monkeypatch.setattr(store.scoring, "mark_published", marking)
+    monkeypatch.setattr(store.outbox, "mark_sent", marking)
     summary = score_and_qualify(now=box.world.now)
-    assert summary.events_published > 0
+    assert summary.events.sent > 0
     assert queued_at_marking and set(queued_at_marking) == {0}
+
+
+def test_an_event_prefect_never_received_is_sent_again_under_its_id_until_prefect_holds_it(
+    prefect_server, handoff_env, engine, sandbox_factory, monkeypatch
+):
+    """Prefect's event queue drops what it cannot deliver with a log line: the outbox reads events back from the
+    server before it takes them as delivered, and sends again what is missing a resend interval later."""
+    import tasks.outbox
+
+    box = sandbox_factory(WORLD)
+    ingested(box, handoff_env, HANDOFF_EVENT_RESEND_AFTER_MINUTES="10")
+    real, kept, dropped = tasks.outbox.emit_event, set(), set()
+
+    def lossy(**event):  # every other event lost on its way out
+        (kept if len(kept) <= len(dropped) else dropped).add(str(event["id"]))
+        if str(event["id"]) in kept:
+            real(**event)
+
+    monkeypatch.setattr(tasks.outbox, "emit_event", lossy)
+    monkeypatch.setattr(tasks.outbox, "PAGE", 4)  # the events held read back over several pages
+    first = score_and_qualify(now=box.world.now)
+    mqls = len(first.outcome.new_mqls)
+    assert first.events.sent == mqls == len(kept) + len(dropped) and len(kept) > 2 * tasks.outbox.PAGE
+    monkeypatch.setattr(tasks.outbox, "emit_event", real)
+    assert set(e["id"] for e in mql_events(prefect_server.api_url, kept)) >= kept
+
+    # The events the server holds are confirmed; the others are not sent again before the resend interval.
+    soon = score_and_qualify(now=box.world.now + timedelta(minutes=9))
+    assert (soon.events.confirmed, soon.events.sent, soon.events.resent) == (len(kept), 0, 0)
+
+    later = score_and_qualify(now=box.world.now + timedelta(minutes=10))
+    assert (later.events.confirmed, later.events.resent) == (0, len(dropped))
+    outbox = {row.event_id: row for row in _rows(engine, LeadEvent)}
+    assert set(outbox) == kept | dropped
+    assert {row.event_id for row in outbox.values() if row.sends == 2} == dropped
+    stored = [e for e in mql_events(prefect_server.api_url, set(outbox)) if e["id"] in outbox]
+    assert sorted(e["id"] for e in stored) == sorted(outbox)  # each once, under the id first written
+
+    after = score_and_qualify(now=box.world.now + timedelta(minutes=30))
+    assert (after.events.confirmed, after.events.resent, after.events.given_up) == (len(dropped), 0, 0)
+    assert count(engine, LeadEvent, LeadEvent.__table__.c.published_at.is_(None)) == 0
 
 
 def _rows(engine, table):

@@ -1,0 +1,130 @@
+"""Lead events to Prefect from the outbox, at least once and confirmed: every run first asks the Prefect server
+which of the events sent earlier it holds, then sends the events never sent and those sent a resend interval
+ago that the server still lacks, under their stored ids (the server keeps one event per id, so a second send
+adds nothing). Prefect's event queue drops an event it cannot deliver with only a log line; an event is
+therefore taken as delivered when a run reads it back, not when it leaves the process."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Iterable
+from uuid import UUID
+
+import orjson
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.events import emit_event
+from prefect.events.filters import EventFilter, EventIDFilter, EventOccurredFilter
+from prefect.events.worker import EventsWorker, should_emit_events
+from prefect.logging import get_run_logger
+from pydantic import BaseModel
+
+from config.settings import get_settings
+from store import outbox
+from store.engine import get_engine
+
+# Ids asked about in one read: the server answers with the count it holds, so a batch it holds whole costs one call.
+CONFIRM_BATCH = 500
+# Events per page when a batch is held in part (the most the server's read API returns at once).
+PAGE = 50
+
+
+class Delivery(BaseModel):
+    """What a run's publishing did with the outbox."""
+
+    sent: int = 0  # sent for the first time this run
+    resent: int = 0  # sent again: the server did not hold them a resend interval after the last send
+    confirmed: int = 0  # found on the server this run
+    given_up: int = 0  # unconfirmed after the most sends allowed (all runs' count)
+
+    def describe(self) -> str:
+        text = (f"lead events: {self.sent} sent, {self.resent} sent again (Prefect did not hold them), "
+                f"{self.confirmed} confirmed held by Prefect")
+        if self.given_up:
+            text += (f"; {self.given_up} never confirmed after the most sends allowed (HANDOFF_EVENT_MAX_SENDS), "
+                     "kept in lead_event")
+        return text
+
+
+@task(cache_policy=NO_CACHE)
+def publish_lead_events(now: datetime) -> Delivery:
+    """Confirm what Prefect holds, then send what is due. A confirmation that cannot reach the server leaves the
+    events as they were for the next run; it does not fail a run whose scoring is saved."""
+    settings = get_settings()
+    engine = get_engine(settings.resolved_database_url())
+    resend_after, max_sends = timedelta(minutes=settings.event_resend_after_minutes), settings.event_max_sends
+    delivery = Delivery()
+    if should_emit_events():
+        try:
+            delivery.confirmed = _confirm(engine, now, resend_after, max_sends)
+        except Exception as exc:  # the server's read API down or refusing: nothing is marked, nothing lost
+            get_run_logger().warning("Could not ask Prefect which lead events it holds (%s: %s); the next run asks "
+                                     "again", type(exc).__name__, exc)
+    while True:
+        with engine.connect() as conn:
+            due = outbox.events_to_send(conn, now, resend_after, max_sends)
+        if not due:
+            break
+        for event in due:
+            payload = orjson.loads(event["payload"])
+            emit_event(
+                event=f"handoff.lead.{event['kind']}",
+                resource={"prefect.resource.id": f"handoff.lead.{event['lead_id']}",
+                          "prefect.resource.name": f"lead {event['lead_id']}"},
+                payload={**payload, "crossing": event["crossing"]},
+                id=UUID(event["event_id"]),
+                occurred=event["occurred_at"],
+            )
+        if should_emit_events():
+            # emit_event only queues: a process that ended right after marking could take queued events with it.
+            EventsWorker.instance().wait_until_empty()
+        with engine.begin() as conn:
+            outbox.mark_sent(conn, [event["id"] for event in due], now)
+        resent = sum(1 for event in due if event["sent_at"] is not None)
+        delivery.resent += resent
+        delivery.sent += len(due) - resent
+    with engine.connect() as conn:
+        delivery.given_up = outbox.events_given_up(conn, now, resend_after, max_sends)
+    return delivery
+
+
+def _confirm(engine, now: datetime, resend_after: timedelta, max_sends: int) -> int:
+    confirmed, after = 0, 0
+    with get_client(sync_client=True) as client:
+        while True:
+            with engine.connect() as conn:
+                sent = outbox.events_to_confirm(conn, now, resend_after, max_sends, after_id=after,
+                                                limit=CONFIRM_BATCH)
+            if not sent:
+                return confirmed
+            after = sent[-1]["id"]
+            held = _held_by_server(client, sent)
+            if held:
+                with engine.begin() as conn:
+                    outbox.mark_confirmed(conn, [event["id"] for event in sent if event["event_id"] in held], now)
+                confirmed += len(held)
+
+
+def _held_by_server(client, events: list[dict]) -> set[str]:
+    """Which of these events (ids as stored) the Prefect server holds: one count when it holds them all, else
+    the pages of those it holds."""
+    occurred = [event["occurred_at"] for event in events]
+    ids = [UUID(event["event_id"]) for event in events]
+    query = EventFilter(id=EventIDFilter(id=ids), occurred=EventOccurredFilter(
+        since=min(occurred) - timedelta(seconds=1), until=max(occurred) + timedelta(seconds=1)))
+    page = client.read_events(filter=query, limit=1)
+    if page.total == len(ids):
+        return {str(i) for i in ids}
+    if page.total == 0:
+        return set()
+    page = client.read_events(filter=query, limit=PAGE)
+    held = _ids(page.events)
+    while page.next_page:
+        page = client.read_events_page(page.next_page)
+        held |= _ids(page.events)
+    return held
+
+
+def _ids(events: Iterable) -> set[str]:
+    return {str(event.id) for event in events}
