@@ -270,44 +270,25 @@ def list_leads(
 ) -> None:
     """List scored leads by stage, fit grade, cold flag and score, highest score first: a segment to look at,
     or the cold leads to hand to nurture (`--cold --csv > nurture.csv`)."""
-    from decimal import Decimal, InvalidOperation
-
-    from domain.lifecycle import Stage
-    from domain.rules import CENTS, GRADES, to_centipoints
-    from handoff.report import segment_csv, segment_markdown
+    from domain.segments import SegmentRefused, segment_of
     from store.reports import lead_segment
+    from tasks.segments import segment_csv, segment_markdown
 
-    stages = {value.strip().lower() for value in stage or []}
-    unknown = sorted(stages - {s.value for s in Stage})
-    if unknown:
-        raise typer.BadParameter(f"one of {', '.join(s.value for s in Stage)}; not {unknown[0]!r}",
-                                 param_hint="--stage")
-    grades = {value.strip().upper() for value in fit or []}
-    unknown = sorted(grades - set(GRADES))
-    if unknown:
-        raise typer.BadParameter(f"one of {', '.join(GRADES)}; not {unknown[0]!r}", param_hint="--fit")
-    least = None
-    if min_score is not None:
-        try:
-            points = Decimal(min_score.strip())
-        except InvalidOperation:
-            points = None
-        if points is None or not points.is_finite() or (points * CENTS) % 1:
-            raise typer.BadParameter(f"a number of points with at most two decimals, not {min_score!r}",
-                                     param_hint="--min-score")
-        least = to_centipoints(points)
+    try:
+        segment = segment_of(stage or [], fit or [], cold, min_score)
+    except SegmentRefused as refused:
+        name, problem = refused.problems[0]
+        raise typer.BadParameter(problem, param_hint=f"--{name}")
     if limit is not None and limit < 0:
         raise typer.BadParameter("0 or more", param_hint="--limit")
     _require_schema()
     shown = limit if limit else (None if limit == 0 or as_csv else 50)
-    matching, leads = lead_segment(_engine(), stages=stages, grades=grades, cold=cold, min_score=least, limit=shown)
+    matching, leads = lead_segment(_engine(), stages=segment.stages, grades=segment.grades, cold=segment.cold,
+                                   min_score=segment.min_score, limit=shown)
     if as_csv:
         sys.stdout.write(segment_csv(leads))
         return
-    described = [f"in stage {' or '.join(sorted(stages))}" if stages else "",
-                 f"of fit {' or '.join(sorted(grades))}" if grades else "", "flagged cold" if cold else "",
-                 f"scoring at least {min_score.strip()}" if least is not None else ""]
-    console.print(Markdown(segment_markdown(matching, leads, ", ".join(filter(None, described)) or "scored")))
+    console.print(Markdown(segment_markdown(matching, leads, segment, "`--limit 0` lists all")))
 
 
 @app.command()

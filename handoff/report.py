@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import csv
-import io
-
 from config.settings import get_settings
-from domain.rules import points_text
 from store.engine import get_engine
-from store.reports import SegmentLead, store_figures
+from store.reports import store_figures
 
 
 def lead_overview() -> str:
@@ -51,50 +47,3 @@ def funnel_overview() -> str:
         if funnel:
             previous = n or previous
     return "\n".join(lines) + "\n"
-
-
-def _name(lead: SegmentLead) -> str:
-    return " ".join(part for part in (lead.first_name, lead.last_name) if part)
-
-
-def _cell(text: str | None) -> str:
-    return (text or "").replace("|", "/").replace("\n", " ")
-
-
-def segment_markdown(matching: int, leads: list[SegmentLead], described: str) -> str:
-    """A segment as a table, highest score first, with how many leads match and how many are shown."""
-    shown = f"; the first {len(leads)} shown (`--limit 0` lists all)" if len(leads) < matching else ""
-    order = ", highest score first" if leads else ""
-    lines = [f"**{matching}** lead{'' if matching == 1 else 's'} {described}{order}{shown}."]
-    if leads:
-        lines += ["", "| e-mail | name | company | stage | score | fit | cold | in this stage since | handed over |",
-                  "|---|---|---|---|---:|---|---|---|---|"]
-        lines += [f"| {_cell(lead.email) or f'(lead {lead.lead_id}, no e-mail)'} | {_cell(_name(lead))} | "
-                  f"{_cell(lead.company)} | {lead.stage} | {points_text(lead.score)} | {lead.fit_grade} | "
-                  f"{'cold' if lead.cold else ''} | {lead.stage_changed_at:%Y-%m-%d %H:%M} | "
-                  f"{f'{lead.qualified_at:%Y-%m-%d %H:%M}' if lead.qualified_at else ''} |" for lead in leads]
-    return "\n".join(lines) + "\n"
-
-
-# A spreadsheet reads a cell that starts with one of these as a formula: text from a web form must not run as one
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _text(value: str | None) -> str:
-    value = value or ""
-    return f"'{value}" if value.startswith(_FORMULA_STARTS) else value
-
-
-def segment_csv(leads: list[SegmentLead]) -> str:
-    """A segment as CSV with a header, for a list import into the marketing tool or a spreadsheet. Times are
-    ISO-8601 UTC; scores in points; text that a spreadsheet would run as a formula is quoted with an apostrophe."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["email", "first_name", "last_name", "company", "stage", "score", "fit_grade", "cold",
-                     "stage_changed_at", "handed_over_at", "lead_id"])
-    for lead in leads:
-        writer.writerow([_text(lead.email), _text(lead.first_name), _text(lead.last_name), _text(lead.company),
-                         lead.stage, points_text(lead.score), lead.fit_grade, "true" if lead.cold else "false",
-                         lead.stage_changed_at.isoformat(),
-                         lead.qualified_at.isoformat() if lead.qualified_at else "", lead.lead_id])
-    return out.getvalue()

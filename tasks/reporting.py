@@ -6,15 +6,18 @@ from datetime import datetime
 from typing import Sequence
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from config.settings import get_settings
 from domain.rules import points_text
+from domain.segments import Segment
 from store.engine import get_engine
 from store.ingest import quarantine_reasons
+from store.reports import SegmentLead
 from tasks.explain import explanation_markdown
 from tasks.ingest import SourceSummary
+from tasks.segments import segment_heading, segment_rows
 from tasks.stages import StageMoves
 
 
@@ -133,6 +136,14 @@ def publish_explanation(data: dict) -> str:
     create_markdown_artifact(key=f"lead-{data['lead_id']}-explanation", markdown=markdown,
                              description=f"{data['email']}: score, fit and stages explained")
     return markdown
+
+
+def publish_segment(matching: int, leads: list[SegmentLead], segment: Segment, all_of_them: str) -> str:
+    """A segment as the table artifact `lead-segment-<filters>` (its versions: the same segment over time), the
+    columns of `handoff leads --csv`; described by how many leads match and how many are shown."""
+    heading = segment_heading(matching, len(leads), segment, all_of_them)
+    create_table_artifact(key=f"lead-segment-{segment.key}", table=segment_rows(leads), description=heading)
+    return heading
 
 
 _STAGE_ORDER = ("subscriber", "lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified")

@@ -89,3 +89,13 @@ def snapshot(engine) -> dict:
         "leads": sorted(e or "" for e in lead_emails(engine)),
         "quarantine": sorted((s, e or "", r) for s, e, r in quarantined(engine)),
     }
+
+
+def run_artifacts(run_id: str) -> dict:
+    """The keyed artifacts a flow run published, by key (a failed run's own state artifact has no key)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    return {artifact.key: artifact for artifact in found if artifact.key}

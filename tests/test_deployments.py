@@ -49,6 +49,7 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
         moves = client.read_deployment_by_name("move-lead-stage/move-lead-stage")
         impact = client.read_deployment_by_name("rulebook-impact/rulebook-impact")
         explain = client.read_deployment_by_name("explain-leads/explain-leads")
+        segment = client.read_deployment_by_name("lead-segment/lead-segment")
     assert ingest.entrypoint == "flows/ingest.py:ingest"
     for scheduled in (ingest, score):
         [schedule] = scheduled.schedules
@@ -66,3 +67,6 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
     assert set(impact.parameter_openapi_schema["properties"]) == {"rules_dir", "scoring_csv", "scoring_yaml", "now",
                                                                    "examples"}
     assert explain.schedules == [] and explain.parameter_openapi_schema["required"] == ["emails"]
+    # Every filter is optional: by default the first 500 scored leads
+    assert segment.schedules == [] and segment.parameter_openapi_schema.get("required", []) == []
+    assert set(segment.parameter_openapi_schema["properties"]) == {"stages", "fits", "cold", "min_score", "limit"}

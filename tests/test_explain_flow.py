@@ -5,16 +5,12 @@ from __future__ import annotations
 import pytest
 
 from tasks.explain import LeadNotFound
+from tests.flow_support import run_artifacts
 from tests.test_stage_moves import mql
 
 
 def explanations(run_id: str) -> dict[str, str]:
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-    return {artifact.key: artifact.data for artifact in artifacts if artifact.key}  # not the failed run's own
+    return {key: artifact.data for key, artifact in run_artifacts(run_id).items()}
 
 
 @pytest.mark.slow
