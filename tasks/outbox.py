@@ -39,6 +39,8 @@ class Delivery(BaseModel):
     given_up: int = 0  # unconfirmed after the most sends allowed (all runs' count)
 
     def describe(self) -> str:
+        if not (self.sent or self.resent or self.confirmed or self.given_up):
+            return "lead events: none to send or confirm"
         text = (f"lead events: {self.sent} sent, {self.resent} sent again (Prefect did not hold them), "
                 f"{self.confirmed} confirmed held by Prefect")
         if self.given_up:

@@ -219,6 +219,8 @@ def test_an_event_prefect_never_received_is_sent_again_under_its_id_until_prefec
     after = score_and_qualify(now=box.world.now + timedelta(minutes=30))
     assert (after.events.confirmed, after.events.resent, after.events.given_up) == (len(dropped), 0, 0)
     assert count(engine, LeadEvent, LeadEvent.__table__.c.published_at.is_(None)) == 0
+    quiet = score_and_qualify(now=box.world.now + timedelta(minutes=35))
+    assert "lead events: none to send or confirm" in run_log(prefect_server.api_url, quiet.run_id)
 
 
 def _rows(engine, table):
