@@ -285,6 +285,18 @@ def disqualify(state: LeadState, reason: str, now: datetime) -> Qualification:
     return Qualification(replace(state, fit_disqualified_from=None), tuple(changes))
 
 
+def stage_event_kind(change: StageChange) -> str | None:
+    """The lead event a stage change emits besides the MQL handover (`handoff.lead.<kind>`): a lead recycled,
+    disqualified, reinstated (back out of a disqualification, by the rules), or entering a sales stage. Marketing's
+    ordinary progress (a new lead's first stage, subscriber to lead, a merge's move within it) emits none; reaching
+    MQL is the handover's own event."""
+    if change.to_stage in (Stage.RECYCLED, Stage.DISQUALIFIED, *SALES_OWNED):
+        return change.to_stage.value
+    if change.from_stage is Stage.DISQUALIFIED:
+        return "reinstated"
+    return None
+
+
 # What a person may move a lead to; marketing's own stages (subscriber, lead, MQL) move by the rules alone.
 PERSON_TARGETS = (Stage.RECYCLED, Stage.DISQUALIFIED, *SALES_OWNED)
 

@@ -133,7 +133,7 @@ def run_scoring(now: datetime | None, *, force_rescore: bool, reason: str | None
         decayed_at = now
     record_bookmarks(version_id, now, decayed_at)
     events = publish_lead_events(now)
-    (log.warning if events.given_up else log.info)(events.describe())
+    events.log_to(log)
     summary = ScoreSummary(now=now, run_id=run_id, mode=mode, reason=reason, version_id=version_id,
                            rulebook_digest=rulebook.digest, outcome=outcome, events=events)
     summary.markdown = publish_score_summary(summary.model_dump(mode="json"))

@@ -13,8 +13,8 @@ from typing import Collection, Iterable, Sequence
 from sqlalchemy import Connection, MetaData, select
 
 from domain.activity import ActivityType, asset_key
-from domain.lifecycle import LeadState, Qualification, Stage
-from domain.rules import DECAY_TABLE_DAYS, MICROS, Rulebook, _plain
+from domain.lifecycle import LeadState, Qualification, Stage, stage_event_kind
+from domain.rules import DECAY_TABLE_DAYS, MICROS, Rulebook, _plain, points_text
 from domain.scoring import ScoredActivity, epoch_seconds
 from domain.versions import rulebook_from_plain
 from store.bulk import db_time, driver_rows, in_keys, insert_rows, keys_param, param_mark, select_where_in
@@ -528,12 +528,29 @@ def save_qualifications(
 
 def record_changes(conn: Connection, results: dict[int, Qualification], version_id: int | None, now: datetime,
                    run_id: str | None) -> None:
-    """The stage changes of these results, in lead order, with the rulebook version in force and the run."""
-    changes = [{"lead_id": lead_id, "changed_at": now, "from_stage": c.from_stage.value if c.from_stage else None,
-                "to_stage": c.to_stage.value, "reason": c.reason, "version_id": version_id, "run_id": run_id}
+    """The stage changes of these results, in lead order, with the rulebook version in force and the run; and
+    for each change that emits a lead event (domain.lifecycle.stage_event_kind) that event in the outbox, made
+    once by the change's id (its `crossing`)."""
+    changes = [({"lead_id": lead_id, "changed_at": now, "from_stage": c.from_stage.value if c.from_stage else None,
+                 "to_stage": c.to_stage.value, "reason": c.reason, "version_id": version_id, "run_id": run_id},
+                stage_event_kind(c))
                for lead_id, q in sorted(results.items()) for c in q.changes]
-    if changes:
-        conn.execute(change_t.insert(), changes)
+    quiet = [row for row, kind in changes if kind is None]
+    if quiet:
+        conn.execute(change_t.insert(), quiet)
+    eventful = [(row, kind) for row, kind in changes if kind is not None]
+    if not eventful:
+        return
+    ids = conn.execute(change_t.insert().returning(change_t.c.id, sort_by_parameter_order=True),
+                       [row for row, _ in eventful]).scalars().all()
+    conn.execute(event_t.insert(), [
+        {"event_id": str(uuid.uuid4()), "lead_id": row["lead_id"], "kind": kind, "crossing": change_id,
+         "occurred_at": now, "run_id": run_id,
+         "payload": json.dumps({"lead_id": row["lead_id"], "from": row["from_stage"], "to": row["to_stage"],
+                                "reason": row["reason"], "score": points_text(results[row["lead_id"]].state.score),
+                                "fit_grade": results[row["lead_id"]].state.fit_grade, "stage_change_id": change_id},
+                               sort_keys=True)}
+        for (row, kind), change_id in zip(eventful, ids)])
 
 
 def ledger_lines(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[dict]]:

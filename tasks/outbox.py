@@ -38,6 +38,10 @@ class Delivery(BaseModel):
     confirmed: int = 0  # found on the server this run
     given_up: int = 0  # unconfirmed after the most sends allowed (all runs' count)
 
+    def log_to(self, logger) -> None:
+        """The one line a run logs about its lead events: at WARNING while some are given up."""
+        (logger.warning if self.given_up else logger.info)(self.describe())
+
     def describe(self) -> str:
         if not (self.sent or self.resent or self.confirmed or self.given_up):
             return "lead events: none to send or confirm"
@@ -74,7 +78,8 @@ def publish_lead_events(now: datetime) -> Delivery:
                 event=f"handoff.lead.{event['kind']}",
                 resource={"prefect.resource.id": f"handoff.lead.{event['lead_id']}",
                           "prefect.resource.name": f"lead {event['lead_id']}"},
-                payload={**payload, "crossing": event["crossing"]},
+                # An MQL's crossing is its count of handovers; a stage event's is its stage change's id (in the payload)
+                payload={**payload, "crossing": event["crossing"]} if event["kind"] == "mql" else payload,
                 id=UUID(event["event_id"]),
                 occurred=event["occurred_at"],
             )

@@ -7,7 +7,8 @@ step the stored lifecycle keeps its promises:
 - each lead's stage history is one unbroken chain ending at its current stage; a stage falls back only by a
   person's recycle or disqualification (or the fit's disqualifiers, never for a lead sales holds);
 - every handover to sales fired exactly one MQL event, numbered apart from the lead's others, with exactly one
-  routing and one CRM-sync row; the crossings the states count add up to the events;
+  routing and one CRM-sync row; the crossings the states count add up to the events; every stage change people
+  act on (recycled, disqualified, reinstated, a sales stage) wrote exactly one event of its own;
 - a lead waits for a rep (an open routing row) exactly while it is an MQL;
 - every activity counts once, and each lead's ledger explains its score exactly;
 - after a full pass no merged-away lead keeps a state, the fit's disqualifiers stand as the rulebook in force
@@ -28,7 +29,9 @@ from config.rulebook import load_rulebook
 from config.settings import CONFIG_DIR
 from domain.activity import PersonRecord, build_activity
 from domain.explain import explain_score
-from domain.lifecycle import MERGE_RANK, QUALIFIABLE, SALES_OWNED, Stage, hand_raises_count_after
+from domain.lifecycle import (
+    MERGE_RANK, QUALIFIABLE, SALES_OWNED, Stage, StageChange, hand_raises_count_after, stage_event_kind,
+)
 from domain.rules import grade_at_least
 from store import scoring as store
 from store.ingest import write_batch
@@ -213,7 +216,7 @@ class LeadLife(RuleBasedStateMachine):
             states = {row.lead_id: row for row in conn.execute(text(
                 "SELECT lead_id, score, stage, crossings, scored_at FROM lead_state"))}
             changes = conn.execute(text(
-                "SELECT lead_id, from_stage, to_stage, reason FROM stage_change ORDER BY id")).all()
+                "SELECT id, lead_id, from_stage, to_stage, reason FROM stage_change ORDER BY id")).all()
             events = conn.execute(text("SELECT id, lead_id, kind, crossing FROM lead_event ORDER BY id")).all()
             queue = conn.execute(text("SELECT lead_event_id, lead_id, queue, done_at FROM handoff_queue")).all()
             counted = conn.execute(text("SELECT activity_id FROM score_ledger")).scalars().all()
@@ -241,8 +244,12 @@ class LeadLife(RuleBasedStateMachine):
             if lead_id in states:
                 assert stage == states[lead_id].stage, f"lead {lead_id}: history ends at {stage}, state says otherwise"
 
+        # Every change people act on (a recycle, a disqualification, ...) emitted its one event, made by its id
+        emitted = sorted((event.crossing, event.lead_id, event.kind) for event in events if event.kind != "mql")
+        assert emitted == [(change.id, change.lead_id, kind) for change in changes if (kind := stage_event_kind(
+            StageChange(change.from_stage and Stage(change.from_stage), Stage(change.to_stage), change.reason)))]
+        events = [event for event in events if event.kind == "mql"]
         fired = Counter(event.lead_id for event in events)
-        assert {event.kind for event in events} <= {"mql"}
         assert fired == handovers, "an MQL handover without its one event, or an event without a handover"
         crossings = defaultdict(list)
         for event in events:

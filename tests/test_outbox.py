@@ -1,13 +1,22 @@
-"""The lead-event outbox's states: waiting, sent, confirmed, given up; what is due to be sent, and what a run
-asks the Prefect server about."""
+"""The lead-event outbox: the events stage changes write with them, and their states (waiting, sent, confirmed,
+given up): what is due to be sent, and what a run asks the Prefect server about."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
+import pytest
+from sqlalchemy import select
+
+from domain.lifecycle import Stage, StageChange, stage_event_kind
 from store import outbox
+from store.tables import LeadEvent
+from store.tables import StageChange as StageChangeRow
+from tasks.scoring import score_chunk
+from tasks.stages import MoveRefused
 from tests.test_score_merges import NOW
-from tests.test_stage_moves import mql
+from tests.test_stage_moves import LATER, move, mql, wrongly_disqualified
 
 RESEND = timedelta(minutes=10)
 
@@ -70,3 +79,53 @@ def test_the_server_is_asked_about_sent_events_a_batch_at_a_time_in_id_order(eng
     first = asked(engine, NOW, limit=3)
     assert len(first) == 3 and first == sorted(first)
     assert asked(engine, NOW, after_id=first[-1]) == asked(engine, NOW)[3:] and len(asked(engine, NOW)) == 4
+
+
+def outbox_rows(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(LeadEvent.__table__).order_by(LeadEvent.__table__.c.id)).all()
+        changes = dict(conn.execute(select(StageChangeRow.__table__.c.id, StageChangeRow.__table__.c.to_stage)).all())
+    found = []
+    for row in rows:
+        payload = json.loads(row.payload)
+        if row.kind != "mql":  # a stage event is made once by its stage change's id
+            assert payload["stage_change_id"] == row.crossing and changes[row.crossing] == payload["to"]
+        found.append((row.lead_id, row.kind, payload.get("from"), payload.get("to"), payload["reason"]))
+    return found
+
+
+def test_stage_changes_people_act_on_write_their_lead_events_with_the_change(engine, tmp_path):
+    rulebook, version_id, ana, bo = wrongly_disqualified(engine, tmp_path)
+    score_chunk(engine, rulebook, version_id, [ana, bo], now=LATER + timedelta(hours=1), run_id="fixed",
+                rebuild=[ana, bo])
+    move(engine, ["ana@acme.example"], Stage.SQL, reason="accepted on the intro call", now=LATER + timedelta(hours=2))
+    move(engine, ["bo@acme.example"], Stage.RECYCLED, reason="a buyer after all", now=LATER + timedelta(hours=2))
+    before = outbox_rows(engine)
+    with pytest.raises(MoveRefused):
+        move(engine, ["ana@acme.example", "nobody@acme.example"], Stage.CUSTOMER, now=LATER + timedelta(hours=3))
+
+    assert outbox_rows(engine) == before == [
+        (ana, "mql", None, None, "hand-raise: demo_request on 2026-11-02 with fit A"),
+        (bo, "mql", None, None, "hand-raise: demo_request on 2026-11-02 with fit A"),
+        (bo, "disqualified", "mql", "disqualified", "disqualified: a reseller, not a buyer (by jane@revops.example)"),
+        (ana, "disqualified", "mql", "disqualified", "disqualified: works for a competitor"),
+        (ana, "reinstated", "disqualified", "mql", "reinstated: the fit no longer disqualifies it"),
+        (ana, "mql", None, None, before[5][4]),  # handed over again, as a new crossing
+        (ana, "sql", "mql", "sql", "accepted on the intro call (by jane@revops.example)"),
+        (bo, "recycled", "disqualified", "recycled", "recycled: a buyer after all (by jane@revops.example)"),
+    ]
+
+
+@pytest.mark.parametrize("change, kind", [
+    (StageChange(None, Stage.LEAD, "gave details"), None),
+    (StageChange(Stage.SUBSCRIBER, Stage.LEAD, "gave details"), None),
+    (StageChange(Stage.LEAD, Stage.MQL, "score 100 with fit A"), None),  # the handover's own event
+    (StageChange(Stage.LEAD, Stage.SQL, "merged with lead 7 (sql)"), "sql"),
+    (StageChange(Stage.MQL, Stage.RECYCLED, "recycled: no answer"), "recycled"),
+    (StageChange(Stage.DISQUALIFIED, Stage.RECYCLED, "recycled: a mistake"), "recycled"),
+    (StageChange(None, Stage.DISQUALIFIED, "disqualified: free-mail domain"), "disqualified"),
+    (StageChange(Stage.DISQUALIFIED, Stage.LEAD, "reinstated: the fit no longer disqualifies it"), "reinstated"),
+    (StageChange(Stage.OPPORTUNITY, Stage.CUSTOMER, "customer: signed"), "customer"),
+])
+def test_which_stage_changes_emit_a_lead_event(change, kind):
+    assert stage_event_kind(change) == kind

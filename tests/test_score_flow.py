@@ -42,11 +42,11 @@ def scored_on_its_own_rulebook(sandbox_factory, handoff_env, rules: Path):
     return box, score_and_qualify(now=box.world.now)
 
 
-def mql_events(api_url: str, event_ids: set[str]) -> list[dict]:
-    """The handoff.lead.mql events the Prefect server stored, page by page (it writes events asynchronously,
+def lead_events(api_url: str, event_ids: set[str]) -> list[dict]:
+    """The handoff.lead.* events the Prefect server stored, page by page (it writes events asynchronously,
     so wait until every expected event is there)."""
     drain_prefect_clients()
-    body = {"filter": {"event": {"prefix": ["handoff.lead.mql"]},
+    body = {"filter": {"event": {"prefix": ["handoff.lead."]},
                        "occurred": {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}},
             "limit": 50}
     seen: list[dict] = []
@@ -84,10 +84,15 @@ def test_scoring_qualifies_leads_explains_every_score_exactly_and_a_second_run_f
     assert first.outcome.leads == len(lead_emails(engine)) == count(engine, LeadState)
     mqls = count(engine, LeadState, LeadState.__table__.c.stage == "mql")
     assert mqls == len(first.outcome.new_mqls) > 0
-    # Each MQL queued once for routing and once for CRM sync, with one outbox event, sent once.
+    # Each MQL queued once for routing and once for CRM sync, with one outbox event; each disqualification has
+    # its event too; every event sent once.
     events = LeadEvent.__table__.c
-    assert count(engine, LeadEvent) == mqls == count(engine, LeadEvent, events.sends == 1, events.sent_at.isnot(None))
-    assert first.events.sent == mqls and first.events.confirmed == 0
+    assert count(engine, LeadEvent, events.kind == "mql") == mqls
+    disqualified = first.outcome.stage_changes["lead -> disqualified"]
+    assert count(engine, LeadEvent, events.kind == "disqualified") == disqualified > 0
+    sent = count(engine, LeadEvent)
+    assert sent == mqls + disqualified == count(engine, LeadEvent, events.sends == 1, events.sent_at.isnot(None))
+    assert first.events.sent == sent and first.events.confirmed == 0
     assert count(engine, HandoffQueue, HandoffQueue.__table__.c.queue == "routing") == mqls
     assert count(engine, HandoffQueue, HandoffQueue.__table__.c.queue == "crm_sync") == mqls
 
@@ -97,15 +102,19 @@ def test_scoring_qualifies_leads_explains_every_score_exactly_and_a_second_run_f
 
     changes = count(engine, StageChange)
     outbox = {row.event_id for row in _rows(engine, LeadEvent)}
-    assert {e["id"] for e in mql_events(prefect_server.api_url, outbox)} >= outbox  # the server took them in
+    stored = {e["id"]: e for e in lead_events(prefect_server.api_url, outbox) if e["id"] in outbox}
+    assert set(stored) == outbox  # the server took them in
+    out = [e for e in stored.values() if e["event"] == "handoff.lead.disqualified"]
+    assert len(out) == disqualified and all(e["payload"]["from"] == "lead" and e["payload"]["to"] == "disqualified"
+                                            and e["payload"]["reason"] for e in out)
     second = score_and_qualify(now=box.world.now)
     assert second.mode == "incremental" and second.outcome.leads == 0
     # The next run finds every event on the server, confirms it, and sends nothing again.
-    assert (second.events.confirmed, second.events.sent, second.events.resent) == (mqls, 0, 0)
-    assert count(engine, LeadEvent, events.published_at.isnot(None), events.sends == 1) == mqls
+    assert (second.events.confirmed, second.events.sent, second.events.resent) == (sent, 0, 0)
+    assert count(engine, LeadEvent, events.published_at.isnot(None), events.sends == 1) == sent
     assert "incremental: no lead to score (those with new activities, changed fields or merges since the last run)" \
         in run_log(prefect_server.api_url, second.run_id)
-    assert count(engine, StageChange) == changes and count(engine, LeadEvent) == mqls
+    assert count(engine, StageChange) == changes and count(engine, LeadEvent) == sent
 
 
 @pytest.mark.parametrize("chunk, workers", [("5000", "1"), ("7", "3")])  # one chunk; chunks three at a time
@@ -147,12 +156,14 @@ def test_a_run_that_fails_after_emitting_is_retried_without_a_second_event_or_ro
     summary = score_and_qualify.with_options(retries=1, retry_delay_seconds=0)(now=box.world.now)
 
     assert calls["n"] == 2  # the first attempt failed after emitting; the retry finished
-    outbox = {row.event_id: row.lead_id for row in _rows(engine, LeadEvent)}
-    assert outbox and summary.events.sent == len(outbox)
-    mql_leads = set(outbox.values())
-    events = [e for e in mql_events(prefect_server.api_url, set(outbox)) if e["id"] in outbox]
-    assert sorted(_lead_of(e) for e in events) == sorted(mql_leads)  # once each, though emitted twice
-    mql_leads = set(outbox.values())
+    rows = _rows(engine, LeadEvent)
+    assert rows and summary.events.sent == len(rows)
+    outbox = {row.event_id: (row.kind, row.lead_id) for row in rows}
+    events = [e for e in lead_events(prefect_server.api_url, set(outbox)) if e["id"] in outbox]
+    # once each, though emitted twice
+    assert sorted((e["event"], _lead_of(e)) for e in events) == sorted((f"handoff.lead.{kind}", lead_id)
+                                                                       for kind, lead_id in outbox.values())
+    mql_leads = {lead_id for kind, lead_id in outbox.values() if kind == "mql"}
     routing = [row.lead_id for row in _rows(engine, HandoffQueue) if row.queue == "routing"]
     assert sorted(routing) == sorted(mql_leads)
 
@@ -199,10 +210,9 @@ def test_an_event_prefect_never_received_is_sent_again_under_its_id_until_prefec
     monkeypatch.setattr(tasks.outbox, "emit_event", lossy)
     monkeypatch.setattr(tasks.outbox, "PAGE", 4)  # the events held read back over several pages
     first = score_and_qualify(now=box.world.now)
-    mqls = len(first.outcome.new_mqls)
-    assert first.events.sent == mqls == len(kept) + len(dropped) and len(kept) > 2 * tasks.outbox.PAGE
+    assert first.events.sent == count(engine, LeadEvent) == len(kept) + len(dropped) > 4 * tasks.outbox.PAGE
     monkeypatch.setattr(tasks.outbox, "emit_event", real)
-    assert set(e["id"] for e in mql_events(prefect_server.api_url, kept)) >= kept
+    assert set(e["id"] for e in lead_events(prefect_server.api_url, kept)) >= kept
 
     # The events the server holds are confirmed; the others are not sent again before the resend interval.
     soon = score_and_qualify(now=box.world.now + timedelta(minutes=9))
@@ -213,7 +223,7 @@ def test_an_event_prefect_never_received_is_sent_again_under_its_id_until_prefec
     outbox = {row.event_id: row for row in _rows(engine, LeadEvent)}
     assert set(outbox) == kept | dropped
     assert {row.event_id for row in outbox.values() if row.sends == 2} == dropped
-    stored = [e for e in mql_events(prefect_server.api_url, set(outbox)) if e["id"] in outbox]
+    stored = [e for e in lead_events(prefect_server.api_url, set(outbox)) if e["id"] in outbox]
     assert sorted(e["id"] for e in stored) == sorted(outbox)  # each once, under the id first written
 
     after = score_and_qualify(now=box.world.now + timedelta(minutes=30))
@@ -286,7 +296,7 @@ def test_chunks_scored_side_by_side_give_what_one_at_a_time_gives(prefect_server
     assert progress[-1] == (f"scored {leads} of {leads} leads (chunk 14 of 14); scores changed: {leads}, "
                             f"stage changes: {sum(first.outcome.stage_changes.values())}, new MQLs: {mqls}")
     mqls = count(engine, LeadState, LeadState.__table__.c.stage == "mql")
-    assert mqls == len(first.outcome.new_mqls) == count(engine, LeadEvent) > 0
+    assert mqls == len(first.outcome.new_mqls) == count(engine, LeadEvent, LeadEvent.__table__.c.kind == "mql") > 0
     assert count(engine, HandoffQueue) == 2 * mqls
     side_by_side = _states(engine)
 

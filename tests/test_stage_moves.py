@@ -17,6 +17,7 @@ from store import scoring as store
 from tasks.explain import explain_lead, explanation_markdown
 from tasks.scoring import score_chunk
 from tasks.stages import MoveRefused, move_leads
+from tests.test_score_flow import lead_events
 from tests.test_score_marks import while_paused_after
 from tests.test_score_merges import (
     NOW, activity, emails, good_fit, history, merge, queue_rows, score_dirty, states, versioned, write,
@@ -196,16 +197,23 @@ def test_a_lead_disqualified_by_its_fit_after_its_handoff_was_queued_has_its_rou
         ("crm_sync", False, None, None), ("routing", True, "disqualified", "disqualified: works for a competitor")]
 
 
-def test_leads_the_fit_disqualified_by_a_rulebook_mistake_return_with_the_fixed_rulebook_and_a_person_s_stay_out(
-        engine, tmp_path):
+def wrongly_disqualified(engine, tmp_path):
+    """Two MQLs, Ana and Bo; a person disqualifies Bo, then a marketer names acme.example a competitor by
+    mistake and the rescore takes Ana out too. (the shipped rulebook, its version, Ana's lead, Bo's lead)"""
     rulebook, version_id, ana = mql(engine, "ana")
     _, _, bo = mql(engine, "bo")
     move(engine, ["bo@acme.example"], Stage.DISQUALIFIED, reason="a reseller, not a buyer")
-    # A marketer names acme.example a competitor by mistake: the rescore takes Ana out, her routing withdrawn ...
     competitor = naming_acme_a_competitor(tmp_path)
     with engine.begin() as conn:
         wrong = store.ensure_version(conn, competitor, LATER)
     score_chunk(engine, competitor, wrong, [ana, bo], now=LATER, run_id="wrong", rebuild=[ana, bo])
+    return rulebook, version_id, ana, bo
+
+
+def test_leads_the_fit_disqualified_by_a_rulebook_mistake_return_with_the_fixed_rulebook_and_a_person_s_stay_out(
+        engine, tmp_path):
+    # The rescore with acme.example wrongly named a competitor takes Ana out, her routing withdrawn ...
+    rulebook, version_id, ana, bo = wrongly_disqualified(engine, tmp_path)
     assert states(engine)[ana][0] == "disqualified"
 
     # ... and the rescore with the list put right hands her over again, as a new crossing; Bo stays out.
@@ -272,6 +280,14 @@ def test_the_flow_moves_the_leads_publishes_who_moved_what_and_fails_listing_ref
     assert "# 1 lead moved to recycled" in artifact.data
     assert (f"| {lead_id} | ana@acme.example | mql | recycled | recycled: no answer after five calls "
             "(by jane@revops.example) |") in artifact.data
+    # The move's lead event went out with the run (the handover's too, still waiting since no score run sent it)
+    with engine.connect() as conn:
+        sent = dict(conn.execute(text("SELECT event_id, kind FROM lead_event WHERE sends = 1")).all())
+    assert sorted(sent.values()) == ["mql", "recycled"]
+    [recycled] = [e for e in lead_events(prefect_server.api_url, set(sent))
+                  if e["id"] in sent and e["event"] == "handoff.lead.recycled"]
+    assert recycled["resource"]["prefect.resource.id"] == f"handoff.lead.{lead_id}"
+    assert recycled["payload"]["from"] == "mql" and recycled["payload"]["score"] == "100"
 
     state = move_lead_stage(emails=["ana@acme.example", "nobody@acme.example"], to="sql", reason="accepted",
                             now=LATER, return_state=True)
