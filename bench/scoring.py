@@ -219,14 +219,14 @@ def main() -> None:
                 get_settings.cache_clear()
                 print(f"{kind}: loading {args.leads:,} leads and {args.activities:,} activities ...", flush=True)
                 load_seconds, _ = timed(lambda: load(url, args.leads, args.activities, args.seed))
-                first, _ = timed(lambda: score_and_qualify(now=NOW))  # the first run scores everyone
+                first, scored = timed(lambda: score_and_qualify(now=NOW))  # the first run scores everyone
                 settled = settle_prefect(server)
                 print(f"  first run {first:.1f}s; the Prefect server took in its events in {settled:.1f}s more", flush=True)
                 # The next run reads those events back from the server before anything else; done here, untimed,
                 # so the rescore's figure is the scoring's.
                 confirming, confirmed = timed(lambda: score_and_qualify(now=NOW))
-                print(f"  the next run confirmed {confirmed.events.confirmed:,} lead events held by Prefect in "
-                      f"{confirming:.1f}s", flush=True)
+                print(f"  the next run confirmed {confirmed.events.confirmed:,} of the {scored.events.sent:,} lead events "
+                      f"the first run sent in {confirming:.1f}s", flush=True)
                 full, summary = timed(lambda: rescore(reason="benchmark", now=NOW))
                 row = {"database": kind, "load": load_seconds, "first": first, "settle": settled, "rescore": full,
                        **ceilings(url, summary.version_id), "leads": summary.outcome.leads}
@@ -237,6 +237,8 @@ def main() -> None:
                     seconds, incremental = timed(lambda: score_and_qualify(now=when))
                     row[f"incremental_{count}"] = seconds
                     row[f"incremental_{count}_leads"] = incremental.outcome.leads
+                    print(f"  +{count:,} new: {seconds:.2f}s, {incremental.outcome.leads:,} leads; "
+                          f"{incremental.events.describe()}", flush=True)
                 figures.append(row)
                 print(f"  {row}", flush=True)
             drain_prefect_clients()

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
         description="A lead event the Prefect server does not hold this long after it was sent is sent again, under "
                     "the same id (the server keeps one event per id)",
     )
+    event_burst: int = Field(
+        default=2000, ge=1,
+        description="Lead events a run sends before it waits for the Prefect server to hold them: a server on its "
+                    "in-memory event broker drops what arrives faster than it stores (its queue holds 10,000)",
+    )
     event_max_sends: int = Field(
         default=5, ge=1,
         description="Sends of one lead event before the outbox gives up on it (it stays in lead_event, counted in "

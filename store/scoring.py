@@ -535,14 +535,14 @@ def record_changes(conn: Connection, results: dict[int, Qualification], version_
                  "to_stage": c.to_stage.value, "reason": c.reason, "version_id": version_id, "run_id": run_id},
                 stage_event_kind(c))
                for lead_id, q in sorted(results.items()) for c in q.changes]
-    quiet = [row for row, kind in changes if kind is None]
-    if quiet:
-        conn.execute(change_t.insert(), quiet)
-    eventful = [(row, kind) for row, kind in changes if kind is not None]
-    if not eventful:
+    if not changes:
         return
+    if all(kind is None for _, kind in changes):
+        conn.execute(change_t.insert(), [row for row, _ in changes])
+        return
+    # In the order given, as a lead's history reads its changes by id; the ids back for the events
     ids = conn.execute(change_t.insert().returning(change_t.c.id, sort_by_parameter_order=True),
-                       [row for row, _ in eventful]).scalars().all()
+                       [row for row, _ in changes]).scalars().all()
     conn.execute(event_t.insert(), [
         {"event_id": str(uuid.uuid4()), "lead_id": row["lead_id"], "kind": kind, "crossing": change_id,
          "occurred_at": now, "run_id": run_id,
@@ -550,7 +550,7 @@ def record_changes(conn: Connection, results: dict[int, Qualification], version_
                                 "reason": row["reason"], "score": points_text(results[row["lead_id"]].state.score),
                                 "fit_grade": results[row["lead_id"]].state.fit_grade, "stage_change_id": change_id},
                                sort_keys=True)}
-        for (row, kind), change_id in zip(eventful, ids)])
+        for (row, kind), change_id in zip(changes, ids) if kind is not None])
 
 
 def ledger_lines(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[dict]]:

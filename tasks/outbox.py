@@ -6,6 +6,7 @@ therefore taken as delivered when a run reads it back, not when it leaves the pr
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import Iterable
 from uuid import UUID
@@ -28,6 +29,10 @@ from store.engine import get_engine
 CONFIRM_BATCH = 500
 # Events per page when a batch is held in part (the most the server's read API returns at once).
 PAGE = 50
+# After a burst: how often to ask whether the server holds it, and how long it may store none before the run
+# goes on (the server's event persister writes every few seconds).
+POLL_SECONDS = 0.5
+STALL_SECONDS = 15.0
 
 
 class Delivery(BaseModel):
@@ -55,21 +60,21 @@ class Delivery(BaseModel):
 
 @task(cache_policy=NO_CACHE)
 def publish_lead_events(now: datetime) -> Delivery:
-    """Confirm what Prefect holds, then send what is due. A confirmation that cannot reach the server leaves the
-    events as they were for the next run; it does not fail a run whose scoring is saved."""
+    """Confirm what Prefect holds, then send what is due, HANDOFF_EVENT_BURST at a time: after each burst the run
+    waits until the server holds it (or stops storing more), since a server on its in-memory broker drops events
+    that arrive faster than it stores them. A confirmation that cannot reach the server leaves the events as they
+    were for the next run; it does not fail a run whose scoring is saved."""
     settings = get_settings()
     engine = get_engine(settings.resolved_database_url())
     resend_after, max_sends = timedelta(minutes=settings.event_resend_after_minutes), settings.event_max_sends
     delivery = Delivery()
-    if should_emit_events():
-        try:
-            delivery.confirmed = _confirm(engine, now, resend_after, max_sends)
-        except Exception as exc:  # the server's read API down or refusing: nothing is marked, nothing lost
-            get_run_logger().warning("Could not ask Prefect which lead events it holds (%s: %s); the next run asks "
-                                     "again", type(exc).__name__, exc)
+    confirming = should_emit_events()
+    if confirming:
+        delivery.confirmed = _asking(lambda: _confirm(engine, now, resend_after, max_sends))
+    in_flight: list[dict] = []
     while True:
         with engine.connect() as conn:
-            due = outbox.events_to_send(conn, now, resend_after, max_sends)
+            due = outbox.events_to_send(conn, now, resend_after, max_sends, limit=min(1000, settings.event_burst))
         if not due:
             break
         for event in due:
@@ -83,7 +88,7 @@ def publish_lead_events(now: datetime) -> Delivery:
                 id=UUID(event["event_id"]),
                 occurred=event["occurred_at"],
             )
-        if should_emit_events():
+        if confirming:
             # emit_event only queues: a process that ended right after marking could take queued events with it.
             EventsWorker.instance().wait_until_empty()
         with engine.begin() as conn:
@@ -91,9 +96,23 @@ def publish_lead_events(now: datetime) -> Delivery:
         resent = sum(1 for event in due if event["sent_at"] is not None)
         delivery.resent += resent
         delivery.sent += len(due) - resent
+        in_flight += due
+        if confirming and len(in_flight) >= settings.event_burst:
+            delivery.confirmed += _asking(lambda: _once_held(engine, in_flight, now))
+            in_flight = []
     with engine.connect() as conn:
         delivery.given_up = outbox.events_given_up(conn, now, resend_after, max_sends)
     return delivery
+
+
+def _asking(ask) -> int:
+    """Events confirmed by `ask`, or none when the server cannot say: nothing is marked, nothing lost."""
+    try:
+        return ask()
+    except Exception as exc:  # the server's read API down or refusing
+        get_run_logger().warning("Could not ask Prefect which lead events it holds (%s: %s); the next run asks "
+                                 "again", type(exc).__name__, exc)
+        return 0
 
 
 def _confirm(engine, now: datetime, resend_after: timedelta, max_sends: int) -> int:
@@ -106,11 +125,32 @@ def _confirm(engine, now: datetime, resend_after: timedelta, max_sends: int) -> 
             if not sent:
                 return confirmed
             after = sent[-1]["id"]
-            held = _held_by_server(client, sent)
-            if held:
-                with engine.begin() as conn:
-                    outbox.mark_confirmed(conn, [event["id"] for event in sent if event["event_id"] in held], now)
-                confirmed += len(held)
+            confirmed += _mark_held(engine, sent, _held_by_server(client, sent), now)
+
+
+def _once_held(engine, events: list[dict], now: datetime) -> int:
+    """Wait until the server holds these events just sent, or has stored none of them for STALL_SECONDS (it
+    dropped them, or is down: the next runs send them again); mark those it holds."""
+    held: set[str] = set()
+    waiting = events
+    stalled_at = time.monotonic() + STALL_SECONDS
+    with get_client(sync_client=True) as client:
+        while waiting and time.monotonic() < stalled_at:
+            time.sleep(POLL_SECONDS)
+            now_held = set().union(*(_held_by_server(client, waiting[i:i + CONFIRM_BATCH])
+                                     for i in range(0, len(waiting), CONFIRM_BATCH)))
+            if now_held:
+                held |= now_held
+                waiting = [event for event in waiting if event["event_id"] not in held]
+                stalled_at = time.monotonic() + STALL_SECONDS
+    return _mark_held(engine, events, held, now)
+
+
+def _mark_held(engine, events: list[dict], held: set[str], now: datetime) -> int:
+    if held:
+        with engine.begin() as conn:
+            outbox.mark_confirmed(conn, [event["id"] for event in events if event["event_id"] in held], now)
+    return len(held)
 
 
 def _held_by_server(client, events: list[dict]) -> set[str]:

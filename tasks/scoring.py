@@ -1,4 +1,5 @@
-"""Scoring tasks: score and qualify a chunk of leads set-wise, report the run (tasks/outbox.py sends the lead events)."""
+"""Scoring tasks: score and qualify a chunk of leads set-wise, and report the run. The lead events they write go
+out through tasks/outbox.py."""
 
 from __future__ import annotations
 

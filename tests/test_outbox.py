@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from domain.lifecycle import Stage, StageChange, stage_event_kind
 from store import outbox
+from store import scoring as store
 from store.tables import LeadEvent
 from store.tables import StageChange as StageChangeRow
 from tasks.scoring import score_chunk
@@ -129,3 +130,27 @@ def test_stage_changes_people_act_on_write_their_lead_events_with_the_change(eng
 ])
 def test_which_stage_changes_emit_a_lead_event(change, kind):
     assert stage_event_kind(change) == kind
+
+
+def test_a_pass_that_reinstates_a_subscriber_and_moves_it_on_keeps_its_history_in_order(engine, tmp_path):
+    """An event-bearing change (reinstated) followed in the same pass by a quiet one (subscriber -> lead): the
+    history reads them in the order they happened."""
+    from tests.test_score_merges import activity, emails, good_fit, history, score_dirty, versioned, write
+    from tests.test_stage_moves import naming_acme_a_competitor
+
+    rulebook, version_id = versioned(engine)
+    write(engine, "newsletter", activity("n1", "newsletter_signup", email="cy@acme.example", source="newsletter"))
+    competitor = naming_acme_a_competitor(tmp_path)
+    with engine.begin() as conn:
+        wrong = store.ensure_version(conn, competitor, NOW)
+    score_dirty(engine, competitor, wrong)
+    cy = emails(engine)["cy@acme.example"]
+    # The list is put right while Cy gives her details on a web form
+    write(engine, "web", activity("w1", "page_view", email="cy@acme.example", source="web"),
+          people=[good_fit("Cy", email="cy@acme.example", source="web")])
+    score_dirty(engine, rulebook, version_id)
+
+    assert [(a, b) for a, b, _ in history(engine, cy)] == [
+        (None, "subscriber"), ("subscriber", "disqualified"), ("disqualified", "subscriber"), ("subscriber", "lead")]
+    assert [(kind, to) for _, kind, _, to, _ in outbox_rows(engine)] == [("disqualified", "disqualified"),
+                                                                       ("reinstated", "subscriber")]

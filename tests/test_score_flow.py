@@ -191,6 +191,30 @@ def test_events_have_left_the_process_before_they_are_marked_sent(
     assert queued_at_marking and set(queued_at_marking) == {0}
 
 
+def test_a_run_sends_its_events_a_burst_at_a_time_each_held_by_prefect_before_the_next(
+    prefect_server, handoff_env, engine, sandbox_factory, monkeypatch
+):
+    """A Prefect server on its in-memory broker drops events that arrive faster than it stores them (its queue
+    holds 10,000): past HANDOFF_EVENT_BURST a run waits until the server holds what it sent before sending more."""
+    import tasks.outbox
+
+    box = sandbox_factory(WORLD)
+    ingested(box, handoff_env, HANDOFF_EVENT_BURST="10")
+    real, bursts = tasks.outbox._held_by_server, []
+
+    def asked(client, events):
+        bursts.append(len(events))
+        return real(client, events)
+
+    monkeypatch.setattr(tasks.outbox, "_held_by_server", asked)
+    first = score_and_qualify(now=box.world.now)
+    sent = count(engine, LeadEvent)
+    # Every full burst held before the next was sent; the last, short one is asked about by the next run
+    assert first.events.sent == sent > 20 and first.events.confirmed == 10 * (sent // 10)
+    assert max(bursts) == 10
+    assert count(engine, LeadEvent, LeadEvent.__table__.c.published_at.isnot(None)) == first.events.confirmed
+
+
 def test_an_event_prefect_never_received_is_sent_again_under_its_id_until_prefect_holds_it(
     prefect_server, handoff_env, engine, sandbox_factory, monkeypatch
 ):
