@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -76,6 +77,9 @@ class Settings(BaseSettings):
         if self.score_workers is not None:
             return self.score_workers
         return 1 if self.resolved_database_url().startswith("sqlite") else 2
+
+    def event_resend_after(self) -> timedelta:
+        return timedelta(minutes=self.event_resend_after_minutes)
 
     def resolved_impact_workers(self) -> int:
         """As set, else one per core, at most 4."""

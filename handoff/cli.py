@@ -23,6 +23,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(rules_app, name="rules")
 lead_app = typer.Typer(help="Leads, one person at a time: move a stage by hand.", no_args_is_help=True)
 app.add_typer(lead_app, name="lead")
+events_app = typer.Typer(help="The lead events sent to Prefect (handoff.lead.mql, ...): what the outbox holds.")
+app.add_typer(events_app, name="events")
 # Wide enough for the run-summary tables when the output is a pipe or a CI log.
 console = Console() if sys.stdout.isatty() else Console(width=160)
 
@@ -298,6 +300,31 @@ def funnel() -> None:
 
     _require_schema()
     console.print(Markdown(funnel_overview()))
+
+
+@events_app.callback(invoke_without_command=True)
+def events(ctx: typer.Context) -> None:
+    """How many lead events are waiting, sent, confirmed held by Prefect, or given up, by kind; and the first
+    events given up."""
+    if ctx.invoked_subcommand:
+        return
+    from handoff.report import outbox_overview
+
+    _require_schema()
+    console.print(Markdown(outbox_overview(_engine(), datetime.now(timezone.utc))))
+
+
+@events_app.command("retry")
+def events_retry() -> None:
+    """Send the given-up lead events again: the next score run (or stage move) sends them under their ids."""
+    from store.outbox import send_given_up_again
+
+    _require_schema()
+    settings = _settings()
+    with _engine().begin() as conn:
+        again = send_given_up_again(conn, datetime.now(timezone.utc), settings.event_resend_after(),
+                                    settings.event_max_sends)
+    console.print(f"{again} given-up lead event{'' if again == 1 else 's'} will be sent again by the next run.")
 
 
 def _engine():

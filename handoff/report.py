@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from config.settings import get_settings
 from store.engine import get_engine
 from store.reports import store_figures
@@ -46,4 +48,34 @@ def funnel_overview() -> str:
         lines.append(f"| {stage} | {n} | {share} |")
         if funnel:
             previous = n or previous
+    return "\n".join(lines) + "\n"
+
+
+_EVENT_STATES = (("waiting", "never sent yet"), ("sent", "sent, not yet seen on the Prefect server"),
+                 ("confirmed", "held by the Prefect server"), ("given up", "never seen after the most sends allowed"))
+
+
+def outbox_overview(engine, now: datetime) -> str:
+    """The outbox's events by state and kind, and the first given up, with how to send them again."""
+    from store.outbox import given_up_events, outbox_states
+
+    settings = get_settings()
+    policy = (now, settings.event_resend_after(), settings.event_max_sends)
+    with engine.connect() as conn:
+        states = outbox_states(conn, *policy)
+        lost = given_up_events(conn, *policy)
+    lines = ["| state | meaning | events | by kind |", "|---|---|---:|---|"]
+    for state, meaning in _EVENT_STATES:
+        kinds = states.get(state, {})
+        by_kind = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
+        lines.append(f"| {state} | {meaning} | {sum(kinds.values())} | {by_kind} |")
+    if lost:
+        lines += ["", f"Given up after {settings.event_max_sends} sends (`handoff events retry` sends them again "
+                      "with the next run):", "", "| event id | lead | kind | occurred | sends | last sent |",
+                  "|---|---:|---|---|---:|---|"]
+        lines += [f"| {e['event_id']} | {e['lead_id']} | {e['kind']} | {e['occurred_at']:%Y-%m-%d %H:%M} | "
+                  f"{e['sends']} | {e['sent_at']:%Y-%m-%d %H:%M} |" for e in lost]
+        more = sum(states.get("given up", {}).values()) - len(lost)
+        if more:
+            lines.append(f"| … {more} more | | | | | |")
     return "\n".join(lines) + "\n"

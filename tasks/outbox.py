@@ -66,7 +66,7 @@ def publish_lead_events(now: datetime) -> Delivery:
     were for the next run; it does not fail a run whose scoring is saved."""
     settings = get_settings()
     engine = get_engine(settings.resolved_database_url())
-    resend_after, max_sends = timedelta(minutes=settings.event_resend_after_minutes), settings.event_max_sends
+    resend_after, max_sends = settings.event_resend_after(), settings.event_max_sends
     delivery = Delivery()
     confirming = should_emit_events()
     if confirming:

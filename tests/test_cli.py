@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from typer.testing import CliRunner
@@ -126,7 +126,7 @@ def test_a_stage_a_person_cannot_move_a_lead_to_is_refused_before_anything_runs(
 
 @pytest.mark.parametrize("command", [["run", "ingest"], ["run", "score"], ["run", "rescore", "--reason", "new sheet"],
                                      ["lead", "move", "ana@acme.example", "--to", "recycled", "--reason", "not now"],
-                                     ["rules", "impact"], ["leads"], ["funnel"]])
+                                     ["rules", "impact"], ["leads"], ["funnel"], ["events"], ["events", "retry"]])
 def test_a_database_never_migrated_is_refused_with_the_fix_before_any_server_starts(home, command):
     result = handoff(*command)
     assert result.exit_code == 1
@@ -206,3 +206,29 @@ def test_leads_csv_hands_the_cold_leads_to_nurture_with_form_text_that_cannot_ru
 def test_leads_refuses_a_filter_it_cannot_apply(home, option, value, problem):
     result = runner.invoke(app, ["leads", option, value])
     assert result.exit_code == 2 and problem in " ".join(result.output.replace("│", " ").split())
+
+
+def test_events_shows_the_outbox_by_state_and_retry_sends_the_given_up_again(home):
+    from store import outbox
+
+    def lines(*args) -> list[str]:
+        return [" ".join(line.replace("│", " ").split()) for line in handoff(*args).output.splitlines()]
+
+    scored_segment(home)  # Ada's handover: one MQL event, never sent
+    assert "waiting never sent yet 1 mql 1" in lines("events")
+    engine = get_engine(get_settings().resolved_database_url())
+    long_ago = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    with engine.begin() as conn:
+        ids = [row["id"] for row in outbox.events_to_send(conn, long_ago, timedelta(0), 10)]
+        for _ in range(get_settings().event_max_sends):
+            outbox.mark_sent(conn, ids, long_ago)
+
+    shown = lines("events")
+    assert "given up never seen after the most sends allowed 1 mql 1" in shown
+    assert any("handoff events retry" in line for line in shown)
+    assert any(line.endswith("1 mql 2026-11-01 10:00 5 2000-01-01 00:00") for line in shown), "\n".join(shown)
+    assert "1 given-up lead event will be sent again by the next run." in handoff("events", "retry").output
+    assert "sent sent, not yet seen on the Prefect server 1 mql 1" in lines("events")
+    with engine.connect() as conn:
+        assert [row["id"] for row in outbox.events_to_send(conn, datetime.now(timezone.utc), timedelta(minutes=10),
+                                                           get_settings().event_max_sends)] == ids
