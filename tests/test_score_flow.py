@@ -215,6 +215,27 @@ def test_a_run_sends_its_events_a_burst_at_a_time_each_held_by_prefect_before_th
     assert count(engine, LeadEvent, LeadEvent.__table__.c.published_at.isnot(None)) == first.events.confirmed
 
 
+def test_a_run_waits_on_no_further_burst_once_the_server_stored_none_of_one(
+    prefect_server, handoff_env, engine, sandbox_factory, monkeypatch
+):
+    import tasks.outbox
+
+    box = sandbox_factory(WORLD)
+    ingested(box, handoff_env, HANDOFF_EVENT_BURST="10")
+    real, waits = tasks.outbox._once_held, []
+
+    def waiting(engine_, events, now):
+        waits.append(len(events))
+        return real(engine_, events, now)
+
+    monkeypatch.setattr(tasks.outbox, "emit_event", lambda **event: None)  # every event lost on its way out
+    monkeypatch.setattr(tasks.outbox, "STALL_SECONDS", 1.0)
+    monkeypatch.setattr(tasks.outbox, "_once_held", waiting)
+    first = score_and_qualify(now=box.world.now)
+    assert first.events.sent == count(engine, LeadEvent) > 20 and first.events.confirmed == 0
+    assert waits == [10]  # the first burst waited on, in vain; the rest sent without waiting
+
+
 def test_an_event_prefect_never_received_is_sent_again_under_its_id_until_prefect_holds_it(
     prefect_server, handoff_env, engine, sandbox_factory, monkeypatch
 ):
