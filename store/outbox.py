@@ -67,7 +67,8 @@ def mark_confirmed(conn: Connection, ids: Sequence[int], now: datetime) -> None:
         conn.execute(event_t.update().where(event_t.c.id.in_(list(ids)), _unconfirmed).values(published_at=now))
 
 
-def outbox_states(conn: Connection, now: datetime, resend_after: timedelta, max_sends: int) -> dict[str, dict[str, int]]:
+def outbox_states(conn: Connection, now: datetime, resend_after: timedelta,
+                  max_sends: int) -> dict[str, dict[str, int]]:
     """How many events of each kind are in each state: {state: {kind: count}}, states as the module names them."""
     state = case((event_t.c.published_at.isnot(None), "confirmed"), (event_t.c.sent_at.is_(None), "waiting"),
                  (_given_up(now, resend_after, max_sends), "given up"), else_="sent")
