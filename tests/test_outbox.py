@@ -154,3 +154,23 @@ def test_a_pass_that_reinstates_a_subscriber_and_moves_it_on_keeps_its_history_i
         (None, "subscriber"), ("subscriber", "disqualified"), ("disqualified", "subscriber"), ("subscriber", "lead")]
     assert [(kind, to) for _, kind, _, to, _ in outbox_rows(engine)] == [("disqualified", "disqualified"),
                                                                        ("reinstated", "subscriber")]
+
+
+def test_the_outbox_counts_its_events_by_state_and_a_person_gives_the_given_up_their_sends_back(engine):
+    leads = [mql(engine, name)[2] for name in ("ana", "ben", "cy", "di")]
+    for n in range(3):
+        sent(engine, leads[:1], NOW + n * RESEND)  # ana: given up
+    sent(engine, leads[1:3], NOW)  # ben and cy: sent
+    cy = asked(engine, NOW)[2:3]
+    with engine.begin() as conn:
+        outbox.mark_confirmed(conn, cy, NOW)  # cy: confirmed; di: waiting
+    later = NOW + 3 * RESEND
+    with engine.connect() as conn:
+        assert outbox.outbox_states(conn, later, RESEND, 3) == {
+            "given up": {"mql": 1}, "sent": {"mql": 1}, "confirmed": {"mql": 1}, "waiting": {"mql": 1}}
+        [lost] = outbox.given_up_events(conn, later, RESEND, 3)
+    assert (lost["lead_id"], lost["sends"], lost["sent_at"]) == (leads[0], 3, NOW + 2 * RESEND)
+
+    with engine.begin() as conn:
+        assert outbox.send_given_up_again(conn, later, RESEND, 3) == 1
+    assert due(engine, later) == [leads[0], leads[1], leads[3]] and given_up(engine, later) == 0
