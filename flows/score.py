@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from config.settings import get_settings
 from flows.chunks import in_chunk_order
-from tasks.outbox import Delivery, publish_lead_events
+from tasks.outbox import Delivery, EventPump, publish_lead_events
 from tasks.reporting import publish_score_summary
 from tasks.scoring import (
     ChunkOutcome,
@@ -127,12 +127,17 @@ def run_scoring(now: datetime | None, *, force_rescore: bool, reason: str | None
                                   quote([lead_id for lead_id, _ in marks]), quote(marks),
                                   label=f"{chunk[0]}-{chunk[-1]}")
 
-    for result in in_chunk_order(map(submitted, chunks), workers):
-        progress.add(result)
+    so_far = None
+    if chunks:
+        # The events the chunks write go out while the next chunks are scored (tasks.outbox.EventPump)
+        with EventPump(now) as pump:
+            for result in in_chunk_order(map(submitted, chunks), workers):
+                progress.add(result)
+        so_far = pump.delivery
     if mode != "incremental":
         decayed_at = now
     record_bookmarks(version_id, now, decayed_at)
-    events = publish_lead_events(now)
+    events = publish_lead_events(now, so_far)
     events.log_to(log)
     summary = ScoreSummary(now=now, run_id=run_id, mode=mode, reason=reason, version_id=version_id,
                            rulebook_digest=rulebook.digest, outcome=outcome, events=events)

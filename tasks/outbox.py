@@ -6,6 +6,8 @@ therefore taken as delivered when a run reads it back, not when it leaves the pr
 
 from __future__ import annotations
 
+import contextvars
+import threading
 import time
 from datetime import datetime, timedelta
 from typing import Iterable
@@ -32,6 +34,8 @@ PAGE = 50
 # After a burst: how often to ask whether the server holds it, and how long it may store none before the run
 # goes on (the server's event persister writes every few seconds).
 POLL_SECONDS = 0.5
+# How long a pump with nothing to send waits before it looks again
+PUMP_IDLE_SECONDS = 0.5
 STALL_SECONDS = 15.0
 
 
@@ -59,24 +63,93 @@ class Delivery(BaseModel):
 
 
 @task(cache_policy=NO_CACHE)
-def publish_lead_events(now: datetime) -> Delivery:
+def publish_lead_events(now: datetime, so_far: Delivery | None = None) -> Delivery:
     """Confirm what Prefect holds, then send what is due, HANDOFF_EVENT_BURST at a time: after each burst the run
     waits until the server holds it (or stops storing more), since a server on its in-memory broker drops events
     that arrive faster than it stores them. A confirmation that cannot reach the server leaves the events as they
-    were for the next run; it does not fail a run whose scoring is saved."""
-    settings = get_settings()
-    engine = get_engine(settings.resolved_database_url())
-    resend_after, max_sends = settings.event_resend_after(), settings.event_max_sends
-    delivery = Delivery()
-    emitting = pacing = should_emit_events()
-    if emitting:
-        delivery.confirmed = _asking(lambda: _confirm(engine, now, resend_after, max_sends))
-    in_flight: list[dict] = []
-    while True:
-        with engine.connect() as conn:
-            due = outbox.events_to_send(conn, now, resend_after, max_sends, limit=min(1000, settings.event_burst))
-        if not due:
-            break
+    were for the next run; it does not fail a run whose scoring is saved. `so_far`: what an EventPump of the same
+    run did already (it confirmed the earlier events)."""
+    sender = _Sender(now, so_far.model_copy() if so_far else Delivery())
+    if so_far is None:
+        sender.confirm_earlier()
+    while sender.send_burst():
+        pass
+    return sender.counted()
+
+
+class EventPump:
+    """Lead events sent while a run is still scoring, from a thread of the run's own: the events its chunks write
+    go out as the chunks commit, and the waits for the Prefect server to store each burst pass while the next
+    chunks are scored, not after. `with EventPump(now) as pump: ...`, then publish_lead_events(now, pump.delivery)
+    sends the rest. A failure here is logged and leaves the events to that last step and the next runs."""
+
+    def __init__(self, now: datetime):
+        self.delivery = Delivery()
+        self._now = now
+        self._stop = threading.Event()
+        # The run's context goes with the thread: its events name the flow run, its warnings reach the run's log.
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._pump,),
+                                        name="lead-events", daemon=True)
+
+    def __enter__(self) -> "EventPump":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _pump(self) -> None:
+        try:
+            sender = _Sender(self._now, self.delivery)
+            sender.confirm_earlier()
+            while not self._stop.is_set():
+                if not sender.send_burst():
+                    self._stop.wait(PUMP_IDLE_SECONDS)
+        except Exception as exc:
+            get_run_logger().warning("Sending lead events during the run stopped (%s: %s); the run's last step and "
+                                     "the next runs send them", type(exc).__name__, exc)
+
+
+class _Sender:
+    """One run's sending: the events due, a burst at a time, each burst held by the server before the next."""
+
+    def __init__(self, now: datetime, delivery: Delivery):
+        settings = get_settings()
+        self.engine = get_engine(settings.resolved_database_url())
+        self.now, self.delivery = now, delivery
+        self.resend_after, self.max_sends, self.burst = (settings.event_resend_after(), settings.event_max_sends,
+                                                         settings.event_burst)
+        self.emitting = self.pacing = should_emit_events()
+        self.in_flight: list[dict] = []
+
+    def confirm_earlier(self) -> None:
+        if self.emitting:
+            self.delivery.confirmed += _asking(lambda: _confirm(self.engine, self.now, self.resend_after,
+                                                                self.max_sends))
+
+    def send_burst(self) -> bool:
+        """Send due events until a burst is out, then wait until the server holds it. False: none was due."""
+        sent = False
+        while len(self.in_flight) < self.burst:
+            with self.engine.connect() as conn:
+                due = outbox.events_to_send(conn, self.now, self.resend_after, self.max_sends,
+                                            limit=min(1000, self.burst - len(self.in_flight)))
+            if not due:
+                break
+            self._send(due)
+            sent = True
+        if len(self.in_flight) >= self.burst:
+            if self.pacing:
+                held = _asking(lambda: _once_held(self.engine, self.in_flight, self.now))
+                self.delivery.confirmed += held
+                # A server that stored none of a burst is not storing events now: the rest go without waiting,
+                # and the next runs send again what it lacks.
+                self.pacing = held > 0
+            self.in_flight = []
+        return sent
+
+    def _send(self, due: list[dict]) -> None:
         for event in due:
             payload = orjson.loads(event["payload"])
             emit_event(
@@ -88,24 +161,20 @@ def publish_lead_events(now: datetime) -> Delivery:
                 id=UUID(event["event_id"]),
                 occurred=event["occurred_at"],
             )
-        if emitting:
+        if self.emitting:
             # emit_event only queues: a process that ended right after marking could take queued events with it.
             EventsWorker.instance().wait_until_empty()
-        with engine.begin() as conn:
-            outbox.mark_sent(conn, [event["id"] for event in due], now)
+        with self.engine.begin() as conn:
+            outbox.mark_sent(conn, [event["id"] for event in due], self.now)
         resent = sum(1 for event in due if event["sent_at"] is not None)
-        delivery.resent += resent
-        delivery.sent += len(due) - resent
-        in_flight += due
-        if pacing and len(in_flight) >= settings.event_burst:
-            held = _asking(lambda: _once_held(engine, in_flight, now))
-            delivery.confirmed += held
-            # A server that stored none of a burst is not storing events now: the rest go without waiting, and
-            # the next runs send again what it lacks.
-            pacing, in_flight = held > 0, []
-    with engine.connect() as conn:
-        delivery.given_up = outbox.events_given_up(conn, now, resend_after, max_sends)
-    return delivery
+        self.delivery.resent += resent
+        self.delivery.sent += len(due) - resent
+        self.in_flight += due
+
+    def counted(self) -> Delivery:
+        with self.engine.connect() as conn:
+            self.delivery.given_up = outbox.events_given_up(conn, self.now, self.resend_after, self.max_sends)
+        return self.delivery
 
 
 def _asking(ask) -> int:

@@ -215,6 +215,35 @@ def test_a_run_sends_its_events_a_burst_at_a_time_each_held_by_prefect_before_th
     assert count(engine, LeadEvent, LeadEvent.__table__.c.published_at.isnot(None)) == first.events.confirmed
 
 
+def test_the_events_of_the_first_chunks_go_out_while_later_chunks_are_scored(
+    prefect_server, handoff_env, engine, sandbox_factory, monkeypatch
+):
+    """The waits for the Prefect server to store each burst pass while the run is still scoring."""
+    import store.outbox
+    import tasks.scoring
+
+    box = sandbox_factory(WORLD)
+    ingested(box, handoff_env, HANDOFF_SCORE_CHUNK_SIZE="23", HANDOFF_EVENT_BURST="5")
+    real_chunk, real_mark, scored_when_sent = tasks.scoring.score_chunk, store.outbox.mark_sent, []
+
+    def slow_chunk(*args, **kwargs):  # a chunk that takes a while, as 5,000 leads do
+        outcome = real_chunk(*args, **kwargs)
+        time.sleep(0.3)
+        return outcome
+
+    def marking(conn, ids, now):
+        scored_when_sent.append(conn.execute(select(func.count()).select_from(LeadState.__table__)).scalar_one())
+        return real_mark(conn, ids, now)
+
+    monkeypatch.setattr(tasks.scoring, "score_chunk", slow_chunk)
+    monkeypatch.setattr(store.outbox, "mark_sent", marking)
+    first = score_and_qualify(now=box.world.now)  # 14 chunks
+
+    assert first.events.sent == count(engine, LeadEvent) and first.events.confirmed >= 5
+    assert min(scored_when_sent) < first.outcome.leads  # sent before the last chunk was scored
+    assert count(engine, LeadEvent, LeadEvent.__table__.c.sends != 1) == 0  # each event sent once
+
+
 def test_a_run_waits_on_no_further_burst_once_the_server_stored_none_of_one(
     prefect_server, handoff_env, engine, sandbox_factory, monkeypatch
 ):
