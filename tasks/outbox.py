@@ -34,9 +34,9 @@ PAGE = 50
 # After a burst: how often to ask whether the server holds it, and how long it may store none before the run
 # goes on (the server's event persister writes every few seconds).
 POLL_SECONDS = 0.5
+STALL_SECONDS = 15.0
 # How long a pump with nothing to send waits before it looks again
 PUMP_IDLE_SECONDS = 0.5
-STALL_SECONDS = 15.0
 
 
 class Delivery(BaseModel):
