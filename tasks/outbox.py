@@ -46,6 +46,8 @@ class Delivery(BaseModel):
     resent: int = 0  # sent again: the server did not hold them a resend interval after the last send
     confirmed: int = 0  # found on the server this run
     given_up: int = 0  # unconfirmed after the most sends allowed (all runs' count)
+    # False once the server stored none of a burst this run: the rest were sent without waiting on each
+    server_storing: bool = True
 
     def log_to(self, logger) -> None:
         """The one line a run logs about its lead events: at WARNING while some are given up."""
@@ -120,7 +122,7 @@ class _Sender:
         self.now, self.delivery = now, delivery
         self.resend_after, self.max_sends, self.burst = (settings.event_resend_after(), settings.event_max_sends,
                                                          settings.event_burst)
-        self.emitting = self.pacing = should_emit_events()
+        self.emitting = should_emit_events()
         self.in_flight: list[dict] = []
 
     def confirm_earlier(self) -> None:
@@ -140,12 +142,12 @@ class _Sender:
             self._send(due)
             sent = True
         if len(self.in_flight) >= self.burst:
-            if self.pacing:
+            if self.emitting and self.delivery.server_storing:
                 held = _asking(lambda: _once_held(self.engine, self.in_flight, self.now))
                 self.delivery.confirmed += held
-                # A server that stored none of a burst is not storing events now: the rest go without waiting,
-                # and the next runs send again what it lacks.
-                self.pacing = held > 0
+                # A server that stored none of a burst is not storing events now: the rest of the run's events go
+                # without waiting, and the next runs send again what it lacks.
+                self.delivery.server_storing = held > 0
             self.in_flight = []
         return sent
 
