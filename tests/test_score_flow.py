@@ -258,7 +258,7 @@ def test_a_run_waits_on_no_further_burst_once_the_server_stored_none_of_one(
         waits.append(len(events))
         return real(engine_, events, now)
 
-    def slow_chunk(*args, **kwargs):  # the run's pump takes up the chunk's events, then the run's last step
+    def slow_chunk(*args, **kwargs):  # lingers once committed: the run's pump takes up the chunk's events
         outcome = real_chunk(*args, **kwargs)
         time.sleep(1.5)
         return outcome
@@ -270,8 +270,8 @@ def test_a_run_waits_on_no_further_burst_once_the_server_stored_none_of_one(
     monkeypatch.setattr(tasks.outbox, "_once_held", waiting)
     first = score_and_qualify(now=box.world.now)
     assert first.events.sent == count(engine, LeadEvent) > 20 and first.events.confirmed == 0
-    assert waits == [10] and not first.events.server_storing  # the first burst waited on, in vain; the rest
-    # (by the pump or the run's last step) sent without waiting
+    # The first burst waited on, in vain; the rest sent without waiting, by the pump or the run's last step
+    assert waits == [10] and not first.events.server_storing
 
 
 def test_an_event_prefect_never_received_is_sent_again_under_its_id_until_prefect_holds_it(
