@@ -40,10 +40,10 @@ def events_to_send(conn: Connection, now: datetime, resend_after: timedelta, max
 def events_to_confirm(conn: Connection, now: datetime, resend_after: timedelta, max_sends: int,
                       after_id: int = 0, limit: int = 1000) -> list[dict]:
     """Sent, unconfirmed events that are not given up, by id from after `after_id`: their ids and times."""
-    live = or_(event_t.c.sends < max_sends, event_t.c.sent_at > now - resend_after)
     rows = conn.execute(
         select(event_t.c.id, event_t.c.event_id, event_t.c.occurred_at)
-        .where(_unconfirmed, event_t.c.sent_at.isnot(None), live, event_t.c.id > after_id)
+        .where(_unconfirmed, event_t.c.sent_at.isnot(None), ~_given_up(now, resend_after, max_sends),
+               event_t.c.id > after_id)
         .order_by(event_t.c.id).limit(limit)
     ).mappings()
     return [dict(row) for row in rows]
