@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         description="Sends of one lead event before the outbox gives up on it (it stays in lead_event, counted in "
                     "every run's log)",
     )
+    health_scoring_lag_minutes: float = Field(
+        default=30, gt=0,
+        description="How long a lead may wait to be scored, or a lead event to be sent, before the health check "
+                    "calls it a problem (the score deployment runs every 5 minutes)",
+    )
     batch_size: int = Field(default=5000, ge=1, description="Activities written per database transaction")
     max_payload_bytes: int = Field(default=64 * 1024, ge=1024)
     future_tolerance_minutes: float = Field(default=10, ge=0)

@@ -302,6 +302,31 @@ def funnel() -> None:
     console.print(Markdown(funnel_overview()))
 
 
+@app.command()
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output: the findings and the facts."),
+    check: bool = typer.Option(False, "--check", help="Exit 1 when there is a problem (for a monitor or a cron job)."),
+    now: Optional[str] = typer.Option(None, help="Judge as at this time (ISO-8601); default: now."),
+) -> None:
+    """Is the line moving? Each source's watermark and quarantine, the rulebook in force, the leads waiting to be
+    scored, the lead events by state, the open queues; and the problems among them (scoring behind, decay
+    overdue, lead events given up or unsent, a rulebook or sources file that does not load, a schema behind)."""
+    import json
+
+    from domain.health import assess
+    from tasks.health import gather_facts, health_json, health_markdown, policy_of
+
+    at = _instant(now, "--now") or datetime.now(timezone.utc)
+    facts = gather_facts(at, _settings())
+    findings = assess(facts, policy_of(_settings()))
+    if as_json:
+        sys.stdout.write(json.dumps(health_json(facts, findings), indent=2) + "\n")
+    else:
+        console.print(Markdown(health_markdown(facts, findings)))
+    if check and any(f.level == "problem" for f in findings):
+        raise typer.Exit(1)
+
+
 @events_app.callback(invoke_without_command=True)
 def events(ctx: typer.Context) -> None:
     """How many lead events are waiting, sent, confirmed held by Prefect, or given up, by kind; and the first

@@ -90,6 +90,8 @@ def run_demo(console: Console, *, people: int, activities: int, seed: int) -> in
 def _narrate(console: Console, box, api_url: str) -> int:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from config.settings import get_settings
+    from domain.health import assess
     from flows.ingest import IngestFailed, ingest
     from flows.score import score_and_qualify
     from handoff.prefect_server import drain_prefect_clients
@@ -98,6 +100,7 @@ def _narrate(console: Console, box, api_url: str) -> int:
     from store.reports import example_leads
     from tasks.reporting import score_markdown
     from tasks.explain import explain_lead, explanation_markdown
+    from tasks.health import gather_facts, health_markdown, policy_of
 
     def run(title: str) -> bool:
         console.rule(title)
@@ -127,4 +130,7 @@ def _narrate(console: Console, box, api_url: str) -> int:
     for why, email in example_leads(engine):
         console.rule(f"Explained: {why}")
         console.print(Markdown(explanation_markdown(explain_lead(engine, email))))
+    console.rule("Health: what `handoff status` and the health-check flow report")
+    facts = gather_facts(box.world.now, get_settings())
+    console.print(Markdown(health_markdown(facts, assess(facts, policy_of(get_settings())))))
     return 0 if ok else 1

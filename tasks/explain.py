@@ -10,6 +10,7 @@ from domain.fit import assess_fit
 from domain.lifecycle import QUALIFIABLE, LeadState, Stage, hand_raises_count_after
 from domain.rules import points_text
 from store import scoring as store
+from tasks.markdown import cell
 from tasks.scoring import entries_of
 
 
@@ -92,20 +93,20 @@ def explanation_markdown(data: dict[str, Any]) -> str:
     ]
     for c in data["contributions"]:
         what = " / ".join(x for x in (c["asset"], c["campaign"]) if x) or "—"
-        lines.append(f"| {c['occurred_at'][:16]} | {c['action']} | {what.replace('|', '/')} | {c['earned']} | "
+        lines.append(f"| {c['occurred_at'][:16]} | {c['action']} | {cell(what)} | {c['earned']} | "
                      f"{c['age_days']} | {c['points']} |")
     if data["floor_adjustment"] != "0":
         lines.append(f"| | score floor | | | | {data['floor_adjustment']} |")
     lines.append(f"| | **total** | | | | **{data['explained_total']}** |")
     fit = data["fit"]
     lines += ["", "| fit field | value | points |", "|---|---|---:|"]
-    lines += [f"| {f['field']} | {str(f['value']).replace('|', '/')} | {f['points']} |" for f in fit["lines"]]
+    lines += [f"| {f['field']} | {cell(str(f['value']))} | {f['points']} |" for f in fit["lines"]]
     if fit["disqualified"]:
         lines.append(f"| disqualified | {fit['disqualified']} | |")
     if fit["capped_by"]:
         lines.append(f"| grade capped | {fit['capped_by']} | |")
     if data["stages"]:
         lines += ["", "| stage change | from | to | why |", "|---|---|---|---|"]
-        lines += [f"| {s['at'][:16]} | {s['from'] or '—'} | {s['to']} | {s['reason'].replace('|', '/')} |"
+        lines += [f"| {s['at'][:16]} | {s['from'] or '—'} | {s['to']} | {cell(s['reason'])} |"
                   for s in data["stages"]]
     return "\n".join(lines) + "\n"

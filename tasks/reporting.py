@@ -17,6 +17,7 @@ from store.ingest import quarantine_reasons
 from store.reports import SegmentLead
 from tasks.explain import explanation_markdown
 from tasks.ingest import SourceSummary
+from tasks.markdown import cell
 from tasks.segments import segment_heading, segment_rows
 from tasks.stages import StageMoves
 
@@ -35,7 +36,7 @@ def ingest_markdown(now: datetime, sources: Sequence[SourceSummary], reasons: li
     for s in sources:
         status = s.status if not s.error else f"{s.status}: {s.error}"
         lines.append(
-            f"| {s.source} | {status.replace('|', '/')} | {s.fetched} | {s.new} | {s.duplicate} | {s.quarantined} "
+            f"| {s.source} | {cell(status)} | {s.fetched} | {s.new} | {s.duplicate} | {s.quarantined} "
             f"| {s.leads_created} | {_when(s.watermark)} | {s.seconds:.1f} |"
         )
     total = lambda field: sum(getattr(s, field) for s in sources)  # noqa: E731
@@ -45,7 +46,7 @@ def ingest_markdown(now: datetime, sources: Sequence[SourceSummary], reasons: li
     )
     if reasons:
         lines += ["", "## Quarantined this run", "", "| source | reason | records |", "|---|---|---:|"]
-        lines += [f"| {source} | {reason.replace('|', '/')} | {n} |" for source, reason, n in reasons]
+        lines += [f"| {source} | {cell(reason)} | {n} |" for source, reason, n in reasons]
     return "\n".join(lines) + "\n"
 
 
@@ -94,9 +95,9 @@ def score_markdown(summary: dict, limit: int = 25) -> str:
     if outcome["new_mqls"]:
         lines += ["", "## New MQLs", "", "| lead | e-mail | score | fit | why | top reasons |", "|---:|---|---:|---|---|---|"]
         for mql in outcome["new_mqls"][:limit]:
-            reasons = "; ".join(mql["top_reasons"]).replace("|", "/")
+            reasons = cell("; ".join(mql["top_reasons"]))
             lines.append(f"| {mql['lead_id']} | {mql['email'] or '—'} | {mql['score']} | {mql['fit_grade']} | "
-                         f"{mql['reason'].replace('|', '/')} | {reasons} |")
+                         f"{cell(mql['reason'])} | {reasons} |")
         if len(outcome["new_mqls"]) > limit:
             lines.append(f"| … | {len(outcome['new_mqls']) - limit} more | | | | |")
     return "\n".join(lines) + "\n"
@@ -118,7 +119,7 @@ def moves_markdown(moves: StageMoves) -> str:
     lines = [f"# {n} lead{'' if n == 1 else 's'} moved to {moves.to_stage}", "",
              f"{moves.routing_withdrawn} open routing rows withdrawn.", "",
              "| lead | e-mail | from | to | reason |", "|---:|---|---|---|---|"]
-    lines += [f"| {m.lead_id} | {m.email} | {m.from_stage} | {m.to_stage} | {m.reason.replace('|', '/')} |"
+    lines += [f"| {m.lead_id} | {m.email} | {m.from_stage} | {m.to_stage} | {cell(m.reason)} |"
               for m in moves.moved]
     return "\n".join(lines) + "\n"
 
@@ -210,7 +211,7 @@ def impact_markdown(summary: dict) -> str:
                   "| lead | e-mail | score | fit | stage | why (draft) |", "|---:|---|---:|---|---|---|"]
         for lead in found:
             lines.append(f"| {lead['lead_id']} | {lead['email'] or '—'} | {_both(lead, 'score', points_text)} | "
-                         f"{_both(lead, 'fit')} | {_both(lead, 'stage')} | {lead['why'].replace('|', '/') or '—'} |")
+                         f"{_both(lead, 'fit')} | {_both(lead, 'stage')} | {cell(lead['why']) or '—'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ import io
 from domain.rules import points_text
 from domain.segments import Segment
 from store.reports import SegmentLead
+from tasks.markdown import cell
 
 
 def segment_markdown(matching: int, leads: list[SegmentLead], segment: Segment, all_of_them: str) -> str:
@@ -18,8 +19,8 @@ def segment_markdown(matching: int, leads: list[SegmentLead], segment: Segment, 
     if leads:
         lines += ["", "| e-mail | name | company | stage | score | fit | cold | in this stage since | handed over |",
                   "|---|---|---|---|---:|---|---|---|---|"]
-        lines += [f"| {_cell(lead.email) or f'(lead {lead.lead_id}, no e-mail)'} | {_cell(_name(lead))} | "
-                  f"{_cell(lead.company)} | {lead.stage} | {points_text(lead.score)} | {lead.fit_grade} | "
+        lines += [f"| {cell(lead.email) or f'(lead {lead.lead_id}, no e-mail)'} | {cell(_name(lead))} | "
+                  f"{cell(lead.company)} | {lead.stage} | {points_text(lead.score)} | {lead.fit_grade} | "
                   f"{'cold' if lead.cold else ''} | {lead.stage_changed_at:%Y-%m-%d %H:%M} | "
                   f"{f'{lead.qualified_at:%Y-%m-%d %H:%M}' if lead.qualified_at else ''} |" for lead in leads]
     return "\n".join(lines) + "\n"
@@ -59,10 +60,6 @@ def segment_csv(leads: list[SegmentLead]) -> str:
 
 def _name(lead: SegmentLead) -> str:
     return " ".join(part for part in (lead.first_name, lead.last_name) if part)
-
-
-def _cell(text: str | None) -> str:
-    return (text or "").replace("|", "/").replace("\n", " ")
 
 
 # A spreadsheet reads a cell that starts with one of these as a formula: text from a web form must not run as one

@@ -50,6 +50,7 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
         impact = client.read_deployment_by_name("rulebook-impact/rulebook-impact")
         explain = client.read_deployment_by_name("explain-leads/explain-leads")
         segment = client.read_deployment_by_name("lead-segment/lead-segment")
+        health = client.read_deployment_by_name("health-check/health-check-every-15-minutes")
     assert ingest.entrypoint == "flows/ingest.py:ingest"
     for scheduled in (ingest, score):
         [schedule] = scheduled.schedules
@@ -70,3 +71,7 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
     # Every filter is optional: by default the first 500 scored leads
     assert segment.schedules == [] and segment.parameter_openapi_schema.get("required", []) == []
     assert set(segment.parameter_openapi_schema["properties"]) == {"stages", "fits", "cold", "min_score", "limit"}
+    # The health check's failed runs are what an automation pages on: every quarter hour, read only
+    [schedule] = health.schedules
+    assert schedule.active and schedule.schedule.interval == timedelta(minutes=15)
+    assert health.parameter_openapi_schema.get("required", []) == [] and health.tags == ["handoff", "health"]

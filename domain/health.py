@@ -1,0 +1,149 @@
+"""Is the line moving? What the store and the configuration say about ingest, scoring and the lead events,
+judged against how far behind each may fall before someone should look. Pure: the facts are read elsewhere
+(store/health.py, tasks/health.py), and the same facts at the same `now` always give the same findings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+Level = Literal["problem", "note"]
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """One source: enabled in the sources file, or known to the store from earlier runs (or both)."""
+
+    name: str
+    enabled: bool
+    watermark: datetime | None = None  # the newest activity time committed
+    moved_at: datetime | None = None  # when a run last moved the watermark forward
+    quarantined_today: int = 0  # records quarantined in the 24 hours before now
+
+
+@dataclass(frozen=True)
+class RulebookFacts:
+    """The rulebook in force (the version the last scoring run scored with) and the one configured now."""
+
+    version_id: int | None = None
+    digest: str | None = None
+    since: datetime | None = None  # when that version was first registered
+    configured_digest: str | None = None
+    configured_problem: str | None = None  # why the configured rulebook does not load
+
+
+@dataclass(frozen=True)
+class QueueFacts:
+    queue: str
+    open: int
+    oldest: datetime | None
+
+
+@dataclass(frozen=True)
+class HealthFacts:
+    now: datetime
+    schema: str | None  # the database's revision (None: never migrated)
+    schema_head: str  # the revision this code needs
+    sources: tuple[SourceFacts, ...] = ()
+    sources_problem: str | None = None  # why the sources file does not load
+    leads: int = 0
+    rulebook: RulebookFacts = field(default_factory=RulebookFacts)
+    scored_at: datetime | None = None  # the last scoring run's finish (its bookmarks)
+    decayed_at: datetime | None = None  # the last pass that re-decayed every lead
+    waiting: int = 0  # leads marked for scoring
+    oldest_mark: datetime | None = None
+    events: dict[str, int] = field(default_factory=dict)  # lead events by outbox state
+    oldest_unsent: datetime | None = None  # the oldest lead event never sent
+    queues: tuple[QueueFacts, ...] = ()
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    scoring_lag: timedelta  # how long a lead may wait to be scored, or an event to be sent
+    decay_every: timedelta  # how often a scoring run re-decays every lead
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    area: str
+    text: str
+
+
+def ago(now: datetime, moment: datetime | None) -> str:
+    """A moment as people read it beside the time it is now: '12 min ago'; '—' for never."""
+    if moment is None:
+        return "—"
+    seconds = max(0, int((now - moment).total_seconds()))
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} days ago"
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
+def assess(facts: HealthFacts, policy: HealthPolicy) -> list[Finding]:
+    """Problems first (each one a reason to look now), then notes; in a fixed order within each."""
+    now = facts.now
+    if facts.schema != facts.schema_head:
+        state = "has no Handoff schema" if facts.schema is None else f"is at revision {facts.schema}"
+        # Nothing else can be read with confidence from a schema this code does not know
+        return [Finding("problem", "database", f"the database {state}; this version needs {facts.schema_head}: run "
+                                               "`handoff db upgrade`")]
+    found: list[Finding] = []
+    problem = lambda area, text: found.append(Finding("problem", area, text))  # noqa: E731
+    note = lambda area, text: found.append(Finding("note", area, text))  # noqa: E731
+
+    if facts.sources_problem:
+        problem("ingest", f"the sources file does not load, so ingest runs fail: {facts.sources_problem}")
+    if not facts.sources_problem and not any(source.enabled for source in facts.sources):
+        note("ingest", "no source is enabled in the sources file: ingest runs read nothing")
+    for source in facts.sources:
+        if source.enabled and source.watermark is None:
+            note("ingest", f"{source.name}: enabled, no activity read from it yet")
+    quarantined = sorted((s for s in facts.sources if s.quarantined_today), key=lambda s: (-s.quarantined_today, s.name))
+    if quarantined:
+        note("ingest", f"{_plural(sum(s.quarantined_today for s in quarantined), 'record')} quarantined in the last 24 h"
+                       f" ({', '.join(f'{s.name} {s.quarantined_today:,}' for s in quarantined)}), each kept with its "
+                       "reason in the quarantine table")
+
+    rulebook = facts.rulebook
+    if rulebook.configured_problem:
+        problem("scoring", f"the configured rulebook does not load, so scoring runs fail: {rulebook.configured_problem}")
+    elif rulebook.digest and rulebook.configured_digest and rulebook.configured_digest != rulebook.digest:
+        note("scoring", f"the configured rulebook differs from version {rulebook.version_id} in force: the next "
+                        "scoring run rescores every lead with it (preview first: `handoff rules impact`)")
+    if facts.waiting and facts.oldest_mark is not None and now - facts.oldest_mark > policy.scoring_lag:
+        never = " (no scoring run has finished yet)" if facts.scored_at is None else ""
+        problem("scoring", f"scoring is behind: {_plural(facts.waiting, 'lead')} waiting, the longest marked "
+                           f"{ago(now, facts.oldest_mark)}{never}")
+    if facts.decayed_at is not None and now - facts.decayed_at > policy.decay_every + policy.scoring_lag:
+        problem("scoring", f"the pass that re-decays every lead is overdue: the last ran {ago(now, facts.decayed_at)}, "
+                           f"due every {_hours(policy.decay_every)}")
+
+    given_up = facts.events.get("given up", 0)
+    if given_up:
+        problem("events", f"{_plural(given_up, 'lead event')} given up after the most sends allowed: the Prefect "
+                          "server never held them (`handoff events` lists them, `handoff events retry` sends them again)")
+    if facts.oldest_unsent is not None and now - facts.oldest_unsent > policy.scoring_lag:
+        unsent = facts.events.get("waiting", 0)
+        problem("events", f"{_plural(unsent, 'lead event')} never sent, the oldest written {ago(now, facts.oldest_unsent)}: "
+                          "the next scoring run or stage move sends them")
+
+    for queue in facts.queues:
+        if queue.open:
+            since = f", the oldest queued {ago(now, queue.oldest)}" if queue.oldest else ""
+            note("queues", f"{queue.queue}: {_plural(queue.open, 'lead')} queued{since}")
+    return sorted(found, key=lambda f: f.level != "problem")
+
+
+def _hours(span: timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    return f"{hours:g} h"

@@ -1,0 +1,61 @@
+"""What the store says about how the line is moving: the facts domain/health.py judges. Read only, and never
+the activity log or the score ledger: the tables read here stay small beside them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, func, select
+
+from domain.health import QueueFacts, SourceFacts
+from store.tables import HandoffQueue, Lead, LeadDirty, LeadEvent, Quarantine, RulebookVersion, ScoringState, SourceWatermark
+
+watermark_t, quarantine_t, dirty_t = SourceWatermark.__table__, Quarantine.__table__, LeadDirty.__table__
+version_t, scoring_t, event_t, queue_t, lead_t = (RulebookVersion.__table__, ScoringState.__table__, LeadEvent.__table__,
+                                                   HandoffQueue.__table__, Lead.__table__)
+
+
+def source_facts(conn: Connection, now: datetime, enabled: list[str]) -> list[SourceFacts]:
+    """The sources enabled now and those the store has read before, by name: watermark, when it last moved, and
+    the records quarantined in the day before `now`."""
+    marks = {row.source: row for row in conn.execute(select(watermark_t.c.source, watermark_t.c.watermark,
+                                                            watermark_t.c.updated_at))}
+    quarantined = dict(conn.execute(
+        select(quarantine_t.c.source, func.count()).where(quarantine_t.c.quarantined_at > now - timedelta(days=1))
+        .group_by(quarantine_t.c.source)).all())
+    names = sorted(set(enabled) | set(marks) | set(quarantined))
+    return [SourceFacts(name=name, enabled=name in enabled, watermark=marks[name].watermark if name in marks else None,
+                        moved_at=marks[name].updated_at if name in marks else None,
+                        quarantined_today=quarantined.get(name, 0)) for name in names]
+
+
+def version_in_force(conn: Connection) -> tuple[int, str, datetime, datetime, datetime | None] | None:
+    """The last scoring run's bookmarks: (version id, its digest, when it was registered, when the run finished,
+    the last decay pass); None before any scoring run finished."""
+    row = conn.execute(
+        select(scoring_t.c.version_id, version_t.c.digest, version_t.c.created_at, scoring_t.c.updated_at,
+               scoring_t.c.decayed_at)
+        .join(version_t, version_t.c.id == scoring_t.c.version_id).where(scoring_t.c.key == "default")).first()
+    return tuple(row) if row else None
+
+
+def scoring_backlog(conn: Connection) -> tuple[int, datetime | None]:
+    """Leads marked for scoring, and the oldest mark."""
+    count, oldest = conn.execute(select(func.count(), func.min(dirty_t.c.marked_at))).one()
+    return count, oldest
+
+
+def oldest_unsent_event(conn: Connection) -> datetime | None:
+    return conn.execute(select(func.min(event_t.c.occurred_at))
+                        .where(event_t.c.sent_at.is_(None), event_t.c.published_at.is_(None))).scalar_one()
+
+
+def open_queues(conn: Connection) -> list[QueueFacts]:
+    """Work queued for the next rooms (routing, CRM sync) and not yet done, per queue, with the oldest."""
+    rows = conn.execute(select(queue_t.c.queue, func.count(), func.min(queue_t.c.created_at))
+                        .where(queue_t.c.done_at.is_(None)).group_by(queue_t.c.queue).order_by(queue_t.c.queue))
+    return [QueueFacts(queue=queue, open=n, oldest=oldest) for queue, n, oldest in rows]
+
+
+def lead_count(conn: Connection) -> int:
+    return conn.execute(select(func.count()).select_from(lead_t).where(lead_t.c.merged_into_id.is_(None))).scalar_one()

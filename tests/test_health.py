@@ -1,0 +1,213 @@
+"""The health check: what counts as a problem (a person should look now) and what is only noted, read from a real
+store on both databases, through `handoff status` and the health-check flow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from config.settings import CONFIG_DIR, get_settings
+from domain.activity import Rejection
+from domain.health import HealthFacts, HealthPolicy, QueueFacts, RulebookFacts, SourceFacts, assess
+from store import outbox
+from store import scoring as store
+from store.ingest import write_batch
+from store.migrate import head
+from tasks.health import gather_facts, health_json, health_markdown, policy_of
+from tests.test_score_merges import NOW, activity, write
+from tests.test_stage_moves import mql
+
+POLICY = HealthPolicy(scoring_lag=timedelta(minutes=30), decay_every=timedelta(hours=24))
+DIGEST = "a" * 64
+HEALTHY = HealthFacts(
+    now=NOW, schema=head(), schema_head=head(), leads=10,
+    sources=(SourceFacts("marketo", True, watermark=NOW - timedelta(minutes=7), moved_at=NOW - timedelta(minutes=5)),),
+    rulebook=RulebookFacts(version_id=3, digest=DIGEST, since=NOW - timedelta(days=9), configured_digest=DIGEST),
+    scored_at=NOW - timedelta(minutes=4), decayed_at=NOW - timedelta(hours=20), waiting=2,
+    oldest_mark=NOW - timedelta(minutes=4), events={"confirmed": 40, "sent": 2})
+
+
+def problems(facts: HealthFacts) -> list[str]:
+    return [f.text for f in assess(facts, POLICY) if f.level == "problem"]
+
+
+def notes(facts: HealthFacts) -> list[str]:
+    return [f.text for f in assess(facts, POLICY) if f.level == "note"]
+
+
+def test_a_line_that_keeps_up_has_nothing_to_look_at():
+    assert assess(HEALTHY, POLICY) == []
+
+
+def test_a_database_behind_this_code_is_the_one_problem_named_with_its_fix():
+    behind = replace(HEALTHY, schema="0012", waiting=5, oldest_mark=NOW - timedelta(days=3))
+    assert problems(behind) == [f"the database is at revision 0012; this version needs {head()}: run `handoff db upgrade`"]
+    assert problems(replace(HEALTHY, schema=None))[0].startswith("the database has no Handoff schema")
+
+
+def test_scoring_is_behind_once_a_lead_waited_longer_than_the_lag_and_not_a_moment_before():
+    assert problems(replace(HEALTHY, oldest_mark=NOW - timedelta(minutes=30))) == []
+    late = replace(HEALTHY, waiting=1234, oldest_mark=NOW - timedelta(minutes=31))
+    assert problems(late) == ["scoring is behind: 1,234 leads waiting, the longest marked 31 min ago"]
+    never = replace(late, scored_at=None, decayed_at=None, rulebook=RulebookFacts(configured_digest=DIGEST))
+    assert problems(never) == ["scoring is behind: 1,234 leads waiting, the longest marked 31 min ago (no scoring run "
+                               "has finished yet)"]
+
+
+def test_the_decay_pass_is_overdue_a_lag_after_it_was_due():
+    assert problems(replace(HEALTHY, decayed_at=NOW - timedelta(hours=24, minutes=30))) == []
+    assert problems(replace(HEALTHY, decayed_at=NOW - timedelta(days=3))) == [
+        "the pass that re-decays every lead is overdue: the last ran 3 days ago, due every 24 h"]
+
+
+def test_lead_events_given_up_or_never_sent_are_problems_and_a_send_under_way_is_not():
+    given_up = replace(HEALTHY, events={"confirmed": 40, "given up": 3})
+    assert problems(given_up) == ["3 lead events given up after the most sends allowed: the Prefect server never held "
+                                  "them (`handoff events` lists them, `handoff events retry` sends them again)"]
+    assert problems(replace(HEALTHY, events={"waiting": 7}, oldest_unsent=NOW - timedelta(minutes=10))) == []
+    unsent = replace(HEALTHY, events={"waiting": 7}, oldest_unsent=NOW - timedelta(hours=3))
+    assert problems(unsent) == ["7 lead events never sent, the oldest written 3 h ago: the next scoring run or stage "
+                                "move sends them"]
+
+
+def test_files_that_do_not_load_are_problems_and_a_changed_rulebook_is_a_note():
+    broken = replace(HEALTHY, sources_problem="sources.yaml:4: expected a mapping",
+                     rulebook=replace(HEALTHY.rulebook, configured_digest=None,
+                                      configured_problem="scoring.csv, line 7: readiness_pct must be a number"))
+    assert problems(broken) == [
+        "the sources file does not load, so ingest runs fail: sources.yaml:4: expected a mapping",
+        "the configured rulebook does not load, so scoring runs fail: scoring.csv, line 7: readiness_pct must be a number"]
+    changed = replace(HEALTHY, rulebook=replace(HEALTHY.rulebook, configured_digest="b" * 64))
+    assert problems(changed) == []
+    assert notes(changed) == ["the configured rulebook differs from version 3 in force: the next scoring run rescores "
+                              "every lead with it (preview first: `handoff rules impact`)"]
+
+
+def test_quiet_facts_worth_knowing_are_notes_after_the_problems():
+    facts = replace(HEALTHY, waiting=3, oldest_mark=NOW - timedelta(hours=1), queues=(
+        QueueFacts("crm_sync", 0, None), QueueFacts("routing", 12, NOW - timedelta(minutes=90))), sources=(
+        SourceFacts("files", True, NOW, NOW, quarantined_today=1), SourceFacts("hubspot", True),
+        SourceFacts("marketo", True, NOW, NOW, quarantined_today=1200),
+        SourceFacts("mautic", False, NOW - timedelta(days=40), NOW - timedelta(days=40))))
+    found = assess(facts, POLICY)
+    assert [(f.level, f.area) for f in found] == [("problem", "scoring"), ("note", "ingest"), ("note", "ingest"),
+                                                  ("note", "queues")]
+    assert [f.text for f in found[1:]] == ["hubspot: enabled, no activity read from it yet",
+                                           "1,201 records quarantined in the last 24 h (marketo 1,200, files 1), each "
+                                           "kept with its reason in the quarantine table",
+                                           "routing: 12 leads queued, the oldest queued 90 min ago"]
+    assert notes(replace(HEALTHY, sources=(SourceFacts("mautic", False),))) == [
+        "no source is enabled in the sources file: ingest runs read nothing"]
+
+
+def rules_and_sources(tmp_path, *, sources: str) -> None:
+    """This test's rulebook (a copy of the shipped one) and sources file, in the settings."""
+    shutil.copytree(CONFIG_DIR, tmp_path / "rules", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    (tmp_path / "rules" / "sources.yaml").write_text(sources)
+
+
+@pytest.fixture
+def configured(tmp_path, handoff_env):
+    rules_and_sources(tmp_path, sources="sources:\n  - {name: web, kind: jsonl, path: ./drop}\n")
+    handoff_env(HANDOFF_RULEBOOK_DIR=str(tmp_path / "rules"), HANDOFF_SOURCES_FILE=str(tmp_path / "rules" / "sources.yaml"))
+    return tmp_path / "rules"
+
+
+def test_the_facts_are_read_from_the_store_and_the_configuration(engine, configured):
+    rulebook, version_id, ana = mql(engine)  # scored at NOW: an MQL, its event waiting, routing and CRM sync queued
+    write_batch(engine, source="web", activities=[], people=[], checkpoint=NOW - timedelta(minutes=2), now=NOW,
+                rejections=[Rejection("web", "x1", "missing e-mail", "{}")])
+    write(engine, "events", activity("bob-1", "page_view", email="bob@acme.example"))  # bob waits to be scored
+    with engine.begin() as conn:
+        store.set_scoring_state(conn, version_id, NOW, NOW)
+
+    later = NOW + timedelta(minutes=20)
+    facts = gather_facts(later)
+    assert (facts.schema, facts.leads, facts.waiting, facts.oldest_mark) == (head(), 2, 1, NOW)
+    assert facts.rulebook.version_id == version_id and facts.rulebook.digest == rulebook.digest
+    assert facts.rulebook.configured_digest == rulebook.digest and facts.rulebook.since == NOW
+    assert (facts.scored_at, facts.decayed_at) == (NOW, NOW)
+    assert [(s.name, s.enabled, s.watermark, s.quarantined_today) for s in facts.sources] == [
+        ("web", True, NOW - timedelta(minutes=2), 1)]
+    assert facts.events == {"waiting": 1} and facts.oldest_unsent == NOW
+    assert [(q.queue, q.open, q.oldest) for q in facts.queues] == [("crm_sync", 1, NOW), ("routing", 1, NOW)]
+    assert assess(facts, policy_of(get_settings())) != [] and problems(facts) == []
+
+    # An hour on, nothing has moved: bob still waits and ana's event was never sent
+    stuck = gather_facts(NOW + timedelta(hours=1))
+    assert problems(stuck) == ["scoring is behind: 1 lead waiting, the longest marked 60 min ago",
+                               "1 lead event never sent, the oldest written 60 min ago: the next scoring run or stage "
+                               "move sends them"]
+    with engine.begin() as conn:
+        ids = [row["id"] for row in outbox.events_to_send(conn, NOW, timedelta(minutes=10), 5)]
+        outbox.mark_sent(conn, ids, NOW)
+        outbox.mark_confirmed(conn, ids, NOW)
+    assert gather_facts(NOW + timedelta(hours=1)).events == {"confirmed": 1}
+    assert gather_facts(NOW + timedelta(days=1, seconds=1)).sources[0].quarantined_today == 0
+
+
+def test_a_rulebook_or_sources_file_that_does_not_load_is_named(engine, configured):
+    (configured / "sources.yaml").write_text("sources: {}\n")
+    sheet = configured / "scoring.csv"
+    sheet.write_text(sheet.read_text().replace("whitepaper_download,consideration,30",
+                                               "whitepaper_download,consideration,lots"))
+    found = problems(gather_facts(NOW))
+    assert len(found) == 2
+    assert found[0].startswith("the sources file does not load, so ingest runs fail: ") and "'sources' list" in found[0]
+    assert found[1].startswith("the configured rulebook does not load, so scoring runs fail: ")
+    assert "scoring.csv" in found[1] and "lots" in found[1]
+
+
+def test_the_report_reads_as_a_page_and_as_json(engine, configured):
+    mql(engine)
+    facts = gather_facts(NOW + timedelta(hours=2))
+    findings = assess(facts, POLICY)
+    page = health_markdown(facts, findings)
+    assert "**1 problem to look at.**" in page
+    assert "| PROBLEM | events | 1 lead event never sent, the oldest written 2 h ago" in page
+    assert "| web | yes | — | — | 0 |" in page and "| routing | 1 | 2026-11-02 12:00 UTC (2 h ago) |" in page
+    data = json.loads(json.dumps(health_json(facts, findings)))
+    assert data["healthy"] is False and data["facts"]["leads"] == 1
+    assert data["findings"][0] == {"level": "problem", "area": "events", "text": findings[0].text}
+    assert data["facts"]["oldest_unsent"] == "2026-11-02T12:00:00Z"
+
+
+def test_status_prints_the_report_and_exits_1_on_a_problem_only_when_asked_to_check(engine, configured):
+    from typer.testing import CliRunner
+
+    from handoff.cli import app
+
+    mql(engine)
+    status = lambda *args: CliRunner().invoke(app, ["status", *args], catch_exceptions=False)  # noqa: E731
+    soon, late = (NOW + timedelta(minutes=m) for m in (5, 45))
+    assert status("--check", "--now", soon.isoformat()).exit_code == 0
+    shown = status("--now", late.isoformat())
+    assert shown.exit_code == 0 and "1 problem to look at." in shown.output
+    checked = status("--check", "--json", "--now", late.isoformat())
+    assert checked.exit_code == 1
+    report = json.loads(checked.output)
+    assert report["healthy"] is False and [f["area"] for f in report["findings"]] == ["events", "ingest", "queues", "queues"]
+    assert "not an ISO-8601 time" in CliRunner().invoke(app, ["status", "--now", "soon"]).output
+
+
+@pytest.mark.slow
+def test_the_flow_publishes_the_report_and_fails_naming_each_problem(prefect_server, engine, configured):
+    from flows.health import health_check
+    from tests.flow_support import run_artifacts
+
+    mql(engine)
+    fine = health_check(now=NOW + timedelta(minutes=5), return_state=True)
+    assert fine.is_completed() and fine.message == "All clear: ingest, scoring and the lead events are keeping up."
+    assert fine.result()["healthy"] is True
+
+    failed = health_check(now=NOW + timedelta(hours=2), return_state=True)
+    assert failed.is_failed()
+    assert failed.message == ("1 problem to look at. (1) events: 1 lead event never sent, the oldest written 2 h ago: the "
+                              "next scoring run or stage move sends them")
+    page = run_artifacts(str(failed.state_details.flow_run_id))["handoff-health"]
+    assert page.type == "markdown" and page.description == "1 problem to look at."
+    assert "| PROBLEM | events | 1 lead event never sent" in page.data
