@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         description="How long a lead may wait to be scored, or a lead event to be sent, before the health check "
                     "calls it a problem (the score deployment runs every 5 minutes)",
     )
+    health_ingest_lag_minutes: float = Field(
+        default=60, gt=0,
+        description="How long an enabled source may go without a read that finishes (nothing new counts) before "
+                    "the health check calls it a problem (the ingest deployment runs every 5 minutes)",
+    )
     batch_size: int = Field(default=5000, ge=1, description="Activities written per database transaction")
     max_payload_bytes: int = Field(default=64 * 1024, ge=1024)
     future_tolerance_minutes: float = Field(default=10, ge=0)

@@ -18,8 +18,15 @@ class SourceFacts:
     name: str
     enabled: bool
     watermark: datetime | None = None  # the newest activity time committed
-    moved_at: datetime | None = None  # when a run last moved the watermark forward
+    read_at: datetime | None = None  # when a read last finished, whether or not it found anything new
+    failed_at: datetime | None = None  # when a read last failed (after its retries) ...
+    error: str | None = None  # ... and why
     quarantined_today: int = 0  # records quarantined in the 24 hours before now
+
+    @property
+    def failing(self) -> bool:
+        """The last read failed: no read has finished since."""
+        return self.failed_at is not None and (self.read_at is None or self.failed_at > self.read_at)
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class HealthFacts:
 class HealthPolicy:
     scoring_lag: timedelta  # how long a lead may wait to be scored, or an event to be sent
     decay_every: timedelta  # how often a scoring run re-decays every lead
+    ingest_lag: timedelta = timedelta(hours=1)  # how long an enabled source may go without a read that finishes
 
 
 @dataclass(frozen=True)
@@ -106,8 +114,8 @@ def assess(facts: HealthFacts, policy: HealthPolicy) -> list[Finding]:
     if not facts.sources_problem and not any(source.enabled for source in facts.sources):
         note("ingest", "no source is enabled in the sources file: ingest runs read nothing")
     for source in facts.sources:
-        if source.enabled and source.watermark is None:
-            note("ingest", f"{source.name}: enabled, no activity read from it yet")
+        if source.enabled:
+            _judge_source(source, now, policy.ingest_lag, problem, note)
     quarantined = sorted((s for s in facts.sources if s.quarantined_today), key=lambda s: (-s.quarantined_today, s.name))
     if quarantined:
         note("ingest", f"{_plural(sum(s.quarantined_today for s in quarantined), 'record')} quarantined in the last 24 h"
@@ -142,6 +150,22 @@ def assess(facts: HealthFacts, policy: HealthPolicy) -> list[Finding]:
             since = f", the oldest queued {ago(now, queue.oldest)}" if queue.oldest else ""
             note("queues", f"{queue.queue}: {_plural(queue.open, 'lead')} queued{since}")
     return sorted(found, key=lambda f: f.level != "problem")
+
+
+def _judge_source(source: SourceFacts, now: datetime, lag: timedelta, problem, note) -> None:
+    """An enabled source is a problem when no read of it has finished for longer than `lag`, or when it has never
+    finished one and its reads fail; a read that failed since the last that finished is otherwise a note."""
+    failure = f"the last read failed {ago(now, source.failed_at)}: {source.error}" if source.failing else ""
+    if source.read_at is None:
+        if source.failing:
+            problem("ingest", f"{source.name}: no read has finished yet; {failure}")
+        else:
+            note("ingest", f"{source.name}: enabled, not read yet")
+    elif now - source.read_at > lag:
+        problem("ingest", f"{source.name}: no read has finished for {ago(now, source.read_at).removesuffix(' ago')}"
+                          + (f"; {failure}" if failure else " (is its ingest running?)"))
+    elif failure:
+        note("ingest", f"{source.name}: {failure}; the last that finished was {ago(now, source.read_at)}")
 
 
 def _hours(span: timedelta) -> str:

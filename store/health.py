@@ -16,17 +16,22 @@ version_t, scoring_t, event_t, queue_t, lead_t = (RulebookVersion.__table__, Sco
 
 
 def source_facts(conn: Connection, now: datetime, enabled: list[str]) -> list[SourceFacts]:
-    """The sources enabled now and those the store has read before, by name: watermark, when it last moved, and
-    the records quarantined in the day before `now`."""
+    """The sources enabled now and those the store has read before, by name: watermark, how their reads last
+    ended, and the records quarantined in the day before `now`."""
     marks = {row.source: row for row in conn.execute(select(watermark_t.c.source, watermark_t.c.watermark,
-                                                            watermark_t.c.updated_at))}
+                                                            watermark_t.c.read_at, watermark_t.c.failed_at,
+                                                            watermark_t.c.error))}
     quarantined = dict(conn.execute(
         select(quarantine_t.c.source, func.count()).where(quarantine_t.c.quarantined_at > now - timedelta(days=1))
         .group_by(quarantine_t.c.source)).all())
     names = sorted(set(enabled) | set(marks) | set(quarantined))
-    return [SourceFacts(name=name, enabled=name in enabled, watermark=marks[name].watermark if name in marks else None,
-                        moved_at=marks[name].updated_at if name in marks else None,
-                        quarantined_today=quarantined.get(name, 0)) for name in names]
+    found = []
+    for name in names:
+        mark = marks.get(name)
+        found.append(SourceFacts(name=name, enabled=name in enabled, quarantined_today=quarantined.get(name, 0),
+                                 **({"watermark": mark.watermark, "read_at": mark.read_at, "failed_at": mark.failed_at,
+                                     "error": mark.error} if mark else {})))
+    return found
 
 
 def version_in_force(conn: Connection) -> tuple[int, str, datetime, datetime, datetime | None] | None:

@@ -218,3 +218,17 @@ def quarantine_reasons(engine: Engine, run_id: str, limit: int = 10) -> list[tup
 
 
 _GENERIC = re.compile(r"'[^']*'|\"[^\"]*\"|\d+(\.\d+)?")
+
+
+ERROR_LENGTH = 500  # source_watermark.error
+
+
+def record_read(engine: Engine, source: str, now: datetime, run_id: str | None, error: str | None = None) -> None:
+    """How a source's read at `now` ended: finished (`error` None: whether or not it found anything new) or
+    failed, with the error (its first 500 characters). A failure leaves the last finished read as it was; a
+    finished read clears the failure. The watermark is not touched."""
+    values = {"read_at": now, "failed_at": None, "error": None} if error is None else \
+        {"failed_at": now, "error": error[:ERROR_LENGTH]}
+    with engine.begin() as conn:
+        stmt = insert_for(conn, watermark_t).values(source=source, updated_at=now, run_id=run_id, **values)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["source"], set_=values))

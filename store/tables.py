@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from store.types import UTCDateTime
@@ -74,7 +74,9 @@ class Activity(SQLModel, table=True):
 
 
 class SourceWatermark(SQLModel, table=True):
-    """How far each source has been read: the newest activity time whose batch is committed."""
+    """How far each source has been read: the newest activity time whose batch is committed (moved forward at
+    `updated_at`); and how its reads end: the last read that finished (`read_at`, nothing new counts) and the
+    last that failed, with the error, for the health check."""
 
     __tablename__ = "source_watermark"
 
@@ -82,6 +84,9 @@ class SourceWatermark(SQLModel, table=True):
     watermark: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     updated_at: datetime = Field(sa_column=utc_column(nullable=False))
     run_id: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    read_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    failed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    error: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
 
 
 class SourceFile(SQLModel, table=True):
@@ -248,7 +253,13 @@ class HandoffQueue(SQLModel, table=True):
     """Work queued for the next rooms (routing, CRM sync) by a lead event, once per event and queue."""
 
     __tablename__ = "handoff_queue"
-    __table_args__ = (UniqueConstraint("lead_event_id", "queue", name="uq_handoff_queue_event"),)
+    __table_args__ = (
+        UniqueConstraint("lead_event_id", "queue", name="uq_handoff_queue_event"),
+        # The open rows only: what the next rooms work through and the health check counts, while done rows pile
+        # up with every handover
+        Index("ix_handoff_queue_open", "queue", "created_at", sqlite_where=text("done_at IS NULL"),
+              postgresql_where=text("done_at IS NULL")),
+    )
 
     id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
     lead_event_id: int = Field(sa_column=Column(Integer, ForeignKey("lead_event.id"), nullable=False))

@@ -26,7 +26,8 @@ _EVENT_STATES = ("waiting", "sent", "confirmed", "given up")
 
 def policy_of(settings: Settings) -> HealthPolicy:
     return HealthPolicy(scoring_lag=timedelta(minutes=settings.health_scoring_lag_minutes),
-                        decay_every=timedelta(hours=settings.decay_every_hours))
+                        decay_every=timedelta(hours=settings.decay_every_hours),
+                        ingest_lag=timedelta(minutes=settings.health_ingest_lag_minutes))
 
 
 def gather_facts(now: datetime, settings: Settings | None = None) -> HealthFacts:
@@ -87,9 +88,11 @@ def health_markdown(facts: HealthFacts, findings: list[Finding]) -> str:
         return "\n".join(lines)
     lines += ["## Ingest", ""]
     if facts.sources:
-        lines += ["| source | enabled | watermark | moved | quarantined, last 24 h |", "|---|---|---|---|---:|"]
-        lines += [f"| {s.name} | {'yes' if s.enabled else 'no'} | {_when(now, s.watermark)} | {_when(now, s.moved_at)} "
-                  f"| {s.quarantined_today} |" for s in facts.sources]
+        lines += ["| source | enabled | watermark | last read finished | last read failed | quarantined, last 24 h |",
+                  "|---|---|---|---|---|---:|"]
+        lines += [f"| {s.name} | {'yes' if s.enabled else 'no'} | {_when(now, s.watermark)} | {_when(now, s.read_at)} | "
+                  f"{_when(now, s.failed_at)}{': ' + cell(s.error) if s.failing else ''} | {s.quarantined_today} |"
+                  for s in facts.sources]
     else:
         lines.append("No source is enabled in the sources file, and none was read before.")
     r = facts.rulebook

@@ -12,6 +12,8 @@ from prefect.logging import get_run_logger
 from config.settings import get_settings
 from config.sources import SourceConfig
 from connectors.http import ConnectorError
+from store.engine import get_engine
+from store.ingest import record_read
 from tasks.secrets import resolve_secrets
 from tasks.source_ingest import SourceSummary, ingest_source_once, merge_pages
 
@@ -41,3 +43,13 @@ def ingest_source(config: SourceConfig, now: datetime, run_id: str | None = None
             payload={"error": summary.error, "run_id": run_id},
         )
     return summary
+
+
+@task(cache_policy=NO_CACHE)
+def record_source_reads(sources: list[SourceSummary], now: datetime, run_id: str | None) -> None:
+    """How each source's read ended this run, after its retries (for the health check): finished, or failed
+    with its error."""
+    engine = get_engine(get_settings().resolved_database_url())
+    for summary in sources:
+        error = None if summary.status == "ok" else (summary.error or summary.status)
+        record_read(engine, summary.source, now, run_id, error)

@@ -15,7 +15,7 @@ from domain.activity import Rejection
 from domain.health import HealthFacts, HealthPolicy, QueueFacts, RulebookFacts, SourceFacts, assess
 from store import outbox
 from store import scoring as store
-from store.ingest import write_batch
+from store.ingest import record_read, write_batch
 from store.migrate import head
 from tasks.health import gather_facts, health_json, health_markdown, policy_of
 from tests.test_score_merges import NOW, activity, write
@@ -25,7 +25,7 @@ POLICY = HealthPolicy(scoring_lag=timedelta(minutes=30), decay_every=timedelta(h
 DIGEST = "a" * 64
 HEALTHY = HealthFacts(
     now=NOW, schema=head(), schema_head=head(), leads=10,
-    sources=(SourceFacts("marketo", True, watermark=NOW - timedelta(minutes=7), moved_at=NOW - timedelta(minutes=5)),),
+    sources=(SourceFacts("marketo", True, watermark=NOW - timedelta(minutes=7), read_at=NOW - timedelta(minutes=5)),),
     rulebook=RulebookFacts(version_id=3, digest=DIGEST, since=NOW - timedelta(days=9), configured_digest=DIGEST),
     scored_at=NOW - timedelta(minutes=4), decayed_at=NOW - timedelta(hours=20), waiting=2,
     oldest_mark=NOW - timedelta(minutes=4), events={"confirmed": 40, "sent": 2})
@@ -74,6 +74,24 @@ def test_lead_events_given_up_or_never_sent_are_problems_and_a_send_under_way_is
                                 "move sends them"]
 
 
+def test_a_source_is_a_problem_once_no_read_of_it_finished_for_the_ingest_lag_or_its_first_reads_fail():
+    read = lambda **facts: replace(HEALTHY, sources=(SourceFacts("marketo", True, **facts),))  # noqa: E731
+    fine = read(read_at=NOW - timedelta(minutes=59), failed_at=NOW - timedelta(hours=3), error="HTTP 503")
+    assert assess(fine, POLICY) == []  # a failure a finished read has put behind it
+    assert problems(read(read_at=NOW - timedelta(minutes=75))) == [
+        "marketo: no read has finished for 75 min (is its ingest running?)"]
+    assert problems(read(read_at=NOW - timedelta(hours=3), failed_at=NOW - timedelta(minutes=4),
+                         error="marketo: 601 access token invalid")) == [
+        "marketo: no read has finished for 3 h; the last read failed 4 min ago: marketo: 601 access token invalid"]
+    assert problems(read(failed_at=NOW - timedelta(minutes=4), error="credentials: no HANDOFF_MARKETO_CLIENT_ID")) == [
+        "marketo: no read has finished yet; the last read failed 4 min ago: credentials: no HANDOFF_MARKETO_CLIENT_ID"]
+    once = read(read_at=NOW - timedelta(minutes=10), failed_at=NOW - timedelta(minutes=5), error="HTTP 503")
+    assert problems(once) == []
+    assert notes(once) == ["marketo: the last read failed 5 min ago: HTTP 503; the last that finished was 10 min ago"]
+    disabled = replace(HEALTHY, sources=(*HEALTHY.sources, SourceFacts("mautic", False, read_at=NOW - timedelta(days=9))))
+    assert assess(disabled, POLICY) == []
+
+
 def test_files_that_do_not_load_are_problems_and_a_changed_rulebook_is_a_note():
     broken = replace(HEALTHY, sources_problem="sources.yaml:4: expected a mapping",
                      rulebook=replace(HEALTHY.rulebook, configured_digest=None,
@@ -96,7 +114,7 @@ def test_quiet_facts_worth_knowing_are_notes_after_the_problems():
     found = assess(facts, POLICY)
     assert [(f.level, f.area) for f in found] == [("problem", "scoring"), ("note", "ingest"), ("note", "ingest"),
                                                   ("note", "queues")]
-    assert [f.text for f in found[1:]] == ["hubspot: enabled, no activity read from it yet",
+    assert [f.text for f in found[1:]] == ["hubspot: enabled, not read yet",
                                            "1,201 records quarantined in the last 24 h (marketo 1,200, files 1), each "
                                            "kept with its reason in the quarantine table",
                                            "routing: 12 leads queued, the oldest queued 90 min ago"]
@@ -122,6 +140,9 @@ def test_the_facts_are_read_from_the_store_and_the_configuration(engine, configu
     write_batch(engine, source="web", activities=[], people=[], checkpoint=NOW - timedelta(minutes=2), now=NOW,
                 rejections=[Rejection("web", "x1", "missing e-mail", "{}")])
     write(engine, "events", activity("bob-1", "page_view", email="bob@acme.example"))  # bob waits to be scored
+    record_read(engine, "web", NOW - timedelta(minutes=1), "run-1")
+    record_read(engine, "web", NOW, "run-2", error="web: " + "no such directory " * 40)
+    record_read(engine, "files", NOW, "run-2")  # a source without a watermark yet
     with engine.begin() as conn:
         store.set_scoring_state(conn, version_id, NOW, NOW)
 
@@ -131,15 +152,19 @@ def test_the_facts_are_read_from_the_store_and_the_configuration(engine, configu
     assert facts.rulebook.version_id == version_id and facts.rulebook.digest == rulebook.digest
     assert facts.rulebook.configured_digest == rulebook.digest and facts.rulebook.since == NOW
     assert (facts.scored_at, facts.decayed_at) == (NOW, NOW)
-    assert [(s.name, s.enabled, s.watermark, s.quarantined_today) for s in facts.sources] == [
-        ("web", True, NOW - timedelta(minutes=2), 1)]
+    assert [(s.name, s.enabled, s.watermark, s.read_at, s.failed_at, s.quarantined_today) for s in facts.sources] == [
+        ("files", False, None, NOW, None, 0),
+        ("web", True, NOW - timedelta(minutes=2), NOW - timedelta(minutes=1), NOW, 1)]
+    assert facts.sources[1].failing and facts.sources[1].error == ("web: " + "no such directory " * 40)[:500]
     assert facts.events == {"waiting": 1} and facts.oldest_unsent == NOW
     assert [(q.queue, q.open, q.oldest) for q in facts.queues] == [("crm_sync", 1, NOW), ("routing", 1, NOW)]
     assert assess(facts, policy_of(get_settings())) != [] and problems(facts) == []
 
     # An hour on, nothing has moved: bob still waits and ana's event was never sent
     stuck = gather_facts(NOW + timedelta(hours=1))
-    assert problems(stuck) == ["scoring is behind: 1 lead waiting, the longest marked 60 min ago",
+    assert problems(stuck) == ["web: no read has finished for 61 min; the last read failed 60 min ago: "
+                               + facts.sources[1].error,
+                               "scoring is behind: 1 lead waiting, the longest marked 60 min ago",
                                "1 lead event never sent, the oldest written 60 min ago: the next scoring run or stage "
                                "move sends them"]
     with engine.begin() as conn:
@@ -169,7 +194,7 @@ def test_the_report_reads_as_a_page_and_as_json(engine, configured):
     page = health_markdown(facts, findings)
     assert "**1 problem to look at.**" in page
     assert "| PROBLEM | events | 1 lead event never sent, the oldest written 2 h ago" in page
-    assert "| web | yes | — | — | 0 |" in page and "| routing | 1 | 2026-11-02 12:00 UTC (2 h ago) |" in page
+    assert "| web | yes | — | — | — | 0 |" in page and "| routing | 1 | 2026-11-02 12:00 UTC (2 h ago) |" in page
     data = json.loads(json.dumps(health_json(facts, findings)))
     assert data["healthy"] is False and data["facts"]["leads"] == 1
     assert data["findings"][0] == {"level": "problem", "area": "events", "text": findings[0].text}

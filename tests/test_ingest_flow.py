@@ -125,6 +125,13 @@ def test_a_source_with_wrong_credentials_fails_alone_and_raises_an_alertable_eve
     assert stored_activities(engine) == expected_activities(box.world, ("hubspot", "mautic"))
     assert [e["event"] for e in events] == ["handoff.ingest.source-failed"]
     assert events[0]["resource"]["prefect.resource.id"] == "handoff.source.marketo"
+    # How each read ended is kept for the health check: marketo's first read failed, with its error
+    from tasks.health import gather_facts
+
+    reads = {s.name: s for s in gather_facts(box.world.now).sources}
+    assert reads["marketo"].read_at is None and reads["marketo"].failed_at == box.world.now
+    assert reads["marketo"].error == summary["marketo"].error and "not-the-secret" not in reads["marketo"].error
+    assert reads["hubspot"].read_at == reads["mautic"].read_at == box.world.now and not reads["hubspot"].failing
 
 
 def test_the_run_summary_is_published_as_a_markdown_artifact(prefect_server, handoff_env, engine, sandbox_factory):
