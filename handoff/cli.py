@@ -25,6 +25,8 @@ lead_app = typer.Typer(help="Leads, one person at a time: move a stage by hand."
 app.add_typer(lead_app, name="lead")
 events_app = typer.Typer(help="The lead events sent to Prefect (handoff.lead.mql, ...): what the outbox holds.")
 app.add_typer(events_app, name="events")
+quarantine_app = typer.Typer(help="Records ingest could not accept, each kept whole with its reason.")
+app.add_typer(quarantine_app, name="quarantine")
 # Wide enough for the run-summary tables when the output is a pipe or a CI log.
 console = Console() if sys.stdout.isatty() else Console(width=160)
 
@@ -350,6 +352,49 @@ def events_retry() -> None:
         again = send_given_up_again(conn, datetime.now(timezone.utc), settings.event_resend_after(),
                                     settings.event_max_sends)
     console.print(f"{again} given-up lead event{'' if again == 1 else 's'} will be sent again by the next run.")
+
+
+@quarantine_app.callback(invoke_without_command=True)
+def quarantine(
+    ctx: typer.Context,
+    source: Optional[str] = typer.Option(None, help="Only this source's records."),
+    since: Optional[str] = typer.Option(None, help="Only records quarantined at or after this time (ISO-8601)."),
+    limit: int = typer.Option(20, min=0, help="How many of the latest records to list."),
+) -> None:
+    """The quarantined records by source and kind of reason (reasons that differ only in a quoted value or a
+    number count as one), with the first and last of each, then the latest records. `handoff quarantine show ID`
+    prints one whole."""
+    if ctx.invoked_subcommand:
+        return
+    from handoff.report import quarantine_overview
+
+    at = _instant(since, "--since")
+    _require_schema()
+    console.print(Markdown(quarantine_overview(_engine(), source=source, since=at, limit=limit)))
+
+
+@quarantine_app.command("show")
+def quarantine_show(record_id: int = typer.Argument(..., metavar="ID", help="The record's id (`handoff quarantine`).")
+                    ) -> None:
+    """One quarantined record: its source, external id, reason, when and by which run, and the raw payload as
+    it arrived (JSON pretty-printed when it is JSON)."""
+    import json
+
+    from store.reports import quarantined_record
+
+    _require_schema()
+    record = quarantined_record(_engine(), record_id)
+    if record is None:
+        console.print(f"[red]No quarantined record has id {record_id}.[/red]")
+        raise typer.Exit(1)
+    for name in ("id", "source", "external_id", "reason", "quarantined_at", "run_id"):
+        console.print(f"{name}: {record[name] if record[name] is not None else '—'}", markup=False, highlight=False)
+    try:
+        raw = json.dumps(json.loads(record["raw"]), indent=2, ensure_ascii=False)
+    except ValueError:
+        raw = record["raw"]
+    console.print("raw:", markup=False)
+    console.print(raw, markup=False, highlight=False, soft_wrap=True)
 
 
 def _engine():

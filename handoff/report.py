@@ -79,3 +79,27 @@ def outbox_overview(engine, now: datetime) -> str:
         if more:
             lines.append(f"| … {more} more | | | | | |")
     return "\n".join(lines) + "\n"
+
+
+def quarantine_overview(engine, *, source: str | None, since: datetime | None, limit: int) -> str:
+    """The quarantine by source and kind of reason, then the latest records."""
+    from store.reports import latest_quarantined, quarantine_groups
+    from tasks.markdown import cell
+
+    groups = quarantine_groups(engine, source=source, since=since)
+    scope = "".join([f" from {source}" if source else "", f" since {since:%Y-%m-%d %H:%M} UTC" if since else ""])
+    total = sum(g.records for g in groups)
+    if not total:
+        return f"No record quarantined{scope}.\n"
+    lines = [f"**{total}** record{'' if total == 1 else 's'} quarantined{scope}, each kept whole with its reason "
+             "(`handoff quarantine show ID` prints one).", "",
+             "| source | reason | records | first | last | latest id |", "|---|---|---:|---|---|---:|"]
+    lines += [f"| {g.source} | {cell(g.reason)} | {g.records} | {g.first:%Y-%m-%d %H:%M} | {g.last:%Y-%m-%d %H:%M} | "
+              f"{g.example_id} |" for g in groups]
+    latest = latest_quarantined(engine, source=source, since=since, limit=limit)
+    if latest:
+        lines += ["", f"The latest {len(latest)}:", "", "| id | source | external id | reason | quarantined |",
+                  "|---:|---|---|---|---|"]
+        lines += [f"| {r['id']} | {r['source']} | {cell(r['external_id']) or '—'} | {cell(r['reason'])} | "
+                  f"{r['quarantined_at']:%Y-%m-%d %H:%M} |" for r in latest]
+    return "\n".join(lines) + "\n"

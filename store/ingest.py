@@ -211,13 +211,19 @@ def quarantine_reasons(engine: Engine, run_id: str, limit: int = 10) -> list[tup
         rows = conn.execute(query).all()
     counts: dict[tuple[str, str], int] = {}
     for source, reason, n in rows:
-        key = (source, _GENERIC.sub("…", reason))
+        key = (source, reason_pattern(reason))
         counts[key] = counts.get(key, 0) + n
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
     return [(source, reason, n) for (source, reason), n in ranked]
 
 
 _GENERIC = re.compile(r"'[^']*'|\"[^\"]*\"|\d+(\.\d+)?")
+
+
+def reason_pattern(reason: str) -> str:
+    """A quarantine reason with its quoted values and numbers (a line number, a size) left out, so that reasons
+    of one kind count together."""
+    return _GENERIC.sub("…", reason)
 
 
 ERROR_LENGTH = 500  # source_watermark.error

@@ -8,6 +8,7 @@ from typing import Collection
 
 from sqlalchemy import Engine, func, select
 
+from store.ingest import reason_pattern
 from store.tables import Activity, Lead, LeadContact, LeadState, Quarantine
 
 lead_t, contact_t, activity_t, quarantine_t = Lead.__table__, LeadContact.__table__, Activity.__table__, Quarantine.__table__
@@ -103,3 +104,57 @@ def lead_segment(engine: Engine, *, stages: Collection[str] = (), grades: Collec
         matching = conn.execute(select(func.count()).select_from(joined).where(*where)).scalar_one()
         rows = conn.execute(listed).all()
     return matching, [SegmentLead(row[0], *row[1:8], bool(row[8]), *row[9:]) for row in rows]
+
+
+@dataclass(frozen=True)
+class QuarantineGroup:
+    """Quarantined records of one source whose reasons differ only in quoted values and numbers."""
+
+    source: str
+    reason: str  # the pattern: store.ingest.reason_pattern
+    records: int
+    first: datetime
+    last: datetime
+    example_id: int  # the latest record of the group
+
+
+def _quarantine_filter(source: str | None, since: datetime | None) -> list:
+    where = []
+    if source:
+        where.append(quarantine_t.c.source == source)
+    if since is not None:
+        where.append(quarantine_t.c.quarantined_at >= since)
+    return where
+
+
+def quarantine_groups(engine: Engine, *, source: str | None = None, since: datetime | None = None
+                      ) -> list[QuarantineGroup]:
+    """What the quarantine holds (of `source`, quarantined at or after `since`), by source and kind of reason,
+    the largest group first."""
+    rows = select(quarantine_t.c.source, quarantine_t.c.reason, func.count(), func.min(quarantine_t.c.quarantined_at),
+                  func.max(quarantine_t.c.quarantined_at), func.max(quarantine_t.c.id)) \
+        .where(*_quarantine_filter(source, since)).group_by(quarantine_t.c.source, quarantine_t.c.reason)
+    groups: dict[tuple[str, str], QuarantineGroup] = {}
+    with engine.connect() as conn:
+        for name, reason, n, first, last, latest in conn.execute(rows):
+            key = (name, reason_pattern(reason))
+            seen = groups.get(key)
+            groups[key] = QuarantineGroup(name, key[1], n, first, last, latest) if seen is None else QuarantineGroup(
+                name, key[1], seen.records + n, min(seen.first, first), max(seen.last, last), max(seen.example_id, latest))
+    return sorted(groups.values(), key=lambda g: (-g.records, g.source, g.reason))
+
+
+def latest_quarantined(engine: Engine, *, source: str | None = None, since: datetime | None = None,
+                       limit: int = 20) -> list[dict]:
+    """The latest quarantined records (without their raw payloads), newest first."""
+    columns = [quarantine_t.c[name] for name in ("id", "source", "external_id", "reason", "quarantined_at", "run_id")]
+    query = select(*columns).where(*_quarantine_filter(source, since)).order_by(quarantine_t.c.id.desc()).limit(limit)
+    with engine.connect() as conn:
+        return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def quarantined_record(engine: Engine, record_id: int) -> dict | None:
+    """One quarantined record, its raw payload as it arrived included."""
+    with engine.connect() as conn:
+        row = conn.execute(select(quarantine_t).where(quarantine_t.c.id == record_id)).mappings().first()
+    return dict(row) if row else None

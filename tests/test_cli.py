@@ -126,7 +126,8 @@ def test_a_stage_a_person_cannot_move_a_lead_to_is_refused_before_anything_runs(
 
 @pytest.mark.parametrize("command", [["run", "ingest"], ["run", "score"], ["run", "rescore", "--reason", "new sheet"],
                                      ["lead", "move", "ana@acme.example", "--to", "recycled", "--reason", "not now"],
-                                     ["rules", "impact"], ["leads"], ["funnel"], ["events"], ["events", "retry"]])
+                                     ["rules", "impact"], ["leads"], ["funnel"], ["events"], ["events", "retry"],
+                                     ["quarantine"], ["quarantine", "show", "1"]])
 def test_a_database_never_migrated_is_refused_with_the_fix_before_any_server_starts(home, command):
     result = handoff(*command)
     assert result.exit_code == 1
@@ -232,3 +233,39 @@ def test_events_shows_the_outbox_by_state_and_retry_sends_the_given_up_again(hom
     with engine.connect() as conn:
         assert [row["id"] for row in outbox.events_to_send(conn, datetime.now(timezone.utc), timedelta(minutes=10),
                                                            get_settings().event_max_sends)] == ids
+
+
+def test_quarantine_groups_reasons_of_a_kind_lists_the_latest_and_shows_one_record_whole(home):
+    from domain.activity import Rejection
+
+    def lines(*args) -> list[str]:
+        result = handoff(*args)
+        return [" ".join(line.replace("│", " ").split()) for line in result.output.splitlines()]
+
+    assert handoff("db", "upgrade").exit_code == 0
+    assert lines("quarantine") == ["No record quarantined."]
+    engine = get_engine(get_settings().resolved_database_url())
+    bad = [Rejection("hubspot", f"e{n}", f"unknown activity type 'kind{n}'", f'{{"id": "e{n}", "type": "kind{n}"}}')
+           for n in range(3)]
+    write_batch(engine, source="hubspot", activities=[], people=[], rejections=bad, checkpoint=None, now=NOW)
+    write_batch(engine, source="scans", activities=[], people=[], checkpoint=None, now=NOW + timedelta(days=2),
+                rejections=[Rejection("scans", None, "scans.jsonl:7: invalid JSON: Expecting value", "{oops | ")])
+
+    shown = lines("quarantine", "--limit", "2")
+    assert "4 records quarantined, each kept whole with its reason (handoff quarantine show ID prints one)." in shown
+    assert "hubspot unknown activity type … 3 2026-11-02 12:00 2026-11-02 12:00 3" in shown
+    assert "scans scans.jsonl:…: invalid JSON: Expecting value 1 2026-11-04 12:00 2026-11-04 12:00 4" in shown
+    assert "The latest 2:" in shown
+    assert "4 scans — scans.jsonl:7: invalid JSON: Expecting value 2026-11-04 12:00" in shown
+    assert "3 hubspot e2 unknown activity type 'kind2' 2026-11-02 12:00" in shown
+    assert not any(line.startswith("2 hubspot") for line in shown)
+    assert lines("quarantine", "--source", "hubspot", "--since", "2026-11-03") == [
+        "No record quarantined from hubspot since 2026-11-03 00:00 UTC."]
+    assert "1 record quarantined from scans" in " ".join(lines("quarantine", "--source", "scans"))
+
+    one = handoff("quarantine", "show", "2")
+    assert one.exit_code == 0
+    assert "reason: unknown activity type 'kind1'" in one.output and 'raw:\n{\n  "id": "e1",\n  "type": "kind1"\n}' in one.output
+    assert "raw:\n{oops | " in handoff("quarantine", "show", "4").output  # not JSON: as it arrived
+    missing = handoff("quarantine", "show", "99")
+    assert missing.exit_code == 1 and "No quarantined record has id 99." in missing.output
