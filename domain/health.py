@@ -93,8 +93,8 @@ def ago(now: datetime, moment: datetime | None) -> str:
     return f"{seconds // 86400} days ago"
 
 
-def _plural(n: int, one: str, many: str | None = None) -> str:
-    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+def _plural(n: int, one: str) -> str:
+    return f"{n:,} {one if n == 1 else one + 's'}"
 
 
 def assess(facts: HealthFacts, policy: HealthPolicy) -> list[Finding]:
@@ -142,8 +142,8 @@ def assess(facts: HealthFacts, policy: HealthPolicy) -> list[Finding]:
                           "server never held them (`handoff events` lists them, `handoff events retry` sends them again)")
     if facts.oldest_unsent is not None and now - facts.oldest_unsent > policy.scoring_lag:
         unsent = facts.events.get("waiting", 0)
-        problem("events", f"{_plural(unsent, 'lead event')} never sent, the oldest written {ago(now, facts.oldest_unsent)}: "
-                          "the next scoring run or stage move sends them")
+        problem("events", f"{_plural(unsent, 'lead event')} never sent, the oldest written "
+                          f"{ago(now, facts.oldest_unsent)}: the next scoring run or stage move sends them")
 
     for queue in facts.queues:
         if queue.open:
