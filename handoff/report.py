@@ -51,13 +51,13 @@ def funnel_overview() -> str:
     return "\n".join(lines) + "\n"
 
 
-_EVENT_STATES = (("waiting", "never sent yet"), ("sent", "sent, not yet seen on the Prefect server"),
-                 ("confirmed", "held by the Prefect server"), ("given up", "never seen after the most sends allowed"))
+_EVENT_MEANINGS = {"waiting": "never sent yet", "sent": "sent, not yet seen on the Prefect server",
+                   "confirmed": "held by the Prefect server", "given up": "never seen after the most sends allowed"}
 
 
 def outbox_overview(engine, now: datetime) -> str:
     """The outbox's events by state and kind, and the first given up, with how to send them again."""
-    from store.outbox import given_up_events, outbox_states
+    from store.outbox import STATES, given_up_events, outbox_states
 
     settings = get_settings()
     policy = (now, settings.event_resend_after(), settings.event_max_sends)
@@ -65,7 +65,8 @@ def outbox_overview(engine, now: datetime) -> str:
         states = outbox_states(conn, *policy)
         lost = given_up_events(conn, *policy)
     lines = ["| state | meaning | events | by kind |", "|---|---|---:|---|"]
-    for state, meaning in _EVENT_STATES:
+    for state in STATES:
+        meaning = _EVENT_MEANINGS[state]
         kinds = states.get(state, {})
         by_kind = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
         lines.append(f"| {state} | {meaning} | {sum(kinds.values())} | {by_kind} |")

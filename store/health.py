@@ -8,11 +8,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, func, select
 
 from domain.health import QueueFacts, SourceFacts
-from store.tables import HandoffQueue, Lead, LeadDirty, LeadEvent, Quarantine, RulebookVersion, ScoringState, SourceWatermark
+from store.tables import HandoffQueue, LeadDirty, Quarantine, RulebookVersion, ScoringState, SourceWatermark
 
 watermark_t, quarantine_t, dirty_t = SourceWatermark.__table__, Quarantine.__table__, LeadDirty.__table__
-version_t, scoring_t, event_t, queue_t, lead_t = (RulebookVersion.__table__, ScoringState.__table__, LeadEvent.__table__,
-                                                   HandoffQueue.__table__, Lead.__table__)
+version_t, scoring_t, queue_t = RulebookVersion.__table__, ScoringState.__table__, HandoffQueue.__table__
 
 
 def source_facts(conn: Connection, now: datetime, enabled: list[str]) -> list[SourceFacts]:
@@ -50,17 +49,9 @@ def scoring_backlog(conn: Connection) -> tuple[int, datetime | None]:
     return count, oldest
 
 
-def oldest_unsent_event(conn: Connection) -> datetime | None:
-    return conn.execute(select(func.min(event_t.c.occurred_at))
-                        .where(event_t.c.sent_at.is_(None), event_t.c.published_at.is_(None))).scalar_one()
-
-
 def open_queues(conn: Connection) -> list[QueueFacts]:
     """Work queued for the next rooms (routing, CRM sync) and not yet done, per queue, with the oldest."""
     rows = conn.execute(select(queue_t.c.queue, func.count(), func.min(queue_t.c.created_at))
                         .where(queue_t.c.done_at.is_(None)).group_by(queue_t.c.queue).order_by(queue_t.c.queue))
     return [QueueFacts(queue=queue, open=n, oldest=oldest) for queue, n, oldest in rows]
 
-
-def lead_count(conn: Connection) -> int:
-    return conn.execute(select(func.count()).select_from(lead_t).where(lead_t.c.merged_into_id.is_(None))).scalar_one()

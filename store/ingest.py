@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +15,7 @@ from domain.activity import ActivityRecord, PersonRecord, Rejection, asset_key
 from domain.identity import Identity
 from store.bulk import bulk_time_for, db_time, insert_for, insert_new_rows, insert_rows
 from store.leads import resolve_leads
+from store.reports import quarantine_groups
 from store.scoring import hold_merged_states, mark_dirty
 from store.tables import Activity, Quarantine, SourceFile, SourceWatermark
 
@@ -201,29 +201,8 @@ def _advance_watermark(conn: Connection, source: str, checkpoint: datetime, now:
 
 def quarantine_reasons(engine: Engine, run_id: str, limit: int = 10) -> list[tuple[str, str, int]]:
     """(source, reason, count) of what a run quarantined, most frequent first; reasons that differ only in
-    a quoted value or a number (a line number, a size) count as one."""
-    query = (
-        select(quarantine_t.c.source, quarantine_t.c.reason, func.count())
-        .where(quarantine_t.c.run_id == run_id)
-        .group_by(quarantine_t.c.source, quarantine_t.c.reason)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    counts: dict[tuple[str, str], int] = {}
-    for source, reason, n in rows:
-        key = (source, reason_pattern(reason))
-        counts[key] = counts.get(key, 0) + n
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
-    return [(source, reason, n) for (source, reason), n in ranked]
-
-
-_GENERIC = re.compile(r"'[^']*'|\"[^\"]*\"|\d+(\.\d+)?")
-
-
-def reason_pattern(reason: str) -> str:
-    """A quarantine reason with its quoted values and numbers (a line number, a size) left out, so that reasons
-    of one kind count together."""
-    return _GENERIC.sub("…", reason)
+    a quoted value or a number (a line number, a size) count as one (store.reports.quarantine_groups)."""
+    return [(g.source, g.reason, g.records) for g in quarantine_groups(engine, run_id=run_id)[:limit]]
 
 
 ERROR_LENGTH = 500  # source_watermark.error

@@ -21,6 +21,9 @@ from store.tables import LeadEvent
 
 event_t = LeadEvent.__table__
 _unconfirmed = event_t.c.published_at.is_(None)
+_waiting = and_(_unconfirmed, event_t.c.sent_at.is_(None))
+
+STATES = ("waiting", "sent", "confirmed", "given up")
 
 
 def _given_up(now: datetime, resend_after: timedelta, max_sends: int):
@@ -65,6 +68,11 @@ def mark_sent(conn: Connection, ids: Sequence[int], now: datetime) -> None:
 def mark_confirmed(conn: Connection, ids: Sequence[int], now: datetime) -> None:
     if ids:
         conn.execute(event_t.update().where(event_t.c.id.in_(list(ids)), _unconfirmed).values(published_at=now))
+
+
+def oldest_waiting(conn: Connection) -> datetime | None:
+    """When the oldest event never sent was written (its `occurred_at`); None when none waits."""
+    return conn.execute(select(func.min(event_t.c.occurred_at)).where(_waiting)).scalar_one()
 
 
 def outbox_states(conn: Connection, now: datetime, resend_after: timedelta,

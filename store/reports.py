@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Collection
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
-from store.ingest import reason_pattern
 from store.tables import Activity, Lead, LeadContact, LeadState, Quarantine
 
 lead_t, contact_t, activity_t, quarantine_t = Lead.__table__, LeadContact.__table__, Activity.__table__, Quarantine.__table__
@@ -24,10 +24,15 @@ class StoreFigures:
     quarantined_by_source: list[tuple[str, int]]
 
 
+def lead_count(conn: Connection) -> int:
+    """Leads that stand for a person (not merged away)."""
+    return conn.execute(select(func.count()).select_from(lead_t).where(lead_t.c.merged_into_id.is_(None))).scalar_one()
+
+
 def store_figures(engine: Engine) -> StoreFigures:
     per_lead = select(contact_t.c.lead_id).group_by(contact_t.c.lead_id).having(func.count(func.distinct(contact_t.c.source)) > 1)
     with engine.connect() as conn:
-        leads = conn.execute(select(func.count()).select_from(lead_t).where(lead_t.c.merged_into_id.is_(None))).scalar_one()
+        leads = lead_count(conn)
         several = conn.execute(select(func.count()).select_from(per_lead.subquery())).scalar_one()
         by_type = conn.execute(
             select(activity_t.c.type, func.count()).group_by(activity_t.c.type).order_by(func.count().desc())
@@ -111,15 +116,24 @@ class QuarantineGroup:
     """Quarantined records of one source whose reasons differ only in quoted values and numbers."""
 
     source: str
-    reason: str  # the pattern: store.ingest.reason_pattern
+    reason: str  # the pattern: reason_pattern
     records: int
     first: datetime
     last: datetime
     example_id: int  # the latest record of the group
 
 
-def _quarantine_filter(source: str | None, since: datetime | None) -> list:
-    where = []
+_GENERIC = re.compile(r"'[^']*'|\"[^\"]*\"|\d+(\.\d+)?")
+
+
+def reason_pattern(reason: str) -> str:
+    """A quarantine reason with its quoted values and numbers (a line number, a size) left out, so that reasons
+    of one kind count together."""
+    return _GENERIC.sub("…", reason)
+
+
+def _quarantine_filter(source: str | None, since: datetime | None, run_id: str | None = None) -> list:
+    where = [] if run_id is None else [quarantine_t.c.run_id == run_id]
     if source:
         where.append(quarantine_t.c.source == source)
     if since is not None:
@@ -127,13 +141,13 @@ def _quarantine_filter(source: str | None, since: datetime | None) -> list:
     return where
 
 
-def quarantine_groups(engine: Engine, *, source: str | None = None, since: datetime | None = None
-                      ) -> list[QuarantineGroup]:
-    """What the quarantine holds (of `source`, quarantined at or after `since`), by source and kind of reason,
-    the largest group first."""
+def quarantine_groups(engine: Engine, *, source: str | None = None, since: datetime | None = None,
+                      run_id: str | None = None) -> list[QuarantineGroup]:
+    """What the quarantine holds (of `source`, quarantined at or after `since`, by the run `run_id`), by source
+    and kind of reason, the largest group first."""
     rows = select(quarantine_t.c.source, quarantine_t.c.reason, func.count(), func.min(quarantine_t.c.quarantined_at),
                   func.max(quarantine_t.c.quarantined_at), func.max(quarantine_t.c.id)) \
-        .where(*_quarantine_filter(source, since)).group_by(quarantine_t.c.source, quarantine_t.c.reason)
+        .where(*_quarantine_filter(source, since, run_id)).group_by(quarantine_t.c.source, quarantine_t.c.reason)
     groups: dict[tuple[str, str], QuarantineGroup] = {}
     with engine.connect() as conn:
         for name, reason, n, first, last, latest in conn.execute(rows):

@@ -19,10 +19,8 @@ from store import health as store
 from store import outbox
 from store.engine import get_engine
 from store.migrate import current, head
+from store.reports import lead_count
 from tasks.markdown import cell
-
-_EVENT_STATES = ("waiting", "sent", "confirmed", "given up")
-
 
 def policy_of(settings: Settings) -> HealthPolicy:
     return HealthPolicy(scoring_lag=timedelta(minutes=settings.health_scoring_lag_minutes),
@@ -54,9 +52,9 @@ def gather_facts(now: datetime, settings: Settings | None = None) -> HealthFacts
         in_force = store.version_in_force(conn)
         waiting, oldest_mark = store.scoring_backlog(conn)
         events = {state: sum(kinds.values()) for state, kinds in outbox.outbox_states(conn, *resend).items()}
-        oldest_unsent = store.oldest_unsent_event(conn)
+        oldest_unsent = outbox.oldest_waiting(conn)
         queues = store.open_queues(conn)
-        leads = store.lead_count(conn)
+        leads = lead_count(conn)
     version_id, digest, since, scored_at, decayed_at = in_force or (None, None, None, None, None)
     return HealthFacts(
         now=now, schema=schema, schema_head=schema_head, sources=tuple(sources), sources_problem=sources_problem,
@@ -108,8 +106,8 @@ def health_markdown(facts: HealthFacts, findings: list[Finding]) -> str:
               f"| last scoring run | {_when(now, facts.scored_at)} |",
               f"| last pass re-decaying every lead | {_when(now, facts.decayed_at)} |",
               f"| leads waiting to be scored | {waiting} |"]
-    lines += ["", "## Lead events", "", "| " + " | ".join(_EVENT_STATES) + " |", "|" + "---:|" * len(_EVENT_STATES),
-              "| " + " | ".join(f"{facts.events.get(state, 0):,}" for state in _EVENT_STATES) + " |"]
+    lines += ["", "## Lead events", "", "| " + " | ".join(outbox.STATES) + " |", "|" + "---:|" * len(outbox.STATES),
+              "| " + " | ".join(f"{facts.events.get(state, 0):,}" for state in outbox.STATES) + " |"]
     if facts.queues:
         lines += ["", "## Queued for the next rooms", "", "| queue | open | oldest |", "|---|---:|---|"]
         lines += [f"| {q.queue} | {q.open:,} | {_when(now, q.oldest)} |" for q in facts.queues]
