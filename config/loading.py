@@ -17,12 +17,36 @@ class ConfigError(ValueError):
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+class RepeatedKey(yaml.YAMLError):
+    """A mapping gives a key twice: YAML would keep the last one and drop the first without a word."""
+
+    def __init__(self, key: Any, first: int, again: int) -> None:
+        lines = f"on line {again}" if first == again else f"on lines {first} and {again}"
+        super().__init__(f"{key!r} is given twice, {lines}: keep one")
+        self.line = again
+
+
 class _LineLoader(yaml.SafeLoader):
-    """Safe loader that remembers the line of every mapping, so errors can point at it."""
+    """Safe loader that remembers the line of every mapping, so errors can point at it, and refuses a key
+    given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` is meant to be overridden
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                if key in lines:
+                    raise RepeatedKey(key, lines[key], line)
+                lines[key] = line
+            except TypeError:  # an unhashable key: SafeLoader refuses it below, with its own words
+                continue
+        return super().construct_mapping(node, deep=deep)
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
-    mapping = yaml.SafeLoader.construct_mapping(loader, node, deep=True)
+    mapping = loader.construct_mapping(node, deep=True)
     return LineDict(mapping, line=node.start_mark.line + 1)
 
 
@@ -49,6 +73,8 @@ def read_yaml(path: Path, loader: type[_LineLoader] = _LineLoader, text: str | N
         raise ConfigError(f"{path}:{line_of_byte(path.read_bytes(), exc.start)}: not UTF-8 text") from None
     try:
         return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
+    except RepeatedKey as exc:
+        raise ConfigError(f"{path}:{exc.line}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""

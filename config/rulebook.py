@@ -14,6 +14,7 @@ import yaml
 from config.loading import ConfigError, LineDict, _LineLoader, line_of_byte, read_yaml, where
 from domain.activity import PERSON_FIELDS, ActivityType, asset_key
 from domain.rules import (
+    DECAY_TABLE_DAYS,
     GRADES,
     DecayPolicy,
     Disqualifier,
@@ -25,6 +26,7 @@ from domain.rules import (
     RepeatKind,
     Rulebook,
     ScoringRule,
+    points_text,
     to_centipoints,
 )
 
@@ -33,13 +35,21 @@ OPTIONAL_COLUMNS = ("cap", "repeat")
 _PER_DAY = re.compile(r"^(\d+)\s*/\s*day$", re.IGNORECASE)
 FIT_FIELDS = tuple(name for name in PERSON_FIELDS if name not in ("first_name", "last_name"))
 
+# Points are stored as centipoints in 32-bit INTEGER columns on PostgreSQL (a rule's points and cap, a lead's
+# score and peak, its fit points): each holds at most SCORE_ROOM. The limits below keep every one of them in it.
+SCORE_ROOM = 2**31 - 1
+MOST_POINTS = Decimal(100_000)  # any one amount of points: a thousand times the shipped readiness threshold
+MOST_PER_DAY = 1_000  # a daily limit above this limits nothing a person does: that rule is 'every'
+LEAD_ACTIVITIES = 100_000  # how often one lead is taken to earn a rule that has no cap, at most
+MOST_COUNT = 2**31 - 1  # a range's ends, for the numbers of a lead (company_size) they are compared with
+
 
 class _KeyLineLoader(_LineLoader):
     """Also remembers the line of every key, so an error points at the setting itself, not at its section."""
 
 
 def _construct_keyed_mapping(loader: _KeyLineLoader, node: yaml.MappingNode) -> LineDict:
-    mapping = LineDict(yaml.SafeLoader.construct_mapping(loader, node, deep=True), line=node.start_mark.line + 1)
+    mapping = LineDict(loader.construct_mapping(node, deep=True), line=node.start_mark.line + 1)
     mapping.key_lines = {loader.construct_object(key, deep=True): key.start_mark.line + 1 for key, _ in node.value}
     return mapping
 
@@ -85,8 +95,12 @@ def _repeat(text: str, place: str) -> Repeat:
     if text in ("first", "first time", "once", "first time only"):
         return Repeat(RepeatKind.FIRST)
     match = _PER_DAY.match(text)
-    if match and int(match.group(1)) >= 1:
-        return Repeat(RepeatKind.DAILY, int(match.group(1)))
+    per_day = int(match.group(1)) if match and len(match.group(1).lstrip("0")) <= 9 else MOST_PER_DAY + 1
+    if match and 1 <= per_day <= MOST_PER_DAY:
+        return Repeat(RepeatKind.DAILY, per_day)
+    if match and per_day > MOST_PER_DAY:
+        raise ConfigError(f"{place}: repeat allows at most {MOST_PER_DAY:,}/day, not {text!r} "
+                          "(for no daily limit, write 'every')")
     raise ConfigError(f"{place}: repeat must be 'first', 'every' or 'N/day' (N >= 1), not {text!r}")
 
 
@@ -155,7 +169,7 @@ def _rule(cells: dict[str, str], place: str, line: int, threshold: Decimal) -> S
         cap_points = _decimal(cells["cap"], place, "cap")
         if cap_points <= 0:
             raise ConfigError(f"{place}: cap must be positive (it bounds the size of the points either way)")
-        cap = to_centipoints(cap_points)
+        cap = _points(cap_points, place, "cap")
     return ScoringRule(
         action=action.strip(), type=kind, asset=asset, stage=stage, readiness_pct=pct, points=points, cap=cap,
         repeat=_repeat(cells.get("repeat", ""), place), line=line,
@@ -189,7 +203,42 @@ def _grade(value: Any, place: str, what: str) -> str:
 
 
 def _points(value: Any, place: str, what: str) -> int:
-    return to_centipoints(_decimal(value, place, what))
+    """An amount of points in centipoints, refused beyond MOST_POINTS either way."""
+    number = _decimal(value, place, what)
+    if abs(number) > MOST_POINTS:
+        bound = f"at most {MOST_POINTS:,}" if number > 0 else f"at least -{MOST_POINTS:,}"
+        raise ConfigError(f"{place}: {what} must be {bound} points, not {number}")
+    return to_centipoints(number)
+
+
+def _count(value: Any, place: str, what: str) -> int:
+    number = _decimal(value, place, what)
+    if abs(number) > MOST_COUNT:
+        raise ConfigError(f"{place}: {what} must be between -{MOST_COUNT:,} and {MOST_COUNT:,}, not {number}")
+    return int(number)
+
+
+def _score_room(rules: tuple[ScoringRule, ...], path: Path) -> None:
+    """Refuse a sheet whose rules could add up to more than a lead's score can hold: every capped or first-time
+    rule earned in full, and the richest rule without a cap earned LEAD_ACTIVITIES times."""
+    def endless(rule: ScoringRule) -> bool:
+        return rule.cap is None and rule.repeat.kind is not RepeatKind.FIRST
+
+    earning = [rule for rule in rules if rule.points > 0]
+    richest = max(filter(endless, earning), key=lambda rule: rule.points, default=None)
+    reach = richest.points * LEAD_ACTIVITIES if richest else 0
+    room = f"{SCORE_ROOM // 100:,} points"
+    if reach > SCORE_ROOM:
+        raise ConfigError(f"{path}:{richest.line}: {richest.action!r} earns {points_text(richest.points)} points each "
+                          f"time without a cap: {LEAD_ACTIVITIES:,} of them would be more than a score can hold "
+                          f"({room}); give it a cap")
+    for rule in earning:
+        if endless(rule):
+            continue
+        reach += min(rule.points, rule.cap or rule.points) if rule.repeat.kind is RepeatKind.FIRST else rule.cap
+        if reach > SCORE_ROOM:
+            raise ConfigError(f"{path}:{rule.line}: with this rule a lead could score {reach // 100:,} points, "
+                              f"more than a score can hold ({room}); lower the caps")
 
 
 def _decay(document: dict, path: Path, threshold: int) -> DecayPolicy:
@@ -207,16 +256,22 @@ def _decay(document: dict, path: Path, threshold: int) -> DecayPolicy:
         days = _decimal(half_life, place, "half_life_days")
         if days <= 0:
             raise ConfigError(f"{place}: half_life_days must be positive")
+        if days < Decimal("0.01"):  # shorter, and a day's share is too small a number to work out
+            raise ConfigError(f"{place}: half_life_days must be at least 0.01")
         return DecayPolicy(half_life_days=days, floor=floor)
     parsed: list[tuple[int, Decimal]] = []
     for step in _list(node, "steps", path, "decay.steps"):
         step_place = where(path, step) if isinstance(step, dict) else _at(path, node, "steps")
         if not isinstance(step, dict) or set(step) != {"after_days", "keep_pct"}:
             raise ConfigError(f"{step_place}: a decay step is {{after_days: N, keep_pct: P}}")
-        after = int(_decimal(step["after_days"], step_place, "after_days"))
+        after_days = _decimal(step["after_days"], step_place, "after_days")
         keep = _decimal(step["keep_pct"], step_place, "keep_pct")
-        if after < 1 or not Decimal(0) <= keep <= Decimal(100):
+        if after_days < 1 or not Decimal(0) <= keep <= Decimal(100):
             raise ConfigError(f"{step_place}: after_days must be >= 1 and keep_pct between 0 and 100")
+        if after_days > DECAY_TABLE_DAYS:
+            raise ConfigError(f"{step_place}: after_days must be at most {DECAY_TABLE_DAYS} (ages are counted up "
+                              "to ten years)")
+        after = int(after_days)
         if parsed and (after <= parsed[-1][0] or keep > parsed[-1][1]):
             raise ConfigError(f"{step_place}: steps must grow older and keep no more than the step before")
         parsed.append((after, keep))
@@ -245,8 +300,8 @@ def _fit(document: dict, path: Path) -> FitModel:
             if not isinstance(item, dict) or "points" not in item or not ({"min", "max"} & set(item)) \
                     or set(item) - {"min", "max", "points"}:
                 raise ConfigError(f"{item_place}: a range is {{min: N, max: M, points: P}} (min or max may be left out)")
-            low = None if item.get("min") is None else int(_decimal(item["min"], item_place, "min"))
-            high = None if item.get("max") is None else int(_decimal(item["max"], item_place, "max"))
+            low = None if item.get("min") is None else _count(item["min"], item_place, "min")
+            high = None if item.get("max") is None else _count(item["max"], item_place, "max")
             if low is not None and high is not None and low > high:
                 raise ConfigError(f"{item_place}: min {low} is above max {high}")
             ranges.append((low, high, _points(item["points"], item_place, "points")))
@@ -343,10 +398,13 @@ def load_rulebook(directory: Path, pasted: Mapping[str, str] | None = None) -> R
     threshold = _decimal(document.get("readiness_threshold", 100), place, "readiness_threshold")
     if threshold <= 0:
         raise ConfigError(f"{place}: readiness_threshold must be positive")
+    if threshold > MOST_POINTS:
+        raise ConfigError(f"{place}: readiness_threshold must be at most {MOST_POINTS:,} points, not {threshold}")
+    rules = load_scoring_csv(csv_path, threshold, pasted["scoring.csv"].encode("utf-8") if "scoring.csv" in pasted else None)
+    _score_room(rules, csv_path)
     return Rulebook(
         readiness_threshold=to_centipoints(threshold),
-        rules=load_scoring_csv(csv_path, threshold,
-                               pasted["scoring.csv"].encode("utf-8") if "scoring.csv" in pasted else None),
+        rules=rules,
         decay=_decay(document, yaml_path, to_centipoints(threshold)),
         fit=_fit(document, yaml_path),
         qualification=_qualification(document, yaml_path, to_centipoints(threshold)),

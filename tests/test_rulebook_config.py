@@ -381,3 +381,112 @@ def test_a_mistake_in_a_pasted_file_names_it_as_pasted_with_the_line():
     assert str(error.value).startswith("pasted scoring.yaml:2: ")
     with pytest.raises(ConfigError, match="a rulebook has no file routing.yaml"):
         load_rulebook(CONFIG_DIR, {"routing.yaml": "x: 1"})
+
+
+# ------------------------------------------------------------------------------------------ numbers too large to score
+
+# Scores are stored as centipoints in 32-bit columns: a number a marketer would never need is refused before it can
+# overflow a score, with the file and line like every other mistake.
+NUMBER_MISTAKES = [
+    ("scoring.yaml", "threshold too large", "readiness_threshold: 100 ", "readiness_threshold: 250000 ",
+     "readiness_threshold: 250000", "readiness_threshold must be at most 100,000 points, not 250000"),
+    ("scoring.yaml", "threshold with a huge exponent", "readiness_threshold: 100 ", "readiness_threshold: 1e999999 ",
+     "readiness_threshold:", "readiness_threshold must be at most 100,000 points"),
+    ("scoring.yaml", "threshold infinite", "readiness_threshold: 100 ", "readiness_threshold: .inf ",
+     "readiness_threshold:", "readiness_threshold must be a finite number"),
+    ("scoring.yaml", "threshold not a number at all", "readiness_threshold: 100 ", "readiness_threshold: .nan ",
+     "readiness_threshold:", "readiness_threshold must be a finite number"),
+    ("scoring.yaml", "fit value too large", "Software: 25,", "Software: 1e9,", "Software: 1e9",
+     "industry value 'Software' must be at most 100,000 points, not 1E+9"),
+    ("scoring.yaml", "fit points too negative", "{words: [Student, Intern], points: -30}",
+     "{words: [Student, Intern], points: -3000000}", "points: -3000000", "points must be at least -100,000 points"),
+    ("scoring.yaml", "grade infinite", "grades: {A: 70, B: 45, C: 20}", "grades: {A: .inf, B: 45, C: 20}", "grades:",
+     "grade A must be a finite number"),
+    ("scoring.yaml", "cold level too large", "    below: 5", "    below: 5e12", "below: 5e12",
+     "cold.below must be at most 100,000 points"),
+    ("scoring.yaml", "range end beyond any company size", "{min: 200, max: 5000, points: 25}",
+     "{min: 200, max: 5e99999, points: 25}", "min: 200, max: 5e99999", "max must be between"),
+    ("scoring.yaml", "half-life too short to work out", "half_life_days: 30 ", "half_life_days: 1e-999999 ",
+     "half_life_days", "half_life_days must be at least 0.01"),
+    ("scoring.yaml", "a step beyond ten years", "half_life_days: 30 ", "steps: [{after_days: 1e99, keep_pct: 0}] ",
+     "steps:", "after_days must be at most 3650"),
+    ("scoring.csv", "cap too large", "form_fill,consideration,10,20,every", "form_fill,consideration,10,2000000,every",
+     "form_fill,", "cap must be at most 100,000 points, not 2000000"),
+    ("scoring.csv", "cap infinite", "form_fill,consideration,10,20,every", "form_fill,consideration,10,inf,every",
+     "form_fill,", "cap must be a finite number"),
+    ("scoring.csv", "a daily limit that limits nothing", "email_open,awareness,1,10,1/day",
+     "email_open,awareness,1,10,99999999999999999999/day", "email_open,", "repeat allows at most 1,000/day"),
+]
+
+
+@pytest.mark.parametrize("name, problem, old, new, at, message", NUMBER_MISTAKES, ids=[m[1] for m in NUMBER_MISTAKES])
+def test_a_number_too_large_to_score_is_refused_with_the_file_line_and_problem(tmp_path, name, problem, old, new, at,
+                                                                               message):
+    rules = copy(tmp_path)
+    path = edit(rules, name, old, new)
+    text = refusal(rules)
+    assert text.startswith(f"{path}:{line_of(path, at)}: "), text
+    assert message in text
+
+
+def test_the_largest_numbers_allowed_still_load(tmp_path):
+    rules = copy(tmp_path)
+    edit(rules, "scoring.yaml", "readiness_threshold: 100 ", "readiness_threshold: 100000 ")
+    edit(rules, "scoring.yaml", "Software: 25,", "Software: 100000,")
+    assert load_rulebook(rules).readiness_threshold == 10_000_000
+
+
+def test_a_rule_without_a_cap_worth_so_much_that_a_busy_lead_would_overflow_its_score_needs_a_cap(tmp_path):
+    rules = copy(tmp_path)
+    edit(rules, "scoring.yaml", "readiness_threshold: 100 ", "readiness_threshold: 1000 ")
+    path = edit(rules, "scoring.csv", "form_fill,consideration,10,20,every", "form_fill,consideration,100,,every")
+    text = refusal(rules)
+    assert text.startswith(f"{path}:{line_of(path, 'form_fill,')}: 'form_fill' earns 1000 points each time without "
+                           "a cap: 100,000 of them would be more than a score can hold (21,474,836 points); give it a cap")
+    edit(rules, "scoring.csv", "form_fill,consideration,100,,every", "form_fill,consideration,100,5000,every")
+    assert load_rulebook(rules).rule_for("form_fill", None).cap == 500_000
+
+
+def test_caps_that_add_up_to_more_than_a_score_holds_are_refused_at_the_rule_that_tips_them_over(tmp_path):
+    rules = copy(tmp_path)
+    edit(rules, "scoring.yaml", "readiness_threshold: 100 ", "readiness_threshold: 100000 ")
+    rows = "".join(f"page_view:/page-{n},consideration,50,100000,every\n" for n in range(250))
+    path = edit(rules, "scoring.csv", "form_fill,consideration,10,20,every\n", rows)
+    text = refusal(rules)
+    assert text.startswith(f"{path}:{line_of(path, 'page_view:/page-214,')}: with this rule a lead could score ")
+    assert text.endswith("more than a score can hold (21,474,836 points); lower the caps")
+
+
+# ------------------------------------------------------------------------------------------ a key given twice
+
+@pytest.mark.parametrize("old, new, key", [
+    ("readiness_threshold: 100 ", "readiness_threshold: 100\nreadiness_threshold: 120\n", "readiness_threshold:"),
+    ("half_life_days: 30 ", "half_life_days: 30\n  half_life_days: 45\n", "half_life_days:"),
+    ("Software: 25,", "Software: 25, Software: 30,", "Software:"),
+    ("    country:\n", "    industry:\n      values: {Software: 5}\n    country:\n", "    industry:"),
+])
+def test_a_key_given_twice_at_any_depth_is_refused_naming_both_lines(tmp_path, old, new, key):
+    rules = copy(tmp_path)
+    path = edit(rules, "scoring.yaml", old, new)
+    lines = [n for n, text in enumerate(path.read_text().splitlines(), 1) if key in text]
+    first, again = lines[0], lines[-1]
+    both = f"on line {first}" if first == again else f"on lines {first} and {again}"
+    assert refusal(rules) == f"{path}:{again}: {key.strip(' :')!r} is given twice, {both}: keep one"
+
+
+def test_a_key_given_twice_in_the_sources_file_is_refused_too(tmp_path):
+    from config.sources import load_sources
+
+    path = tmp_path / "sources.yaml"
+    path.write_text("sources:\n  - name: scans\n    kind: jsonl\n    path: scans.jsonl\n    path: other.jsonl\n")
+    with pytest.raises(ConfigError) as error:
+        load_sources(path, env={})
+    assert str(error.value) == f"{path}:5: 'path' is given twice, on lines 4 and 5: keep one"
+
+
+def test_a_merged_mapping_may_still_be_overridden_key_by_key(tmp_path):
+    from config.loading import read_yaml
+
+    path = tmp_path / "any.yaml"
+    path.write_text("base: &base {kind: jsonl, path: a.jsonl}\nsource:\n  <<: *base\n  path: b.jsonl\n")
+    assert read_yaml(path)["source"] == {"kind": "jsonl", "path": "b.jsonl"}
