@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from config.settings import get_settings
 from config.sources import SourceConfig, load_sources
-from tasks.ingest import SourceSummary, ingest_source, record_source_reads
+from tasks.ingest import SourceSummary, failed_source, ingest_source, record_source_reads
 from tasks.reporting import publish_ingest_summary
 from tasks.store import check_database
 
@@ -63,7 +63,7 @@ def ingest(sources: list[str] | None = None, since: datetime | None = None, now:
             results.append(future.result())
         except Exception as exc:  # noqa: BLE001 - one source's failure must not hide the others' summaries
             first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            results.append(SourceSummary(source=config.name, status="error", error=f"{type(exc).__name__}: {first_line}"))
+            results.append(failed_source(config, f"{type(exc).__name__}: {first_line}"))
     record_source_reads(results, now, run_id)
     summary = IngestSummary(now=now, run_id=run_id, sources=results)
     summary.markdown = publish_ingest_summary(now, results, run_id)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Sequence
 
+import psycopg
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import DBAPIError
 
-from domain.activity import ActivityRecord, PersonRecord, Rejection, asset_key
+from domain.activity import (
+    EXTERNAL_ID_LENGTH, SOURCE_LENGTH, ActivityRecord, PersonRecord, Rejection, asset_key, key_problem, text_problem,
+)
 from domain.identity import Identity
 from store.bulk import bulk_time_for, db_time, insert_for, insert_new_rows, insert_rows
 from store.leads import resolve_leads
@@ -26,6 +30,7 @@ file_t = SourceFile.__table__
 
 
 TRANSIENT_ATTEMPTS = 5
+RAW_CAP = 64 * 1024  # bytes of a quarantined payload kept (Settings.max_payload_bytes, by default)
 
 
 @dataclass(frozen=True)
@@ -59,13 +64,38 @@ def write_batch(
     checkpoint: datetime | None,
     now: datetime,
     run_id: str | None = None,
+    raw_cap: int = RAW_CAP,
 ) -> BatchCounts:
     """One transaction: a crash before commit leaves nothing of the batch, after commit all of it and its watermark.
-    A transaction that lost a deadlock to a concurrent batch is run again.
+    A transaction that lost a deadlock to a concurrent batch is run again. When the database refuses a record
+    (a value it cannot hold), the batch is written apart (`_write_apart`) and that record quarantined.
 
     Whatever does not depend on what is stored is prepared before the transaction begins: on SQLite the
     transaction holds the database's one write lock, which every other source's batch is waiting for."""
-    prepared = _prepare(engine.dialect.name, activities, people, rejections, now, run_id)
+    dialect = engine.dialect.name
+    quarantine = _quarantine_rows(rejections, source, now, run_id, raw_cap)
+    try:
+        return _write(engine, _prepare(dialect, activities, people, quarantine, now), source, checkpoint, now, run_id)
+    except Exception as exc:  # noqa: BLE001 - sorted below: a refused record is quarantined, anything else raised
+        if not refused_by_database(exc):
+            raise
+    return _write_apart(engine, source, activities, people, quarantine, checkpoint, now, run_id, raw_cap)
+
+
+def refused_by_database(exc: BaseException) -> bool:
+    """Whether the database refused a value of the batch (a number out of range, a NUL, text it cannot encode, a
+    key too long for its index) rather than failing itself: a database that is down is not a bad record."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return False
+    if isinstance(orig, (OverflowError, UnicodeEncodeError, sqlite3.DataError, sqlite3.IntegrityError)):
+        return True
+    if isinstance(orig, (psycopg.DataError, psycopg.IntegrityError)):
+        return True
+    return isinstance(orig, psycopg.Error) and (getattr(orig, "sqlstate", None) or "")[:2] == "54"  # too long to index
+
+
+def _write(engine: Engine, prepared: "_Prepared", source: str, checkpoint, now, run_id) -> BatchCounts:
     attempt = 1
     while True:
         try:
@@ -75,6 +105,51 @@ def write_batch(
                 raise
             time.sleep(0.05 * attempt)
             attempt += 1
+
+
+def _write_apart(engine: Engine, source: str, activities, people, quarantine: list[dict], checkpoint, now, run_id,
+                 raw_cap: int) -> BatchCounts:
+    """Write the batch's records in halves, and halves of the half that is refused, until the records the
+    database refuses stand alone: each is quarantined with the database's reason, every other one stored. The
+    batch's rejections and its watermark go last, once every record is stored or quarantined."""
+    dialect = engine.dialect.name
+    parts: list[BatchCounts] = []
+    refused: list[Rejection] = []
+
+    def write(records: list) -> None:
+        part_activities = [r for r in records if isinstance(r, ActivityRecord)]
+        part_people = [r for r in records if not isinstance(r, ActivityRecord)]
+        try:
+            parts.append(_write(engine, _prepare(dialect, part_activities, part_people, [], now), source, None, now, run_id))
+        except Exception as exc:  # noqa: BLE001 - as in write_batch
+            if not refused_by_database(exc):
+                raise
+            if len(records) == 1:
+                refused.append(_refusal(records[0], exc))
+                return
+            middle = len(records) // 2
+            write(records[:middle])
+            write(records[middle:])
+
+    write([*activities, *people])
+    quarantine = quarantine + _quarantine_rows(refused, source, now, run_id, raw_cap)
+    last = _write(engine, _prepare(dialect, [], [], quarantine, now), source, checkpoint, now, run_id)
+    return BatchCounts(new=sum(p.new for p in parts), quarantined=last.quarantined,
+                       leads_created=sum(p.leads_created for p in parts))
+
+
+def _refusal(record: ActivityRecord | PersonRecord, exc: BaseException) -> Rejection:
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    reason = f"the database refused it: {type(orig).__name__}: {first_line(orig)}"
+    if isinstance(record, ActivityRecord):
+        return Rejection(record.source, record.external_id, reason, record.raw_json)
+    raw = record.raw if record.raw is not None else repr(record)
+    return Rejection(record.source, record.source_contact_id, "person details refused: " + reason, raw)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 @dataclass(frozen=True)
@@ -89,7 +164,7 @@ class _Prepared:
     quarantine: list[dict]
 
 
-def _prepare(dialect: str, activities, people, rejections, now: datetime, run_id: str | None) -> _Prepared:
+def _prepare(dialect: str, activities, people, quarantine: list[dict], now: datetime) -> _Prepared:
     to_db = bulk_time_for(dialect)
     ingested_at = to_db(now)
     unique: dict[tuple[str, str], ActivityRecord] = {}
@@ -102,7 +177,7 @@ def _prepare(dialect: str, activities, people, rejections, now: datetime, run_id
     # Resolve each distinct way a person is named once, not once per activity.
     identities = list(dict.fromkeys([*(Identity(p.source, p.source_contact_id, p.email) for p in people),
                                      *(key for key, _, _ in named)]))
-    return _Prepared(people, identities, named, _quarantine_rows(rejections, now, run_id))
+    return _Prepared(people, identities, named, quarantine)
 
 
 def _write_batch(engine, prepared: _Prepared, source, checkpoint, now, run_id) -> BatchCounts:
@@ -126,7 +201,7 @@ def _write_batch(engine, prepared: _Prepared, source, checkpoint, now, run_id) -
         new = len(new_leads)
         mark_dirty(conn, set(resolution.touched).union(new_leads), now)
         hold_merged_states(conn, resolution.merged_away)
-        quarantine = prepared.quarantine + _quarantine_rows(unresolved, now, run_id)
+        quarantine = prepared.quarantine + _quarantine_rows(unresolved, source, now, run_id, RAW_CAP)
         quarantined = _quarantine(conn, quarantine)
         if checkpoint is not None:
             _advance_watermark(conn, source, checkpoint, now, run_id)
@@ -142,13 +217,36 @@ def _insert_activities(conn: Connection, rows: list[tuple]) -> list[int]:
     return insert_new_rows(conn, activity_t, ACTIVITY_COLUMNS, rows, conflict=("source", "external_id"), report="lead_id")
 
 
-def _digest(rejection: Rejection) -> str:
-    return hashlib.sha256(f"{rejection.external_id}\x00{rejection.reason}\x00{rejection.raw_json}".encode()).hexdigest()
+def _quarantine_rows(rejections: list[Rejection], source: str, now: datetime, run_id: str | None,
+                     raw_cap: int) -> list[dict]:
+    return [_quarantine_row(r, source, now, run_id, raw_cap) for r in rejections]
 
 
-def _quarantine_rows(rejections: list[Rejection], now: datetime, run_id: str | None) -> list[dict]:
-    return [{"source": r.source, "external_id": r.external_id, "reason": r.reason, "raw": r.raw_json,
-             "digest": _digest(r), "quarantined_at": now, "run_id": run_id} for r in rejections]
+def _quarantine_row(rejection: Rejection, source: str, now: datetime, run_id: str | None, raw_cap: int) -> dict:
+    """A rejection as a row the database always takes: the payload as text where text holds it exactly, else
+    shown with escapes beside its bytes; cut at `raw_cap` bytes, its size as it came noted. A source or an
+    external id that cannot be stored (the reason it was rejected, often) is replaced by the batch's source and
+    cut; the payload keeps them whole."""
+    raw = rejection.raw
+    payload = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    exact = isinstance(raw, str) and len(payload) <= raw_cap and text_problem(raw) is None
+    kept = payload[:raw_cap]
+    name = rejection.source if isinstance(rejection.source, str) and key_problem(
+        rejection.source, "source", SOURCE_LENGTH) is None else source
+    external_id = None if rejection.external_id is None else _storable(str(rejection.external_id))[:EXTERNAL_ID_LENGTH]
+    digest = hashlib.sha256(b"\x00".join([str(rejection.external_id).encode("utf-8", "surrogatepass"),
+                                          rejection.reason.encode("utf-8", "surrogatepass"), payload])).hexdigest()
+    return {"source": name, "external_id": external_id, "reason": _storable(rejection.reason),
+            "raw": raw if exact else _storable(kept.decode("utf-8", "backslashreplace")),
+            "raw_bytes": None if exact else kept, "raw_size": len(payload),
+            "digest": digest, "quarantined_at": now, "run_id": run_id}
+
+
+def _storable(text: str) -> str:
+    """Text every database takes: a NUL or a lone surrogate is written as its escape."""
+    if text_problem(text) is None:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def _quarantine(conn: Connection, rows: list[dict]) -> int:

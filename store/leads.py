@@ -41,14 +41,16 @@ def _leads_by_email(conn: Connection, emails: list[str]) -> list[tuple[int, str]
     return select_where_in(conn, "SELECT id, email FROM lead WHERE email {keys}", emails)
 
 
-def _create(conn: Connection, new_leads: list[NewLead], now: datetime) -> dict[int, int]:
-    """Insert new leads; an e-mail another writer inserted meanwhile is looked up instead. Returns id(NewLead) -> id."""
+def _create(conn: Connection, new_leads: list[NewLead], now: datetime) -> tuple[dict[int, int], int]:
+    """Insert new leads; an e-mail another writer inserted meanwhile is looked up instead. Returns id(NewLead) -> id,
+    and how many leads this call really inserted (not those another writer got to first)."""
     created: dict[int, int] = {}
+    inserted = 0
     with_email = sorted((lead for lead in new_leads if lead.email is not None), key=lambda lead: lead.email)
     if with_email:
         stamp = db_time(conn)(now)
-        insert_rows(conn, lead_t, ("email", "created_at", "updated_at"), [(lead.email, stamp, stamp) for lead in with_email],
-                    conflict=("email",))
+        inserted = insert_rows(conn, lead_t, ("email", "created_at", "updated_at"),
+                               [(lead.email, stamp, stamp) for lead in with_email], conflict=("email",))
         ids = {email: lead_id for lead_id, email in _leads_by_email(conn, [lead.email for lead in with_email])}
         created.update((id(lead), ids[lead.email]) for lead in with_email)
     anonymous = [lead for lead in new_leads if lead.email is None]
@@ -56,7 +58,8 @@ def _create(conn: Connection, new_leads: list[NewLead], now: datetime) -> dict[i
         stmt = lead_t.insert().returning(lead_t.c.id, sort_by_parameter_order=True)
         rows = conn.execute(stmt, [{"email": None, "created_at": now, "updated_at": now} for _ in anonymous]).all()
         created.update((id(lead), row.id) for lead, row in zip(anonymous, rows))
-    return created
+        inserted += len(rows)
+    return created, inserted
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ def resolve_leads(
     identities = list(dict.fromkeys(identities))  # a person named by many activities is resolved once
     lead_by_email, lead_by_contact, email_of_lead = _existing(conn, identities)
     plan = plan_resolution(identities, lead_by_email, lead_by_contact, email_of_lead)
-    created = _create(conn, list(plan.new_leads.values()), now)
+    created, inserted = _create(conn, list(plan.new_leads.values()), now)
 
     def lead_id(ref) -> int:
         return created[id(ref)] if isinstance(ref, NewLead) else ref
@@ -118,7 +121,7 @@ def resolve_leads(
     # Leads whose scoring inputs changed here: new ones, those whose fields changed, both sides of a merge
     # (the merged-away lead's ledger must lose the activities that moved).
     touched = set(created.values()) | changed | set(plan.merges.values()) | set(plan.merges)
-    return Resolution(lookup, len(created), touched, sorted(plan.merges))
+    return Resolution(lookup, inserted, touched, sorted(plan.merges))
 
 
 def _update_fields(conn: Connection, plan, people: Iterable[PersonRecord], lead_id, now: datetime) -> set[int]:

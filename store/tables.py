@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger, Boolean, Column, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text,
+)
 from sqlmodel import Field, SQLModel
 
 from store.types import UTCDateTime
@@ -12,6 +14,13 @@ from store.types import UTCDateTime
 
 def utc_column(**kwargs) -> Column:
     return Column(UTCDateTime(), **kwargs)
+
+
+def unbounded_text(declared: int):
+    """Text of any length (a URL with its tracking parameters, a long company name must not be lost). SQLite
+    keeps the VARCHAR(declared) its tables were made with: it enforces no length, and changing a declared type
+    there means copying the table (migration 0015)."""
+    return Text().with_variant(String(declared), "sqlite")
 
 
 class Lead(SQLModel, table=True):
@@ -22,15 +31,15 @@ class Lead(SQLModel, table=True):
     id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
     email: str | None = Field(default=None, sa_column=Column(String(320), unique=True, nullable=True))
     crm_id: str | None = Field(default=None, sa_column=Column(String(18), unique=True, nullable=True))
-    first_name: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
-    last_name: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
-    company: str | None = Field(default=None, sa_column=Column(String(300), nullable=True))
-    title: str | None = Field(default=None, sa_column=Column(String(300), nullable=True))
-    industry: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+    first_name: str | None = Field(default=None, sa_column=Column(unbounded_text(200), nullable=True))
+    last_name: str | None = Field(default=None, sa_column=Column(unbounded_text(200), nullable=True))
+    company: str | None = Field(default=None, sa_column=Column(unbounded_text(300), nullable=True))
+    title: str | None = Field(default=None, sa_column=Column(unbounded_text(300), nullable=True))
+    industry: str | None = Field(default=None, sa_column=Column(unbounded_text(200), nullable=True))
     company_size: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
-    country: str | None = Field(default=None, sa_column=Column(String(100), nullable=True))
-    product_interest: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
-    lead_source_channel: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+    country: str | None = Field(default=None, sa_column=Column(unbounded_text(100), nullable=True))
+    product_interest: str | None = Field(default=None, sa_column=Column(unbounded_text(200), nullable=True))
+    lead_source_channel: str | None = Field(default=None, sa_column=Column(unbounded_text(200), nullable=True))
     merged_into_id: int | None = Field(default=None, sa_column=Column(Integer, ForeignKey("lead.id"), nullable=True, index=True))
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
     updated_at: datetime = Field(sa_column=utc_column(nullable=False))
@@ -42,7 +51,7 @@ class LeadContact(SQLModel, table=True):
     __tablename__ = "lead_contact"
 
     source: str = Field(sa_column=Column(String(40), primary_key=True))
-    contact_id: str = Field(sa_column=Column(String(100), primary_key=True))
+    contact_id: str = Field(sa_column=Column(String(200).with_variant(String(100), "sqlite"), primary_key=True))
     lead_id: int = Field(sa_column=Column(Integer, ForeignKey("lead.id"), nullable=False, index=True))
 
 
@@ -65,9 +74,9 @@ class Activity(SQLModel, table=True):
     # never deleted; a per-row check cost a fifth of the database's work in a backfill (migration 0008).
     lead_id: int = Field(sa_column=Column(Integer, nullable=False))
     type: str = Field(sa_column=Column(String(40), nullable=False))
-    asset: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
-    asset_key: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))  # domain.activity.asset_key
-    campaign: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
+    asset: str | None = Field(default=None, sa_column=Column(unbounded_text(500), nullable=True))
+    asset_key: str | None = Field(default=None, sa_column=Column(unbounded_text(500), nullable=True))  # domain.activity.asset_key
+    campaign: str | None = Field(default=None, sa_column=Column(unbounded_text(500), nullable=True))
     occurred_at: datetime = Field(sa_column=utc_column(nullable=False))
     ingested_at: datetime = Field(sa_column=utc_column(nullable=False))
     raw: str = Field(sa_column=Column(Text, nullable=False))
@@ -105,7 +114,10 @@ class SourceFile(SQLModel, table=True):
 
 
 class Quarantine(SQLModel, table=True):
-    """A rejected record with its reason and raw payload; `digest` keeps a re-read record from landing twice."""
+    """A rejected record with its reason and raw payload; `digest` keeps a re-read record from landing twice.
+    `raw` is the payload as text; where text cannot hold it exactly (bytes that are not UTF-8, a NUL, a payload
+    cut at the cap) `raw` shows it with escapes and `raw_bytes` keeps the bytes. `raw_size` is the payload's
+    size in bytes as it came, before any cap."""
 
     __tablename__ = "quarantine"
     __table_args__ = (UniqueConstraint("source", "digest", name="uq_quarantine_source_digest"),)
@@ -118,6 +130,8 @@ class Quarantine(SQLModel, table=True):
     digest: str = Field(sa_column=Column(String(64), nullable=False))
     quarantined_at: datetime = Field(sa_column=utc_column(nullable=False, index=True))
     run_id: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    raw_bytes: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    raw_size: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class LeadDirty(SQLModel, table=True):

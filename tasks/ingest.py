@@ -13,11 +13,11 @@ from config.settings import get_settings
 from config.sources import SourceConfig
 from connectors.http import ConnectorError
 from store.engine import get_engine
-from store.ingest import record_read
+from store.ingest import get_watermark, record_read
 from tasks.secrets import resolve_secrets
 from tasks.source_ingest import SourceSummary, ingest_source_once, merge_pages
 
-__all__ = ["SourceSummary", "ingest_source", "ingest_source_once", "merge_pages"]
+__all__ = ["SourceSummary", "failed_source", "ingest_source", "ingest_source_once", "merge_pages"]
 
 
 @task(retries=2, retry_delay_seconds=[10, 60], task_run_name="ingest-{config.name}", cache_policy=NO_CACHE)
@@ -53,3 +53,11 @@ def record_source_reads(sources: list[SourceSummary], now: datetime, run_id: str
     for summary in sources:
         error = None if summary.status == "ok" else (summary.error or summary.status)
         record_read(engine, summary.source, now, run_id, error)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="failed-{config.name}")
+def failed_source(config: SourceConfig, error: str) -> SourceSummary:
+    """A source whose read raised after its retries: the error, and the watermark its committed batches reached
+    (each batch commits with its watermark, so the next run resumes there)."""
+    engine = get_engine(get_settings().resolved_database_url())
+    return SourceSummary(source=config.name, status="error", error=error, watermark=get_watermark(engine, config.name))

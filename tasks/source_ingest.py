@@ -19,7 +19,7 @@ from connectors.http import Backoff, ConnectorError, PermanentError, TransientEr
 from connectors.marketing import build_source
 from connectors.marketing.base import FileSource, Page, SplittableSource, prefetch
 from connectors.marketing.worker import run_in_child, serve
-from domain.activity import screen
+from domain.activity import screen, screen_people
 from store.engine import get_engine
 from store.ingest import advance_watermark, get_watermark, read_files, record_files, write_batch
 
@@ -248,15 +248,17 @@ def _ingest(
             accepted, late_rejects = screen(
                 batch.activities, now=now, max_payload_bytes=settings.max_payload_bytes, future_tolerance=tolerance
             )
+            people, refused_people = screen_people(batch.people)
             counts = write_batch(
                 engine,
                 source=config.name,
                 activities=accepted,
-                people=batch.people,
-                rejections=batch.rejected + late_rejects,
+                people=people,
+                rejections=batch.rejected + late_rejects + refused_people,
                 checkpoint=checkpoint if moves_watermark else None,
                 now=now,
                 run_id=run_id,
+                raw_cap=settings.max_payload_bytes,
             )
             summary.batches += 1
             summary.fetched += batch.fetched

@@ -63,7 +63,7 @@ def test_oversized_payload_is_quarantined_whole_not_truncated():
     accepted, rejected = screen([big], now=NOW, max_payload_bytes=65_536, future_tolerance=timedelta(minutes=10))
     assert accepted == []
     assert rejected[0].reason.startswith("oversized payload:")
-    assert rejected[0].raw_json == big.raw_json
+    assert rejected[0].raw == big.raw_json
 
 
 def test_activity_from_the_future_is_quarantined_but_small_clock_skew_is_tolerated():

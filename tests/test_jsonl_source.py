@@ -51,7 +51,7 @@ def test_bad_lines_are_rejected_with_file_line_and_reason_and_the_rest_goes_on(t
     reasons = [r.reason for p in pages for r in p.rejected]
     assert activities == ["w-1", "w-5"]
     assert reasons == [
-        "export.jsonl:2: invalid JSON: Expecting property name enclosed in double quotes",
+        "export.jsonl:2: invalid JSON: unexpected end of data: line 1 column 18 (char 17)",
         "export.jsonl:3: a line must be a JSON object",
         "export.jsonl:4: unknown activity type 'booth_visit'",
         "export.jsonl:5: missing identity: no e-mail and no contact id",

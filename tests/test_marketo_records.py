@@ -84,7 +84,7 @@ def test_an_activity_without_a_lead_or_with_a_zero_date_is_rejected(source):
     assert normalize(source, anonymous).reason == "missing identity: no e-mail and no contact id"
     assert "unparseable occurred_at" in normalize(source, record(1, "www.x.example/", activityDate="0000-00-00T00:00:00Z")).reason
     page = source._page([[1, 2]], TYPES)
-    assert (page.rejected[0].reason, page.rejected[0].raw_json) == ("an activity must be a JSON object", "[1,2]")
+    assert (page.rejected[0].reason, page.rejected[0].raw) == ("an activity must be a JSON object", "[1,2]")
 
 
 @pytest.mark.parametrize(

@@ -117,7 +117,7 @@ def test_every_malformed_record_is_rejected_with_its_reason_and_the_rest_goes_th
     assert set(rejected) == {e.id for e in malformed}
     for event in malformed:
         assert REASONS[event.fault] in rejected[event.id].reason, (event.fault, rejected[event.id].reason)
-        assert rejected[event.id].raw_json.startswith("{")
+        assert rejected[event.id].raw.startswith("{")
     assert len({a.external_id for a in accepted}) == len(good)
     assert_matches_the_world(box, pages, good)
     assert all(records[e.id].external_id == rejected[e.id].external_id for e in malformed)

@@ -20,8 +20,9 @@ import requests
 from config.sources import SourceConfig
 from connectors.http import Backoff, HttpClient, PermanentError, TokenExpired, TransientError, retry_after_seconds
 from connectors.marketing.base import Page, newest
+from connectors.records import convert_guarded, loads_page
 from domain.activity import (
-    ActivityRecord, ActivityType, PersonRecord, Rejection, build_activity, dump_raw, normalize_email,
+    ActivityRecord, ActivityType, PersonRecord, Rejection, build_activity, dump_raw, employee_count, normalize_email,
 )
 
 _loads = orjson.loads  # several times faster than json for pages of 1,000 records
@@ -91,6 +92,7 @@ class HubSpotSource:
         self._contacts: dict[str, PersonRecord] = {}
         self._email_contact: dict[str, str | None] = {}  # lower-cased address -> contact id (None: no contact)
         self._people_sent: set[str] = set()
+        self._refused_people: list[Rejection] = []  # contact records that could not be read, for the next page
         self._paths: dict[str, str] = {}
         self._emails: dict[str, tuple[str | None, str | None]] = {}
         self._forms: dict[str, str] = {}
@@ -148,10 +150,12 @@ class HubSpotSource:
         if since is not None:
             params["startTimestamp"] = int(since.timestamp() * 1000)
         while True:
-            data = self._json("GET", "/email/public/v1/events", params=params)
-            records = [r for r in data.get("events") or () if r.get("type") not in EMAIL_TYPES_IGNORED
-                       and (r.get("type") != "STATUSCHANGE" or _unsubscribed(r))]
-            self._look_up_addresses({r["recipient"].lower() for r in records if isinstance(r.get("recipient"), str)})
+            data = self._json("GET", "/email/public/v1/events", params=params, records="events")
+            # A record that is not an object stays, to be quarantined by _page
+            records = [r for r in data.get("events") or () if not isinstance(r, dict) or (
+                r.get("type") not in EMAIL_TYPES_IGNORED and (r.get("type") != "STATUSCHANGE" or _unsubscribed(r)))]
+            self._look_up_addresses({r["recipient"].lower() for r in records
+                                     if isinstance(r, dict) and isinstance(r.get("recipient"), str)})
             yield self._page(records, self._email_activity)
             if not data.get("hasMore") or not data.get("offset"):
                 return
@@ -159,10 +163,11 @@ class HubSpotSource:
 
     def _page(self, records: list, convert: Callable[[dict], ActivityRecord | Rejection]) -> Page:
         """One page of a feed: each record converted, with the people first met on it."""
-        page = Page(fetched=len(records))
+        page = Page(fetched=len(records), rejected=self._refused_people)
+        self._refused_people = []
         contacts = []
         for record in records:
-            result = convert(record)
+            result = convert_guarded(self.name, convert, record)
             if isinstance(result, ActivityRecord):
                 page.activities.append(result)
                 if result.source_contact_id:
@@ -198,7 +203,8 @@ class HubSpotSource:
         while True:
             data = self._json("GET", "/events/v3/events", params=params)
             records = data.get("results") or []
-            self._look_up_ids({str(r["objectId"]) for r in records if r.get("objectId") not in (None, "")})
+            self._look_up_ids({str(r["objectId"]) for r in records
+                               if isinstance(r, dict) and r.get("objectId") not in (None, "")})
             yield self._page(records, self._web_activity)
             after = ((data.get("paging") or {}).get("next") or {}).get("after")
             if not after:
@@ -264,7 +270,10 @@ class HubSpotSource:
                 for key in chunk:
                     self._email_contact[key] = None  # stays None for an address with no contact
             for contact in self._json("POST", "/crm/v3/objects/contacts/batch/read", json=body).get("results") or []:
-                person = self._person(contact)
+                person = convert_guarded(self.name, self._person, contact)
+                if isinstance(person, Rejection):
+                    self._refused_people.append(person)  # quarantined with the next page
+                    continue
                 self._contacts[person.source_contact_id] = person
                 address = (contact.get("properties") or {}).get("email")
                 if isinstance(address, str):
@@ -282,10 +291,11 @@ class HubSpotSource:
             company=p.get("company") or None,
             title=p.get("jobtitle") or None,
             industry=p.get("industry") or None,
-            company_size=_whole(p.get("numberofemployees")),
+            company_size=employee_count(p.get("numberofemployees")),
             country=p.get("country") or None,
             product_interest=p.get("product_interest") or None,
             lead_source_channel=p.get("lead_source") or CHANNELS.get(source, source) or None,
+            raw=_raw(contact),
         )
 
     def _new_people(self, contact_ids: list[str]) -> list[PersonRecord]:
@@ -299,10 +309,11 @@ class HubSpotSource:
 
     # -- HTTP: auth, limits, errors ------------------------------------------------------------------------------
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> dict:
+    def _json(self, method: str, path: str, records: str = "results", **kwargs: Any) -> dict:
+        """The response's JSON; a page whose `records` do not all parse is read record by record."""
         response = self._http.request(method, path, check=self._check, **kwargs)
         try:
-            data = _loads(response.content)
+            data = loads_page(response.content, records)
         except ValueError:
             raise TransientError(f"hubspot {method} {path}: response is not JSON") from None
         return data if isinstance(data, dict) else {}
@@ -387,13 +398,6 @@ def _unsubscribed(record: dict) -> bool:
     if record.get("portalSubscriptionStatus") == "UNSUBSCRIBED":
         return True
     return any(isinstance(s, dict) and s.get("status") == "UNSUBSCRIBED" for s in record.get("subscriptions") or ())
-
-
-def _whole(value: Any) -> int | None:
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return None
 
 
 def _iso_ms(moment: datetime) -> str:

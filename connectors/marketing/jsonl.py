@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import codecs
 import glob
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+import orjson
+
 from config.sources import SourceConfig
 from connectors.http import PermanentError
 from connectors.marketing.base import FileRead, Page, newest
-from domain.activity import PERSON_FIELDS, PersonRecord, Rejection, build_activity, normalize_email
+from connectors.records import convert_guarded, json_problem
+from domain.activity import (
+    PERSON_FIELDS, ActivityRecord, PersonRecord, Rejection, build_activity, employee_count, normalize_email,
+    person_problem,
+)
 
 PAGE_LINES = 5000
 
@@ -25,18 +31,23 @@ def _files(pattern: str) -> list[Path]:
     return sorted(Path(p) for p in glob.glob(pattern))
 
 
-def _person(source: str, line: dict[str, Any]) -> PersonRecord | None:
+def _person(source: str, line: dict[str, Any], text: str) -> PersonRecord | None:
     fields = {name: line.get(name) for name in PERSON_FIELDS if line.get(name) not in (None, "")}
     if not fields:
         return None
-    size = fields.get("company_size")
-    if size is not None:
-        try:
-            fields["company_size"] = int(size)
-        except (TypeError, ValueError):
-            fields.pop("company_size")
+    if "company_size" in fields:
+        fields["company_size"] = employee_count(fields["company_size"])
     contact = line.get("contact_id")
-    return PersonRecord(source, None if contact in (None, "") else str(contact), normalize_email(line.get("email")), **fields)
+    contact = None if contact in (None, "") else contact if isinstance(contact, str) else str(contact)
+    return PersonRecord(source, contact, normalize_email(line.get("email")), **fields, raw=text)
+
+
+def _text(raw: bytes) -> str | bytes:
+    """A line as text when it is UTF-8, else its bytes: either way kept as it came."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
 
 
 class JsonlSource:
@@ -68,12 +79,15 @@ class JsonlSource:
                 self.skipped += 1
                 continue
             lines = 0
-            with path.open("r", encoding="utf-8", errors="replace") as handle:
-                for number, text in enumerate(handle, start=1):
+            with path.open("rb") as handle:
+                for number, raw in enumerate(handle, start=1):
                     lines = number
-                    if not text.strip():
+                    if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                        raw = raw[len(codecs.BOM_UTF8):]  # says how the file is encoded; not part of the data
+                    raw = raw.rstrip(b"\r\n")
+                    if not raw.strip():
                         continue
-                    self._read_line(page, path.name, number, text.rstrip("\n"))
+                    self._read_line(page, path.name, number, raw)
                     if page.fetched >= self.page_lines:
                         latest = newest(latest, page.activities)
                         yield page
@@ -83,17 +97,33 @@ class JsonlSource:
         page.checkpoint = newest(latest, page.activities)
         yield page
 
-    def _read_line(self, page: Page, file_name: str, number: int, text: str) -> None:
+    def _read_line(self, page: Page, file_name: str, number: int, raw: bytes) -> None:
         page.fetched += 1
+        where = f"{file_name}:{number}: "
         try:
-            line = json.loads(text)
-        except json.JSONDecodeError as exc:
-            page.rejected.append(Rejection(self.name, None, f"{file_name}:{number}: invalid JSON: {exc.msg}", text))
+            line = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            page.rejected.append(Rejection(self.name, None, f"{where}invalid JSON: {json_problem(raw, exc)}", _text(raw)))
             return
+        text = raw.decode("utf-8")  # orjson read it, so it is UTF-8
         if not isinstance(line, dict):
-            page.rejected.append(Rejection(self.name, None, f"{file_name}:{number}: a line must be a JSON object", text))
+            page.rejected.append(Rejection(self.name, None, f"{where}a line must be a JSON object", text))
             return
-        source = str(line.get("source") or self.name)
+        result = convert_guarded(self.name, lambda record: self._convert(record, text), line)
+        if isinstance(result, Rejection):
+            page.rejected.append(Rejection(result.source, result.external_id, where + result.reason, text))
+            return
+        record, person = result
+        page.activities.append(record)
+        problem = person_problem(person) if person is not None else None
+        if problem:  # the activity stands on its own; the person's details wait in the quarantine
+            page.rejected.append(Rejection(self.name, person.source_contact_id, f"{where}person details refused: {problem}",
+                                           text))
+        elif person is not None:
+            page.people.append(person)
+
+    def _convert(self, line: dict[str, Any], text: str) -> tuple[ActivityRecord, PersonRecord | None] | Rejection:
+        source = line.get("source") or self.name
         record = build_activity(
             source=source,
             external_id=line.get("id"),
@@ -107,12 +137,8 @@ class JsonlSource:
             properties=line.get("properties") if isinstance(line.get("properties"), dict) else None,
         )
         if isinstance(record, Rejection):
-            page.rejected.append(Rejection(record.source, record.external_id, f"{file_name}:{number}: {record.reason}", text))
-            return
-        page.activities.append(record)
-        person = _person(source, line)
-        if person is not None:
-            page.people.append(person)
+            return record
+        return record, _person(record.source, line, text)
 
     def close(self) -> None:
         pass

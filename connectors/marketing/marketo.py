@@ -14,8 +14,10 @@ import requests
 from config.sources import SourceConfig
 from connectors.http import Backoff, HttpClient, PermanentError, TokenExpired, TransientError, retry_after_seconds
 from connectors.marketing.base import Page, newest, prefetch
+from connectors.records import Unreadable, convert_guarded, loads_page, reject_unreadable
 from domain.activity import (
-    ActivityRecord, ActivityType, PersonRecord, Rejection, build_activity, dump_raw, normalize_email, parse_instant,
+    ActivityRecord, ActivityType, PersonRecord, Rejection, build_activity, dump_raw, employee_count, normalize_email,
+    parse_instant,
 )
 
 MAX_BATCH = 300  # activities per page and lead ids per lookup
@@ -51,13 +53,6 @@ def _attribute(record: dict[str, Any], name: str) -> Any:
         if attribute.get("name") == name:
             return attribute.get("value")
     return None
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _whole_seconds(moment: datetime) -> str:
@@ -195,13 +190,16 @@ class MarketoSource:
 
     def _page(self, records: list[Any], types: dict[int, str]) -> Page:
         page = Page(fetched=len(records))
-        page.people = self._lookup_leads({r.get("leadId") for r in records if isinstance(r, dict)})
+        page.people, page.rejected = self._lookup_leads({r.get("leadId") for r in records if isinstance(r, dict)})
         for record in records:
+            if isinstance(record, Unreadable):
+                page.rejected.append(reject_unreadable(self.name, record))
+                continue
             raw = dump_raw(record)
             if not isinstance(record, dict):
                 page.rejected.append(Rejection(self.name, None, "an activity must be a JSON object", raw))
                 continue
-            result = self._activity(record, raw, types)
+            result = convert_guarded(self.name, lambda r: self._activity(r, raw, types), record)
             if result is None:
                 page.fetched -= 1
             elif type(result) is ActivityRecord:
@@ -271,31 +269,36 @@ class MarketoSource:
             self._fields = ",".join(name for name in wanted if name in available or name in ("id", "email"))
         return self._fields
 
-    def _lookup_leads(self, lead_ids: set[Any]) -> list[PersonRecord]:
-        """People not seen yet in this run, fetched up to 300 ids a call; the cache also answers each activity's
-        e-mail."""
+    def _lookup_leads(self, lead_ids: set[Any]) -> tuple[list[PersonRecord], list[Rejection]]:
+        """People not seen yet in this run, fetched up to 300 ids a call, and the lead records that could not be
+        read; the cache also answers each activity's e-mail."""
         todo = sorted(i for i in lead_ids if isinstance(i, int) and i not in self._people)
         found: list[PersonRecord] = []
+        refused: list[Rejection] = []
         for start in range(0, len(todo), MAX_BATCH):
             chunk = todo[start:start + MAX_BATCH]
             params = {"filterType": "id", "filterValues": ",".join(map(str, chunk)), "fields": self._lead_fields()}
             for lead in self._get("/rest/v1/leads.json", params).get("result") or []:
-                person = self._person(lead)
+                person = convert_guarded(self.name, self._person, lead)
+                if isinstance(person, Rejection):
+                    refused.append(person)
+                    continue
                 self._people[lead.get("id")] = person
                 found.append(person)
             for lead_id in chunk:
                 self._people.setdefault(lead_id, None)
-        return found
+        return found, refused
 
     def _person(self, lead: dict[str, Any]) -> PersonRecord:
         fields = {ours: lead.get(theirs) for theirs, ours in LEAD_FIELDS.items()}
-        fields["company_size"] = _int(fields["company_size"])
+        fields["company_size"] = employee_count(fields["company_size"])
         return PersonRecord(
             source=self.name,
             source_contact_id=str(lead.get("id")),
             email=normalize_email(lead.get("email")),
             product_interest=lead.get(self._product_field),
             **fields,
+            raw=dump_raw(lead),
         )
 
     # --- HTTP, tokens and Marketo's envelopes ---
@@ -314,7 +317,7 @@ class MarketoSource:
             return  # Marketo's own signals come in 200 envelopes; the rest is the generic status mapping's
         where = f"{self.name} GET {urlsplit(response.url).path}"
         try:
-            envelope = orjson.loads(response.content)
+            envelope = loads_page(response.content, "result")
         except orjson.JSONDecodeError:
             envelope = None
         if not isinstance(envelope, dict):

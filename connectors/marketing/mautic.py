@@ -10,7 +10,6 @@ the store de-duplicates, and the overlap window of the next run picks it up).
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -23,6 +22,7 @@ import requests
 from config.sources import SourceConfig
 from connectors.http import Backoff, HttpClient, PermanentError, TransientError, retry_after_seconds
 from connectors.marketing.base import Page, newest, prefetch
+from connectors.records import Unreadable, convert_guarded, loads_page, reject_unreadable
 from domain.activity import (
     ActivityRecord,
     ActivityType,
@@ -30,6 +30,7 @@ from domain.activity import (
     Rejection,
     build_activity,
     dump_raw,
+    employee_count,
     normalize_email,
     parse_instant,
 )
@@ -37,11 +38,7 @@ from domain.activity import (
 _loads = orjson.loads  # parses pages several times faster than the standard library
 
 
-def _dumps(value: Any) -> str:
-    try:
-        return dump_raw(value)
-    except TypeError:  # e.g. an integer beyond 64 bits
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+_dumps = dump_raw
 
 
 DEFAULT_PAGE_SIZE = 200  # events per type per page
@@ -123,7 +120,7 @@ class MauticSource:
     def _feed(self, params: dict[str, Any]) -> Iterator[tuple[int, dict, list, bool]]:
         number = 1
         while True:
-            data = self._get("/api/contacts/activity", {**params, "page": number})
+            data = self._get("/api/contacts/activity", {**params, "page": number}, records="events")
             events = data.get("events") or []
             if not isinstance(events, list):
                 raise PermanentError(f"{self.name}: /api/contacts/activity: `events` is not a list")
@@ -144,17 +141,19 @@ class MauticSource:
         complete; the feed is complete up to the earliest of those times (_ALL when every type is done)."""
         page = Page(fetched=len(events))
         for odd in (e for e in events if not isinstance(e, dict)):
-            page.rejected.append(Rejection(self.name, None, "activity event is not a JSON object", _dumps(odd)))
+            page.rejected.append(reject_unreadable(self.name, odd) if isinstance(odd, Unreadable) else
+                                 Rejection(self.name, None, "activity event is not a JSON object", _dumps(odd)))
         events = [e for e in events if isinstance(e, dict)]
         contacts = {str(e.get("contactId")) for e in events if e.get("contactId") not in (None, "")}
-        page.people = self._lookup_people(contacts)
+        page.people, refused = self._lookup_people(contacts)
+        page.rejected += refused
         self._lookup_emails({eid for e in events if (eid := _email_id(e))})
         rows: Counter = Counter()
         reached: dict[Any, datetime | None] = {}
         for event in events:
             kind = event.get("event")
             rows[kind] += 1
-            record = self._activity(event)
+            record = convert_guarded(self.name, self._activity, event)
             if isinstance(record, ActivityRecord):
                 page.activities.append(record)
                 moment = record.occurred_at
@@ -247,20 +246,25 @@ class MauticSource:
 
     # ------------------------------------------------------------ lookups
 
-    def _lookup_people(self, ids: Iterable[str]) -> list[PersonRecord]:
-        """PersonRecords for contacts not seen yet this run, fetched `LOOKUP_BATCH` at a time."""
+    def _lookup_people(self, ids: Iterable[str]) -> tuple[list[PersonRecord], list[Rejection]]:
+        """PersonRecords for contacts not seen yet this run, fetched `LOOKUP_BATCH` at a time, and the contact
+        records that could not be read."""
         missing = sorted((cid for cid in ids if cid not in self._people and cid.isdigit()), key=int)
         found: list[PersonRecord] = []
+        refused: list[Rejection] = []
         for chunk in _chunks(missing, LOOKUP_BATCH):
-            data = self._get("/api/contacts", {**_where_ids(chunk, minimal=1), "select[]": self._select})
+            data = self._get("/api/contacts", {**_where_ids(chunk, minimal=1), "select[]": self._select},
+                             records="contacts")
             for contact in _items(data.get("contacts")):
-                person = self._person(contact)
-                if person is not None:
+                person = convert_guarded(self.name, self._person, contact)
+                if isinstance(person, Rejection):
+                    refused.append(person)
+                elif person is not None:
                     self._people[person.source_contact_id] = person
                     found.append(person)
             for cid in chunk:
                 self._people.setdefault(cid, None)
-        return found
+        return found, refused
 
     def _person(self, contact: Any) -> PersonRecord | None:
         if not isinstance(contact, dict) or contact.get("id") in (None, ""):
@@ -280,22 +284,20 @@ class MauticSource:
             if value in (None, ""):
                 continue
             if name == "company_size":
-                try:
-                    value = int(float(value))
-                except (TypeError, ValueError):
-                    continue
+                value = employee_count(value)
             elif name == "country":
                 value = COUNTRY_CODES.get(str(value), str(value))
             else:
                 value = str(value)
             picked[name] = value
-        return PersonRecord(self.name, str(contact["id"]), normalize_email(values.get("email")), **picked)
+        return PersonRecord(self.name, str(contact["id"]), normalize_email(values.get("email")), **picked,
+                            raw=_dumps(contact))
 
     def _lookup_emails(self, ids: Iterable[str]) -> None:
         """E-mail name and campaign (utmTags.utmCampaign, else its category) for e-mails not seen yet."""
         missing = sorted((eid for eid in ids if eid not in self._emails and eid.isdigit()), key=int)
         for chunk in _chunks(missing, LOOKUP_BATCH):
-            data = self._get("/api/emails", _where_ids(chunk))
+            data = self._get("/api/emails", _where_ids(chunk), records="emails")
             for email in _items(data.get("emails")):
                 if isinstance(email, dict) and email.get("id") not in (None, ""):
                     utm, category = _dict(email.get("utmTags")), _dict(email.get("category"))
@@ -303,7 +305,8 @@ class MauticSource:
             for eid in chunk:
                 self._emails.setdefault(eid, (None, None))
 
-    def _get(self, path: str, params: dict[str, Any]) -> dict:
+    def _get(self, path: str, params: dict[str, Any], records: str = "") -> dict:
+        """The response's JSON; a page whose `records` do not all parse is read record by record."""
         parsed: dict[str, Any] = {}
 
         def check(response: requests.Response) -> None:
@@ -311,7 +314,7 @@ class MauticSource:
             if response.status_code >= 400:
                 return
             try:
-                data = _loads(response.content)
+                data = loads_page(response.content, records) if records else _loads(response.content)
             except ValueError:
                 raise TransientError(f"{self.name} GET {path}: the response is not JSON") from None
             if not isinstance(data, dict):
