@@ -18,7 +18,7 @@ from config.settings import CONFIG_DIR
 from domain.activity import normalize_email
 from domain.business_hours import WEEKDAYS, DaysOff, WorkingCalendar, WorkingPeriod, WorkingWeek, zone_of
 from domain.teams import (
-    Absence, DaysAway, Fallback, Manager, Rep, RoundRobin, SalesTeams, Team, TimeAway, parse_ical_absences,
+    Absence, DaysAway, Fallback, Manager, Rep, RoundRobin, SalesTeams, Team, parse_ical_absences,
 )
 
 TEAMS_FILE = CONFIG_DIR / "teams.yaml"
@@ -91,7 +91,15 @@ def _construct_sequence(loader: _TeamsLoader, node: yaml.SequenceNode) -> LineLi
                     [child.start_mark.line + 1 for child in node.value])
 
 
+def _construct_timestamp(loader: _TeamsLoader, node: yaml.ScalarNode) -> Any:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:  # 2026-13-24 looks like a date and is none: keep the text, so the check names its line
+        return loader.construct_scalar(node)
+
+
 _TeamsLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_TeamsLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 _TeamsLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
@@ -140,6 +148,9 @@ class _Load:
         self.problems: list[tuple[int, str]] = []
         self.declared_teams: set[str] = set()  # every team named, even one refused, so reps in it are not refused too
         self.declared_people: set[str] = set()  # likewise for reps and managers named as someone's manager
+        self.rep_lines: dict[str, int | None] = {}
+        self.manager_lines: dict[str, int | None] = {}  # where each person's manager is named
+        self.fallback_reps: list[tuple[str, int | None, str]] = []
 
     def problem(self, line: int | None, message: str) -> None:
         self.problems.append((line or 0, message))
@@ -242,8 +253,8 @@ class _Load:
         try:
             return WorkingWeek.of(days)
         except ValueError as exc:
-            bad_day = next((d for d in range(7) if WEEKDAYS[d] in str(exc)), None)
-            self.problem(named_on.get(bad_day, line) if bad_day is not None else line, f"{what}: {exc}")
+            bad_day = next((d for d in range(7) if str(exc).startswith(WEEKDAYS[d] + ":")), None)
+            self.problem(named_on.get(bad_day) if bad_day is not None else _line(node), f"{what}: {exc}")
             return None
 
     def weekdays(self, spec: Any, line: int | None, what: str) -> list[int] | None:
@@ -348,6 +359,8 @@ class _Load:
             queue = self.text(node["queue"], _line(node, "queue"), f"{what} queue")
             return Fallback(queue=queue) if queue else None
         email = self.email(node["rep"], _line(node, "rep"), f"{what} rep")
+        if email:
+            self.fallback_reps.append((email, _line(node, "rep"), what))
         return Fallback(rep=email) if email else None
 
 
@@ -367,7 +380,7 @@ def load_teams(path: Path = TEAMS_FILE, text: str | None = None) -> SalesTeams:
         if "fallback" in document else None
     if "fallback" not in document:
         load.problem(None, "a fallback is required: {queue: NAME} or {rep: E-MAIL}, for leads nobody can take")
-    _check_people(load, document, teams, reps, managers, fallback)
+    _check_people(load, reps, managers)
     load.raise_problems()
     try:
         return SalesTeams(teams=tuple(teams.values()), reps=tuple(reps.values()), fallback=fallback,
@@ -454,7 +467,8 @@ def _teams(load: _Load, document: dict, regions: dict[str, tuple[str, ...]]) -> 
         own = load.absences(node, "days_off", what)
         rr_node = load.mapping(node.get("round_robin") or {}, _line(node, "round_robin"), f"{what} round_robin") or {}
         load.known_keys(rr_node, ROUND_ROBIN_KEYS, f"{what} round_robin")
-        round_robin = RoundRobin(**{key: load.flag(rr_node, key, f"{what} round_robin", True) for key in ROUND_ROBIN_KEYS})
+        round_robin = RoundRobin(**{key: load.flag(rr_node, key, f"{what} round_robin", True)
+                                    for key in ROUND_ROBIN_KEYS})
         fallback = load.fallback(node["fallback"], _line(node, "fallback"), f"{what} fallback") \
             if node.get("fallback") is not None else None
         if name is None or zone is None or week is None or len(load.problems) > problems_before:
@@ -481,10 +495,13 @@ def _managers(load: _Load, document: dict) -> dict[str, Manager]:
         if email is None:
             continue
         load.declared_people.add(email)
+        if boss:
+            load.manager_lines.setdefault(email, _line(node, "manager"))
         if email in managers:
             load.problem(_line(node, "email"), f"manager {email} is already declared on line {managers[email].line}")
             continue
-        managers[email] = Manager(email=email, name=str(node.get("name") or ""), manager=boss, line=_line(node, "email"))
+        managers[email] = Manager(email=email, name=str(node.get("name") or ""), manager=boss,
+                                  line=_line(node, "email"))
     return managers
 
 
@@ -493,7 +510,6 @@ def _reps(load: _Load, document: dict, teams: dict[str, Team]) -> dict[str, Rep]
     if not items:
         load.problem(_line(document, "reps") or _line(document), "at least one rep is required under reps:")
     reps: dict[str, Rep] = {}
-    rep_lines: dict[str, int | None] = {}
     for entry, line in items:
         node = load.mapping(entry, line, "a rep")
         if node is None:
@@ -503,11 +519,11 @@ def _reps(load: _Load, document: dict, teams: dict[str, Team]) -> dict[str, Rep]
         email = load.email(node.get("email"), _line(node, "email") or line, "a rep's email")
         what = f"rep {email}" if email else "a rep"
         load.known_keys(node, REP_KEYS, what)
-        if email in rep_lines:  # e-mails are compared trimmed and lower-cased, as the CRM matches them
-            load.problem(_line(node, "email"), f"rep {email} is already listed on line {rep_lines[email]}")
+        if email in load.rep_lines:  # e-mails are compared trimmed and lower-cased, as the CRM matches them
+            load.problem(_line(node, "email"), f"rep {email} is already listed on line {load.rep_lines[email]}")
             email = None
         elif email:
-            rep_lines[email] = _line(node, "email")
+            load.rep_lines[email] = _line(node, "email")
             load.declared_people.add(email)
         member_of = []
         for item, item_line in load.items(node, "teams", what):
@@ -540,6 +556,8 @@ def _reps(load: _Load, document: dict, teams: dict[str, Team]) -> dict[str, Rep]
                 absences.extend(_feed_file(load, feed, _line(node, "ooo_calendar"), what, own_zone))
         manager = load.email(node["manager"], _line(node, "manager"), f"{what} manager") \
             if node.get("manager") is not None else None
+        if email and manager:
+            load.manager_lines[email] = _line(node, "manager")
         if email is None or not member_of or len(load.problems) > problems_before:
             continue
         try:
@@ -588,22 +606,23 @@ def _feed_file(load: _Load, feed: str, line: int | None, what: str, zone: str) -
     return parse_ical_absences(text, zone)
 
 
-def _check_people(load: _Load, document: dict, teams: dict[str, Team], reps: dict[str, Rep],
-                  managers: dict[str, Manager], fallback: Fallback | None) -> None:
-    """Managers that exist, no rep also declared a manager, no one managing themselves, no cycles, a fallback rep that
-    exists."""
+def _check_people(load: _Load, reps: dict[str, Rep], managers: dict[str, Manager]) -> None:
+    """Managers that exist, no rep also declared a manager, no one managing themselves, no cycles, fallback reps that
+    exist."""
     for email, manager in managers.items():
-        if email in reps:
-            load.problem(manager.line, f"{email} is a rep (line {reps[email].line}); list them once, as a rep")
+        if email in load.rep_lines:
+            load.problem(manager.line, f"{email} is a rep (line {load.rep_lines[email]}); list them once, as a rep")
     people: dict[str, tuple[str | None, int | None]] = {
         **{e: (m.manager, m.line) for e, m in managers.items()}, **{e: (r.manager, r.line) for e, r in reps.items()}}
-    for email, (boss, line) in people.items():
+    for email, (boss, _) in people.items():
+        line = load.manager_lines.get(email)
         if boss is None:
             continue
         if boss == email:
             load.problem(line, f"{email} is their own manager")
         elif boss not in people and boss not in load.declared_people:
-            load.problem(line, f"{email}'s manager {boss} is neither a rep nor a declared manager (add them under managers:)")
+            load.problem(line, f"{email}'s manager {boss} is neither a rep nor a declared manager "
+                               f"(add them under managers:)")
     reported: set[frozenset[str]] = set()
     for start in people:
         path, current = [], start
@@ -615,11 +634,9 @@ def _check_people(load: _Load, document: dict, teams: dict[str, Team], reps: dic
             if len(cycle) > 1 and frozenset(cycle) not in reported:  # one managing themselves is said above
                 reported.add(frozenset(cycle))
                 load.problem(people[cycle[0]][1], "manager cycle: " + " -> ".join(cycle + [cycle[0]]))
-    for team in teams.values():
-        if team.fallback and team.fallback.rep and team.fallback.rep not in reps:
-            load.problem(team.line, f"team {team.name!r} fallback rep {team.fallback.rep} is not a rep")
-    if fallback and fallback.rep and fallback.rep not in reps:
-        load.problem(_line(document, "fallback"), f"fallback rep {fallback.rep} is not a rep")
+    for email, line, what in load.fallback_reps:
+        if email not in load.rep_lines:
+            load.problem(line, f"{what} rep {email} is not a rep (a fallback rep is one listed under reps:)")
 
 
 def _shown(value: Any) -> str:
@@ -634,7 +651,8 @@ def describe_teams(teams: SalesTeams, at: datetime | None = None) -> str:
     out = [f"# Sales teams{f' ({teams.source})' if teams.source else ''}", "",
            _table(("team", "product lines", "territories", "timezone", "working hours", "public holidays",
                    "own days off", "round robin", "reps", "fallback"),
-                  [(t.name, ", ".join(sorted(t.product_lines)) or "all", ", ".join(sorted(t.territories)) or "everywhere",
+                  [(t.name, ", ".join(sorted(t.product_lines)) or "all",
+                    ", ".join(sorted(t.territories)) or "everywhere",
                     t.timezone, str(t.working_hours), ", ".join(t.holidays) or "none",
                     "; ".join(str(d) for d in t.own_days_off) or "none", _round_robin(t.round_robin),
                     str(len(teams.reps_in(t))), str(teams.fallback_for(t)))

@@ -40,7 +40,8 @@ class WorkingPeriod:
 
     def __post_init__(self) -> None:
         if not 0 <= self.start < self.end <= DAY_MINUTES:
-            raise ValueError(f"a working period runs forward within one day, not {_clock(self.start)}-{_clock(self.end)}")
+            raise ValueError(f"a working period runs forward within one day, "
+                             f"not {_clock(self.start)}-{_clock(self.end)}")
 
     @classmethod
     def parse(cls, text: str) -> WorkingPeriod:

@@ -209,14 +209,15 @@ def _event_zone(tzid: str | None, zone: ZoneInfo) -> ZoneInfo:
         return zone
 
 
-def _duration(value: str) -> timedelta:
+def _duration(value: str) -> tuple[timedelta, timedelta]:
+    """An RFC 5545 DURATION as (days and weeks, kept in wall time; hours, minutes and seconds, elapsed)."""
     match = _DURATION.match(value.strip().upper())
     if not match or not any(match.groups()[1:]):
         raise ValueError(f"not a duration: {value!r}")
     sign, weeks, days, hours, minutes, seconds = match.groups()
-    span = timedelta(weeks=int(weeks or 0), days=int(days or 0), hours=int(hours or 0), minutes=int(minutes or 0),
-                     seconds=int(seconds or 0))
-    return -span if sign == "-" else span
+    nominal = timedelta(weeks=int(weeks or 0), days=int(days or 0))
+    exact = timedelta(hours=int(hours or 0), minutes=int(minutes or 0), seconds=int(seconds or 0))
+    return (-nominal, -exact) if sign == "-" else (nominal, exact)
 
 
 def _absences_of(event: dict[str, list[Property]], zone: ZoneInfo, horizon: date | None) -> list[Absence]:
@@ -228,20 +229,27 @@ def _absences_of(event: dict[str, list[Property]], zone: ZoneInfo, horizon: date
     if not _is_absence(event, all_day):
         return []
     end_prop, duration = _first(event, "DTEND"), _value(event, "DURATION")
+    nominal, exact = timedelta(0), timedelta(0)
     if end_prop is not None:
-        length = _as_datetime(_moment(end_prop, zone)) - _as_datetime(start)
+        end = _moment(end_prop, zone)
+        if isinstance(end, datetime) and isinstance(start, datetime) and end.tzinfo is not start.tzinfo:
+            exact = end.astimezone(UTC) - start.astimezone(UTC)
+        else:
+            nominal = _as_datetime(end) - _as_datetime(start)  # the same wall-clock length on every occurrence
     elif duration is not None:
-        length = _duration(duration)
-    else:
-        length = timedelta(days=1) if all_day else timedelta(0)  # RFC 5545: a day, or an instant
+        nominal, exact = _duration(duration)
+    elif all_day:
+        nominal = timedelta(days=1)  # RFC 5545: an all-day event without an end is one day; a timed one an instant
     reason = _text_value(_value(event, "SUMMARY") or "") or "out of office"
     absences: list[Absence] = []
     for begin in _occurrences(event, start, zone, horizon):
         if all_day:
-            last = (begin + length - timedelta(days=1)).date() if length >= timedelta(days=1) else begin.date()
-            absences.append(DaysAway(begin.date(), last, reason))
-        elif length > timedelta(0):
-            absences.append(TimeAway(begin.astimezone(UTC), (begin + length).astimezone(UTC), reason))
+            last = (begin + nominal + exact - timedelta(days=1)).date()
+            absences.append(DaysAway(begin.date(), max(last, begin.date()), reason))
+        else:
+            finish = (begin + nominal).astimezone(UTC) + exact
+            if finish > begin:
+                absences.append(TimeAway(begin.astimezone(UTC), finish, reason))
     return absences
 
 
@@ -407,7 +415,8 @@ class SalesTeams:
         object.__setattr__(self, "_reps", reps)
         object.__setattr__(self, "_managers", managers)
         # One calendar object per rep, shared where nothing differs, so each keeps its worked-out days.
-        object.__setattr__(self, "_calendars", {rep.email: self._calendar(rep, teams[rep.home_team]) for rep in self.reps})
+        object.__setattr__(self, "_calendars",
+                           {rep.email: self._calendar(rep, teams[rep.home_team]) for rep in self.reps})
 
     @staticmethod
     def _calendar(rep: Rep, team: Team) -> WorkingCalendar:
@@ -434,7 +443,8 @@ class SalesTeams:
     def teams_for(self, product_line: str | None = None, country: str | None = None) -> tuple[Team, ...]:
         """The teams that sell `product_line` in `country` (either left out: any), in the order of the file."""
         return tuple(team for team in self.teams
-                     if (product_line is None or team.sells(product_line)) and (country is None or team.covers(country)))
+                     if (product_line is None or team.sells(product_line))
+                     and (country is None or team.covers(country)))
 
     def calendar_of(self, rep: str | Rep) -> WorkingCalendar:
         """The rep's working calendar: their own timezone, hours or holidays where they have them, else their home

@@ -174,7 +174,8 @@ def test_calendar_hours_are_plain_addition():
     # across a daylight-saving change too: 24 elapsed hours, whatever the wall clock shows (adding to a local
     # datetime would move its wall clock instead, and give 23)
     saturday = local(BERLIN, 2026, 3, 28, 12)
-    assert due_at(CALENDAR_HOURS, saturday, 24) == saturday.astimezone(UTC) + 24 * HOURS == local(BERLIN, 2026, 3, 29, 13)
+    assert due_at(CALENDAR_HOURS, saturday, 24) == saturday.astimezone(UTC) + 24 * HOURS \
+        == local(BERLIN, 2026, 3, 29, 13)
     assert business_time_between(CALENDAR_HOURS, saturday, local(BERLIN, 2026, 3, 29, 12)) == 23 * HOURS
     assert is_working(CALENDAR_HOURS, local(BERLIN, 2026, 12, 25, 3))
     assert next_working_moment(CALENDAR_HOURS, saturday) == saturday
