@@ -122,7 +122,7 @@ def _events(text: str) -> Iterable[dict[str, list[Property]]]:
     for line in lines:
         name, params, value = _content_line(line)
         if name == "BEGIN":
-            stack.append(value.upper())
+            stack.append(value.strip().upper())
             if stack[-1] == "VEVENT":
                 event = {}
         elif name == "END":
