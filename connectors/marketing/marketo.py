@@ -190,7 +190,8 @@ class MarketoSource:
 
     def _page(self, records: list[Any], types: dict[int, str]) -> Page:
         page = Page(fetched=len(records))
-        page.people, page.rejected = self._lookup_leads({r.get("leadId") for r in records if isinstance(r, dict)})
+        page.people, page.rejected = self._lookup_leads({r["leadId"] for r in records
+                                                         if isinstance(r, dict) and type(r.get("leadId")) is int})
         for record in records:
             if isinstance(record, Unreadable):
                 page.rejected.append(reject_unreadable(self.name, record))

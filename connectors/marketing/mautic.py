@@ -152,6 +152,7 @@ class MauticSource:
         reached: dict[Any, datetime | None] = {}
         for event in events:
             kind = event.get("event")
+            kind = kind if isinstance(kind, str) or kind is None else repr(kind)  # a hostile type is a key too
             rows[kind] += 1
             record = convert_guarded(self.name, self._activity, event)
             if isinstance(record, ActivityRecord):

@@ -1,0 +1,266 @@
+"""The fuzz suite of hostile records: generated records (structure, sizes, numbers, unicode, control characters,
+times), mixed with good ones, go through each source's own normalizer and the batch writer, on SQLite and
+PostgreSQL. Whatever comes: the run finishes, every good record is stored, every bad one is stored as it came
+or quarantined with a reason.
+
+A new kind of record (a CRM record, a webhook body) plugs in as a `Feed`: how a page of its records is put on
+the wire, and how its connector reads that page back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select, text
+
+from config.settings import Settings
+from config.sources import SourceConfig
+from connectors.marketing.base import Page
+from connectors.marketing.hubspot import HubSpotSource
+from connectors.marketing.marketo import MarketoSource
+from connectors.marketing.mautic import MauticSource
+from connectors.records import loads_page
+from domain.activity import dump_raw, parse_instant, screen, screen_people
+from store.ingest import write_batch
+from store.tables import Activity, Quarantine
+from tasks.ingest import ingest_source_once
+
+SCALE = int(os.environ.get("HANDOFF_PROPERTY_SCALE", "1"))  # e.g. 20 for a deeper search; the suite uses 1
+FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=20 * SCALE,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                       HealthCheck.data_too_large, HealthCheck.large_base_example])
+NOW = datetime(2026, 11, 2, 12, tzinfo=timezone.utc)
+CAP = 64 * 1024
+TABLES = ("activity", "lead_contact", "lead_dirty", "quarantine", "source_watermark", "source_file", "lead")
+
+# ---------------------------------------------------------------- what hostile input is made of
+
+SPECIALS = ["\x00", "\ud800", "\udfff", "\x1b[2J", "\x1b]8;;http://evil.example\x07", "\u202e", "\r", "\x7f", "\x85",
+            "\ufeff", "\u0085", "🙂", "e\u0301", "'", '"', "\\", "[red]", "\n"]
+texts = st.one_of(
+    st.lists(st.one_of(st.text(max_size=12), st.sampled_from(SPECIALS)), max_size=6).map("".join),
+    st.text(alphabet="abc/?=&%", min_size=400, max_size=1500),
+)
+numbers = st.one_of(st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
+                    st.sampled_from([0, -1, 2**31, 2**53 + 1, 2**63, 1e15, 1.5, 1_700_000_000, -86_400]))
+anything = st.recursive(st.none() | st.booleans() | numbers | texts,
+                        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+                        max_leaves=6)
+# Records no JSON parser takes: nested past any parser's depth, not UTF-8, not finite; a line may also be cut
+# short (inside a page, a record cut short is a page cut short: the page fails and is fetched again).
+unparseable = [
+    b'{"id": "x", "p": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+    b'{"id": "caf\xe9", "email": "x@acme.example"}',
+    b'{"id": "n", "value": NaN}',
+    b'{"id": "i", "value": -Infinity}',
+    b'{"id": "\xff\xfe"}',
+]
+broken_lines = st.sampled_from([*unparseable, b'{"id": "cut", "email": "x@acme', b"[1, 2]", b"17"])
+broken_records = st.sampled_from(unparseable)
+moments = st.integers(0, 60 * 24 * 30).map(lambda minutes: NOW - timedelta(minutes=minutes))
+
+
+@st.composite
+def record_mix(draw, good_record: Callable[[int], dict], fields: list[str], broken=broken_records) -> list[tuple[str, Any]]:
+    """Good records and hostile ones, in any order: ("good", record), ("bad", record with fields replaced by
+    hostile values) or ("raw", bytes no parser takes)."""
+    items = [("good", good_record(n)) for n in range(draw(st.integers(1, 12)))]
+    for n in range(draw(st.integers(1, 8))):
+        if draw(st.booleans()):
+            record = good_record(1000 + n)
+            for name in draw(st.lists(st.sampled_from(fields), min_size=1, max_size=3, unique=True)):
+                record[name] = draw(anything)
+            items.append(("bad", record))
+        else:
+            items.append(("raw", draw(broken)))
+    return draw(st.permutations(items))
+
+
+def dumps(record: dict) -> bytes:
+    """JSON as a tool might write it: lone surrogates escaped, NaN and Infinity written out."""
+    return json.dumps(record, allow_nan=True).encode()
+
+
+# ---------------------------------------------------------------- the stores' side of the oracle
+
+def reset(engine) -> None:
+    with engine.begin() as conn:
+        for table in TABLES:
+            conn.execute(text(f"DELETE FROM {table}"))
+
+
+def stored(engine) -> tuple[dict, list]:
+    with engine.connect() as conn:
+        activities = {(r.source, r.external_id): r for r in conn.execute(select(Activity.__table__))}
+        quarantined = list(conn.execute(select(Quarantine.__table__)))
+    return activities, quarantined
+
+
+def quarantined_as_it_came(quarantined: list, payload: bytes | str) -> bool:
+    raw = payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogatepass")
+    return any(q.reason and (q.raw_bytes is not None and bytes(q.raw_bytes) == raw[:CAP] or q.raw_bytes is None and
+                             q.raw.encode("utf-8", "surrogatepass") == raw) for q in quarantined)
+
+
+def assert_accounted(activities: dict, quarantined: list, key: tuple[str, str] | None, payload: bytes | str,
+                     faithful: Callable[[Any], None] | None = None) -> None:
+    """A good or bad record is stored under its key (the first of a key wins; its fields as they came) or
+    quarantined with a reason and its payload."""
+    row = activities.get(key) if key else None
+    if row is not None:
+        if faithful and row.raw == (payload if isinstance(payload, str) else payload.decode("utf-8", "replace")):
+            faithful(row)
+        return
+    assert quarantined_as_it_came(quarantined, payload), (key, payload[:300])
+
+
+def kept(value: Any) -> Any:
+    return value if isinstance(value, str) and value else None
+
+
+# ---------------------------------------------------------------- JSON Lines, end to end through the ingest
+
+def jsonl_good(n: int) -> dict:
+    return {"id": f"e-{n}", "email": f"p{n}@acme.example", "type": ["page_view", "email_open", "demo_request"][n % 3],
+            "occurred_at": (NOW - timedelta(hours=n)).isoformat(), "asset": f"/page-{n}", "campaign": "Q4",
+            "company": "Acme", "first_name": "Ada", "company_size": 250, "title": "VP Sales", "contact_id": f"c{n}"}
+
+
+JSONL_FIELDS = ["id", "email", "type", "occurred_at", "asset", "campaign", "company", "first_name", "company_size",
+                "title", "contact_id", "source", "properties"]
+
+
+@FUZZ
+@given(mix=record_mix(jsonl_good, JSONL_FIELDS, broken_lines))
+def test_a_json_lines_file_of_hostile_and_good_lines_is_stored_or_quarantined_line_by_line(engine, tmp_path_factory,
+                                                                                          mix):
+    reset(engine)
+    lines = [dumps(r) if kind != "raw" else r for kind, r in mix]
+    path = tmp_path_factory.mktemp("fuzz") / "export.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    config = SourceConfig(name="files", kind="jsonl", path=str(path), page_size=7)
+    summary = ingest_source_once(config, {}, now=NOW, run_id="fuzz", settings=Settings(
+        database_url=engine.url.render_as_string(hide_password=False), batch_size=9, fetch_in_subprocess=False))
+    assert summary.status == "ok" and summary.fetched == len(lines)
+    activities, quarantined = stored(engine)
+    for (kind, record), line in zip(mix, lines):
+        if kind == "raw":
+            assert quarantined_as_it_came(quarantined, line), line[:200]
+            continue
+        key = (str(record.get("source") or "files"), str(record.get("id")))
+        if kind == "good":
+            assert activities[key].raw == line.decode()
+            continue
+
+        def faithful(row, record=record):
+            assert (row.asset, row.campaign) == (kept(record.get("asset")), kept(record.get("campaign")))
+            assert row.occurred_at == parse_instant(record.get("occurred_at"))
+
+        assert_accounted(activities, quarantined, key, line.decode("utf-8", "surrogatepass"), faithful)
+
+
+# ---------------------------------------------------------------- the HTTP connectors' normalizers
+
+@dataclass
+class Feed:
+    """A kind of record: its good shape, the fields a hostile one replaces, how a page of them is put on the
+    wire, and how its connector reads such a page (the connector's own parsing and normalizing, no server)."""
+
+    name: str
+    good: Callable[[int], dict]
+    fields: list[str]
+    page: Callable[[list[bytes]], bytes]
+    read: Callable[[bytes], Page]
+    key: Callable[[dict], tuple[str, str]]
+
+
+def marketo_read(body: bytes) -> Page:
+    source = MarketoSource(SourceConfig(name="marketo", kind="marketo", base_url="http://127.0.0.1:9"),
+                           {"client_id": "id", "client_secret": "secret"})
+    source._fields = "id,email"
+    source._get = lambda path, params=None: {"result": [  # the lead lookup answers with people, one hostile
+        {"id": 7, "email": "ada@acme.example", "company": "Acme", "numberOfEmployees": "250"},
+        {"id": 8, "email": "bob@acme.example", "numberOfEmployees": 1e30, "firstName": "B\x00b"}]}
+    records = loads_page(body, "result")["result"]
+    return source._page(records, {1: "Visit Webpage", 10: "Open Email"})
+
+
+def hubspot_read(body: bytes) -> Page:
+    source = HubSpotSource(SourceConfig(name="hubspot", kind="hubspot", base_url="http://127.0.0.1:9"),
+                           {"access_token": "t"})
+    data = loads_page(body, "events")
+    return source._page(data["events"], source._email_activity)
+
+
+def mautic_read(body: bytes) -> Page:
+    source = MauticSource(SourceConfig(name="mautic", kind="mautic", base_url="http://127.0.0.1:9"),
+                          {"username": "u", "password": "p"})
+    source._get = lambda path, params, records="": {"contacts": {
+        "5": {"id": 5, "fields": {"all": {"email": "cy@acme.example", "company_size": "NaN"}}}, "6": [1, 2]}}
+    page, _ = source._page(loads_page(body, "events")["events"], limit=100)
+    return page
+
+
+FEEDS = [
+    Feed("marketo",
+         lambda n: {"id": n, "marketoGUID": f"g-{n}", "leadId": 7 + n % 2, "activityDate": (NOW - timedelta(hours=n)).isoformat(),
+                    "activityTypeId": [1, 10][n % 2], "primaryAttributeValue": f"Program.Email {n}",
+                    "attributes": [{"name": "Webpage URL", "value": f"/page-{n}"}]},
+         ["marketoGUID", "leadId", "activityDate", "activityTypeId", "primaryAttributeValue", "attributes"],
+         lambda items: b'{"requestId": "r", "success": true, "moreResult": false, "result": [' + b",".join(items) + b"]}",
+         marketo_read, lambda r: ("marketo", str(r.get("marketoGUID") or r.get("id")))),
+    Feed("hubspot",
+         lambda n: {"id": f"h-{n}", "type": ["OPEN", "CLICK"][n % 2], "recipient": f"p{n}@acme.example",
+                    "created": int((NOW - timedelta(hours=n)).timestamp() * 1000), "emailCampaignId": 3},
+         ["id", "type", "recipient", "created", "emailCampaignId"],
+         lambda items: b'{"hasMore": false, "offset": "x", "events": [' + b",".join(items) + b"]}",
+         hubspot_read, lambda r: ("hubspot", str(r.get("id")))),
+    Feed("mautic",
+         lambda n: {"event": "page.hit", "eventId": n, "timestamp": (NOW - timedelta(hours=n)).isoformat(),
+                    "contactId": "5", "details": {"hit": {"url": f"https://acme.example/page-{n}"}}},
+         ["event", "eventId", "timestamp", "contactId", "details", "eventLabel"],
+         lambda items: b'{"total": 1, "maxPages": 1, "limit": 100, "events": [' + b",".join(items) + b"]}",
+         mautic_read, lambda r: ("mautic", f"{r.get('event')}{r.get('eventId')}")),
+]
+
+
+@pytest.mark.parametrize("feed", FEEDS, ids=lambda feed: feed.name)
+def test_each_feed_s_good_records_are_read_as_activities(feed):
+    page = feed.read(feed.page([dumps(feed.good(n)) for n in range(4)]))
+    assert len(page.activities) == 4 and page.fetched == 4
+
+
+@pytest.mark.parametrize("feed", FEEDS, ids=lambda feed: feed.name)
+@FUZZ
+@given(data=st.data())
+def test_a_page_of_hostile_and_good_records_is_read_record_by_record_and_stored_or_quarantined(engine, feed, data):
+    reset(engine)
+    mix = data.draw(record_mix(feed.good, feed.fields))
+    items = [dumps(r) if kind != "raw" else r for kind, r in mix]
+    page = feed.read(feed.page(items))
+    assert page.fetched == len(items)
+    accepted, late = screen(page.activities, now=NOW, max_payload_bytes=CAP, future_tolerance=timedelta(minutes=10))
+    people, refused = screen_people(page.people)
+    write_batch(engine, source=feed.name, activities=accepted, people=people, rejections=page.rejected + late + refused,
+                checkpoint=None, now=NOW, raw_cap=CAP)
+    activities, quarantined = stored(engine)
+    for (kind, record), item in zip(mix, items):
+        if kind == "raw":
+            assert quarantined_as_it_came(quarantined, item), item[:200]
+        elif kind == "good":
+            assert feed.key(record) in activities, record
+        else:  # parsed, its payload is the record as the connector writes it; unparsed, the bytes as they came
+            payloads = [item]
+            try:
+                payloads.append(dump_raw(orjson.loads(item)))
+            except orjson.JSONDecodeError:
+                pass
+            assert feed.key(record) in activities or any(quarantined_as_it_came(quarantined, p) for p in payloads), record
