@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import os
+import re
+import types
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Union, get_args, get_origin
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as UnreadableSetting
 
 CONFIG_DIR = Path(__file__).resolve().parent
+ENV_PREFIX = "HANDOFF_"
+
+
+class InvalidSetting(ValueError):
+    """A HANDOFF_* variable holds a value its setting cannot take; the message names the variable and what it takes."""
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HANDOFF_", extra="ignore")
+    # no infinite or not-a-number timeouts, waits or lags: they would wait forever or never
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", allow_inf_nan=False)
 
     home: Path = Field(default=Path(".handoff"), description="Working directory for the embedded database and logs")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default is a SQLite file in home")
@@ -105,4 +115,35 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; a value a setting cannot take is an InvalidSetting naming its variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name, value = str(first["loc"][0]), first.get("input")
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise InvalidSetting(f"{ENV_PREFIX}{name.upper()} is {str(value)[:60]!r}: it must be {allowed(name)}{more}") \
+            from None
+    except UnreadableSetting as exc:  # a list or mapping that is not JSON
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = found.group(1) if found else "?"
+        raise InvalidSetting(f"{ENV_PREFIX}{name.upper()} cannot be read: it must be {allowed(name)}") from None
+
+
+_KINDS = {int: "a whole number", float: "a finite number", bool: "true or false", str: "text", Path: "a path"}
+_BOUNDS = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
+
+
+def allowed(name: str) -> str:
+    """What the setting `name` takes, as a person reads it: `a whole number, at least 1`."""
+    field = Settings.model_fields.get(name)
+    if field is None:
+        return "valid"
+    kinds = [kind for kind in (get_args(field.annotation) if get_origin(field.annotation) in (Union, types.UnionType)
+                               else (field.annotation,)) if kind is not type(None)]
+    kind = kinds[0] if kinds else str
+    text = ("a JSON list of numbers, e.g. [10, 60]" if get_origin(kind) is list else _KINDS.get(kind, "valid"))
+    bounds = [f"{words} {getattr(rule, key)}" for rule in field.metadata for key, words in _BOUNDS.items()
+              if hasattr(rule, key)]
+    what = f" ({field.description.split('. ')[0]})" if field.description else ""
+    return ", ".join([text, *bounds]) + what

@@ -11,10 +11,135 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType, RenderHook
 from rich.markdown import Markdown
+from rich.segment import Segment
+from rich.text import Text
+from typer.core import TyperGroup
 
-app = typer.Typer(help="Handoff: move leads from marketing to sales, exactly once.", no_args_is_help=True)
+from tasks.markdown import shown
+
+
+class Terminal(Console):
+    """A console that shows the control characters of what it prints instead of obeying them (lead text reaches
+    it in tables, reasons and payloads) and reads no text as rich markup: a message styles itself with `style=`."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(markup=False, **kwargs)
+        self.push_render_hook(_Shown())
+
+    def render_str(self, text: str, **kwargs) -> Text:
+        # before rich, which would drop a carriage return, a backspace or a BEL without a trace
+        return super().render_str(shown(text), **kwargs)
+
+    def print(self, *objects, **kwargs) -> None:
+        super().print(*(_markdown(o) if isinstance(o, Markdown) else o for o in objects), **kwargs)
+
+
+def _markdown(page: Markdown) -> Markdown:
+    """The page with its controls shown before rich parses it, and no link of it made a terminal hyperlink."""
+    if shown(page.markup) != page.markup:
+        page = Markdown(shown(page.markup))
+    page.hyperlinks = False
+    return page
+
+
+class _Shown(RenderHook):
+    """The last guard: text that reached rich by another way still has its controls shown when it is written."""
+
+    def process_renderables(self, renderables: list[RenderableType]) -> list[RenderableType]:
+        return [_ShownRenderable(renderable) for renderable in renderables]
+
+
+class _ShownRenderable:
+    def __init__(self, renderable: RenderableType) -> None:
+        self.renderable = renderable
+
+    def __rich_console__(self, console: Console, options):
+        for segment in console.render(self.renderable, options):
+            yield segment if segment.control else Segment(shown(segment.text), segment.style)
+
+
+# Exit codes: 2 for a usage error, which only a change to what a person typed or set can mend (an option, a
+# HANDOFF_* setting, the database URL and what it names, a sources file or rulebook a run needs, a port taken);
+# 1 when the work itself failed or found a problem (a database that does not answer or lacks the schema, a lead
+# not found, a failed run, a check that finds the rulebook broken).
+_REFUSALS = {
+    "config.loading.ConfigError": 2,
+    "config.settings.InvalidSetting": 2,
+    "store.engine.DatabaseUrlError": 2,
+    "sandbox.server.CannotListen": 2,
+    "store.engine.DatabaseUnavailable": 1,
+    "store.migrate.SchemaOutOfDate": 1,
+    "tasks.explain.LeadNotFound": 1,
+    "tasks.stages.MoveRefused": 1,
+}
+_HINTS = {
+    "config.settings.InvalidSetting": "Set it to a value it takes, or unset it for the default.",
+    "store.engine.DatabaseUrlError": "Check HANDOFF_DATABASE_URL (when it is unset, Handoff uses a SQLite file in HANDOFF_HOME).",
+    "store.engine.DatabaseUnavailable": "Check HANDOFF_DATABASE_URL, or start the database, and run the command again.",
+    "sandbox.server.CannotListen": "Choose another --port (0 takes any free ports) or --host, or stop what holds it.",
+}
+
+
+def _raised(exc: BaseException, where: str) -> bool:
+    """Whether `exc` is the exception class at `where` (module.Class); a module not imported raised nothing."""
+    module, _, name = where.rpartition(".")
+    kind = getattr(sys.modules.get(module), name, None)
+    return isinstance(kind, type) and isinstance(exc, kind)
+
+
+class _Handoff(TyperGroup):
+    """The one place an error becomes what a person reads: a refusal of _REFUSALS its message (and what to do)
+    with its exit code; anything else one line and the advice to rerun with --debug, which shows the traceback."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # typer's own: usage errors and exits
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            code, lines = _told(exc)
+            for line in lines:
+                errors.print(line, soft_wrap=True)
+            raise typer.Exit(code) from None
+
+
+def _told(exc: Exception) -> tuple[int, list[str]]:
+    from store.engine import connection_problem
+
+    url = _configured_url()
+    exc = (connection_problem(exc, url) if url else None) or exc
+    for where, code in _REFUSALS.items():
+        if _raised(exc, where):
+            return code, [f"Error: {exc}"] + ([_HINTS[where]] if where in _HINTS else [])
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return 1, [f"Error: {type(exc).__name__}: {_unsecret(first)}",
+               "Rerun with --debug (handoff --debug ...) to see the full traceback."]
+
+
+def _configured_url() -> str | None:
+    try:
+        return _settings().resolved_database_url()
+    except Exception:  # noqa: BLE001 - the settings may be what went wrong
+        return None
+
+
+def _unsecret(text: str) -> str:
+    """`text` without the configured database password, should an unexpected error quote it."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = make_url(_configured_url() or "").password
+    except Exception:  # noqa: BLE001 - no URL, no password to hide
+        return text
+    return text.replace(str(password), "***") if password else text
+
+
+app = typer.Typer(help="Handoff: move leads from marketing to sales, exactly once.", no_args_is_help=True,
+                  cls=_Handoff, pretty_exceptions_show_locals=False)
 run_app = typer.Typer(help="Run a flow once, now, against the configured Prefect API.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 rules_app = typer.Typer(help="The scoring rulebook (config/scoring.yaml and config/scoring.csv).", no_args_is_help=True)
@@ -28,13 +153,28 @@ app.add_typer(events_app, name="events")
 quarantine_app = typer.Typer(help="Records ingest could not accept, each kept whole with its reason.")
 app.add_typer(quarantine_app, name="quarantine")
 # Wide enough for the run-summary tables when the output is a pipe or a CI log.
-console = Console() if sys.stdout.isatty() else Console(width=160)
+console = Terminal() if sys.stdout.isatty() else Terminal(width=160)
+errors = Terminal(stderr=True) if sys.stderr.isatty() else Terminal(stderr=True, width=160)
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", help="On an error, show its full traceback.")) -> None:
+    pass
 
 
 def _settings():
     from config.settings import get_settings
 
     return get_settings()
+
+
+def _database_url() -> str:
+    """The configured database's URL. The default home is made here, on purpose: a SQLite URL set by hand must
+    name a directory that exists (store.engine refuses it otherwise), rather than one made somewhere unexpected."""
+    settings = _settings()
+    if settings.database_url is None:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    return settings.resolved_database_url()
 
 
 def _instant(value: Optional[str], option: str) -> Optional[datetime]:
@@ -51,13 +191,12 @@ def _instant(value: Optional[str], option: str) -> Optional[datetime]:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the database at HANDOFF_DATABASE_URL to the latest schema."""
-    from sqlalchemy.engine import make_url
-
+    from store.engine import masked
     from store.migrate import current, upgrade
 
-    url = _settings().resolved_database_url()
+    url = _database_url()
     upgrade(url)
-    console.print(f"database {make_url(url).render_as_string(hide_password=True)} is at revision {current(url)}")
+    console.print(f"database {masked(url)} is at revision {current(url)}")
 
 
 @db_app.command("current")
@@ -65,19 +204,15 @@ def db_current() -> None:
     """Print the database's schema revision."""
     from store.migrate import current, head
 
-    found = current(_settings().resolved_database_url())
+    found = current(_database_url())
     console.print(f"revision {found or 'none'} (latest {head()})")
 
 
 def _require_schema() -> None:
     """Refuse, with the fix, a database never migrated or behind the schema this version needs."""
-    from store.migrate import SchemaOutOfDate, require_head
+    from store.migrate import require_head
 
-    try:
-        require_head(_settings().resolved_database_url())
-    except SchemaOutOfDate as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+    require_head(_database_url())
 
 
 @contextmanager
@@ -102,21 +237,37 @@ def run_ingest(
     now: Optional[str] = typer.Option(None, help="The run's clock (ISO-8601); default: now."),
 ) -> None:
     """Pull new activities from every enabled source once."""
+    since_at, now_at = _instant(since, "--since"), _instant(now, "--now")  # a bad time fails before any server starts
+    _check_sources(source or [])
     from flows.ingest import IngestFailed, ingest
 
-    since_at, now_at = _instant(since, "--since"), _instant(now, "--now")  # a bad time fails before any server starts
     with _prefect():
         try:
             summary = ingest(sources=source or None, since=since_at, now=now_at)
         except IngestFailed as failed:
             _print_ingest(failed.summary)
-            console.print(f"[red]{failed}[/red]")
+            console.print(str(failed), style="red")
             raise typer.Exit(1) from None
     _print_ingest(summary)
 
 
-def _run_scoring(flow_call) -> None:
+def _check_sources(names: list[str]) -> None:
+    """The sources file loads and names every source asked for, before any server starts."""
+    from config.sources import load_sources
 
+    path = _settings().sources_file
+    enabled = [config.name for config in load_sources(path)]
+    unknown = [name for name in names if name not in enabled]
+    if unknown:
+        there = ", ".join(enabled) if enabled else "none (each is enabled in the file, or by its HANDOFF_*_ENABLED)"
+        raise typer.BadParameter(f"{unknown[0]!r} is not an enabled source of {path}; enabled: {there}",
+                                 param_hint="--source")
+
+
+def _run_scoring(flow_call) -> None:
+    from config.rulebook import load_rulebook
+
+    load_rulebook(_settings().rulebook_dir)  # a rulebook that does not load is refused before any server starts
     with _prefect():
         summary = flow_call()
     console.print(Markdown(summary.markdown))
@@ -158,17 +309,12 @@ def lead_move(
 
     from flows.stages import Target, move_lead_stage
     from tasks.reporting import moves_markdown
-    from tasks.stages import MoveRefused
 
     if to not in get_args(Target):
         raise typer.BadParameter(f"one of {', '.join(get_args(Target))}, not {to!r}", param_hint="--to")
     at = _instant(now, "--now")
     with _prefect():
-        try:
-            moves = move_lead_stage(emails=emails, to=to, reason=reason, requested_by=by, now=at)
-        except MoveRefused as refused:
-            console.print(f"[red]{refused}[/red]")
-            raise typer.Exit(1) from None
+        moves = move_lead_stage(emails=emails, to=to, reason=reason, requested_by=by, now=at)
     console.print(Markdown(moves_markdown(moves)))
 
 
@@ -184,8 +330,8 @@ def rules_check() -> None:
 
     try:
         rulebook = load_rulebook(_settings().rulebook_dir)
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
+    except ConfigError as exc:  # what the check finds, not a mistake in using it
+        console.print(str(exc), style="red")
         raise typer.Exit(1) from None
     table = Table(title=f"Scoring rules (readiness threshold {points_text(rulebook.readiness_threshold)})")
     for column in ("action", "stage", "readiness %", "points", "cap", "repeat"):
@@ -216,7 +362,7 @@ def rules_check() -> None:
         f"re-arms below {points_text(q.rearm_below)}; cold below {points_text(q.cold_below)} after "
         f"{points_text(q.cold_engaged_at)}"
     )
-    console.print(f"[green]The rulebook is valid[/green] (version digest {rulebook.digest[:12]})")
+    console.print(Text.assemble(("The rulebook is valid", "green"), f" (version digest {rulebook.digest[:12]})"))
 
 
 @rules_app.command("impact")
@@ -233,10 +379,10 @@ def rules_impact(
     from flows.impact import rulebook_impact
 
     at = _instant(now, "--now")
-    try:  # a draft that does not load is refused before any server starts, naming the file and the line
+    try:  # a draft that does not load is what the preview finds, before any server starts: its file and line
         load_rulebook(rules_dir or _settings().rulebook_dir)
     except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(str(exc), style="red")
         raise typer.Exit(1) from None
     with _prefect():
         summary = rulebook_impact(rules_dir=str(rules_dir) if rules_dir else None, now=at, examples=examples)
@@ -248,13 +394,9 @@ def explain(email: str, as_json: bool = typer.Option(False, "--json", help="Mach
     """Explain a lead's score point by point, its fit grade and its lifecycle stages."""
     import json
 
-    from tasks.explain import LeadNotFound, explain_lead, explanation_markdown
+    from tasks.explain import explain_lead, explanation_markdown
 
-    try:
-        data = explain_lead(_engine(), email)
-    except LeadNotFound as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+    data = explain_lead(_engine(), email)
     if as_json:
         print(json.dumps(data, indent=2, default=str))
     else:
@@ -290,7 +432,9 @@ def list_leads(
     matching, leads = lead_segment(_engine(), stages=segment.stages, grades=segment.grades, cold=segment.cold,
                                    min_score=segment.min_score, limit=shown)
     if as_csv:
-        sys.stdout.write(segment_csv(leads))
+        # Into a file, the CSV keeps the text as the tools sent it (a list import must match the leads; segment_csv
+        # keeps a spreadsheet from running it as a formula); into a terminal it is a view, shown like any other.
+        sys.stdout.write(segment_csv(leads, for_terminal=_to_terminal(sys.stdout)))
         return
     console.print(Markdown(segment_markdown(matching, leads, segment, "`--limit 0` lists all")))
 
@@ -319,6 +463,7 @@ def status(
     from tasks.health import gather_facts, health_json, health_markdown, policy_of
 
     at = _instant(now, "--now") or datetime.now(timezone.utc)
+    _database_url()
     facts = gather_facts(at, _settings())
     findings = assess(facts, policy_of(_settings()))
     if as_json:
@@ -385,13 +530,13 @@ def quarantine_show(record_id: int = typer.Argument(..., metavar="ID", help="The
     _require_schema()
     record = quarantined_record(_engine(), record_id)
     if record is None:
-        console.print(f"[red]No quarantined record has id {record_id}.[/red]")
+        console.print(f"No quarantined record has id {record_id}.", style="red")
         raise typer.Exit(1)
     for name in ("id", "source", "external_id", "reason", "quarantined_at", "run_id"):
         console.print(f"{name}: {record[name] if record[name] is not None else '—'}", markup=False, highlight=False)
     try:
         raw = json.dumps(json.loads(record["raw"]), indent=2, ensure_ascii=False)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes: as it arrived
         raw = record["raw"]
     console.print("raw:", markup=False)
     console.print(raw, markup=False, highlight=False, soft_wrap=True)
@@ -400,7 +545,11 @@ def quarantine_show(record_id: int = typer.Argument(..., metavar="ID", help="The
 def _engine():
     from store.engine import get_engine
 
-    return get_engine(_settings().resolved_database_url())
+    return get_engine(_database_url())
+
+
+def _to_terminal(stream) -> bool:
+    return stream.isatty()
 
 
 def _parse_faults(values: list[str]):
@@ -420,14 +569,15 @@ def _parse_faults(values: list[str]):
 @app.command()
 def sandbox(
     seed: int = typer.Option(7, help="World seed: the same seed gives the same people and activities."),
-    people: int = typer.Option(2_000, help="People in the world."),
-    activities: int = typer.Option(20_000, help="Activities across all tools."),
-    weeks: int = typer.Option(8, help="Weeks of history."),
+    people: int = typer.Option(2_000, min=1, help="People in the world."),
+    activities: int = typer.Option(20_000, min=1, help="Activities across all tools (at least one per person)."),
+    weeks: int = typer.Option(8, min=1, help="Weeks of history."),
     host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(8701, help="Marketo's port; HubSpot and Mautic take the next two (0: any free ports)."),
-    malformed_rate: float = typer.Option(0.0, help="Share of records served malformed."),
-    duplicate_rate: float = typer.Option(0.0, help="Share of records served twice."),
-    late_rate: float = typer.Option(0.0, help="Share of activities that show up hours late."),
+    port: int = typer.Option(8701, min=0, max=65533,
+                             help="Marketo's port; HubSpot and Mautic take the next two (0: any free ports)."),
+    malformed_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of records served malformed (0 to 1)."),
+    duplicate_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of records served twice (0 to 1)."),
+    late_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of activities that show up hours late (0 to 1)."),
     fault: list[str] = typer.Option(None, help="Request fault, e.g. marketo.rate_limit_every=10 (repeatable)."),
     export: Optional[Path] = typer.Option(None, help="Also write a JSON Lines export (badge scans) here."),
     tool: list[str] = typer.Option(None, help="Serve only this tool (repeatable). Processes started with the same "
@@ -439,6 +589,7 @@ def sandbox(
     from sandbox.stack import start_sandbox
     from sandbox.world import TOOLS, WorldSpec, generate
 
+    _enough_activities(people, activities)
     tools = tuple(dict.fromkeys(tool or TOOLS))
     unknown = sorted(set(tools) - set(TOOLS))
     if unknown:
@@ -453,7 +604,7 @@ def sandbox(
     if export:
         write_badge_scans(world, export)
         env.update({"HANDOFF_JSONL_ENABLED": "true", "HANDOFF_JSONL_PATH": str(export.resolve())})
-    console.print(f"[bold]Stand-ins over {people} people and {len(world.events)} activities (seed {seed})[/bold]")
+    console.print(f"Stand-ins over {people} people and {len(world.events)} activities (seed {seed})", style="bold")
     for name in tools:
         console.print(f"  {name:8} {box.url(name)}")
     console.print("\nPoint Handoff at them (sandbox credentials, valid until this process stops):")
@@ -467,16 +618,23 @@ def sandbox(
     box.stop()
 
 
+def _enough_activities(people: int, activities: int) -> None:
+    if activities < people:
+        raise typer.BadParameter(f"at least one per person: {people} or more, not {activities}",
+                                 param_hint="--activities")
+
+
 @app.command()
 def demo(
-    people: int = typer.Option(2_000, help="People in the demo world."),
-    activities: int = typer.Option(20_000, help="Activities in the demo world."),
+    people: int = typer.Option(2_000, min=1, help="People in the demo world."),
+    activities: int = typer.Option(20_000, min=1, help="Activities in the demo world (at least one per person)."),
     seed: int = typer.Option(7),
 ) -> None:
     """Ingest from the stand-ins (with faults switched on) into a fresh SQLite database, twice, and print
     what happened: the second run finds nothing new."""
     from handoff.demo import run_demo
 
+    _enough_activities(people, activities)
     raise typer.Exit(run_demo(console, people=people, activities=activities, seed=seed))
 
 

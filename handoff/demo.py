@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.text import Text
 
 DEMO_FAULTS = {
     "marketo": {"rate_limit_every": 9, "empty_page_every": 5, "expire_token_every": 13},
@@ -70,11 +71,11 @@ def run_demo(console: Console, *, people: int, activities: int, seed: int) -> in
         scans = write_badge_scans(world, export)
         os.environ.update({"HANDOFF_JSONL_ENABLED": "true", "HANDOFF_JSONL_PATH": str(export)})
         upgrade(os.environ["HANDOFF_DATABASE_URL"])
-        console.print(
-            f"[bold]World:[/bold] {people} people, {len(world.events)} activities over {world.spec.weeks} weeks, "
+        console.print(Text.assemble(
+            ("World:", "bold"), f" {people} people, {len(world.events)} activities over {world.spec.weeks} weeks, "
             f"served by Marketo, HubSpot and Mautic stand-ins (rate limits, 5xx, expiring tokens, malformed and "
             f"duplicate records switched on), plus a file of {scans} trade-show badge scans."
-        )
+        ))
         if server is not None:
             starter.join()
             if server_error:
@@ -108,7 +109,7 @@ def _narrate(console: Console, box, api_url: str) -> int:
             summary = ingest(now=box.world.now)
         except IngestFailed as failed:
             console.print(Markdown(failed.summary.markdown))
-            console.print(f"[red]{failed}[/red]")
+            console.print(str(failed), style="red")
             return False
         console.print(Markdown(summary.markdown))
         return True

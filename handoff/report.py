@@ -95,12 +95,12 @@ def quarantine_overview(engine, *, source: str | None, since: datetime | None, l
     lines = [f"**{total}** record{'' if total == 1 else 's'} quarantined{scope}, each kept whole with its reason "
              "(`handoff quarantine show ID` prints one).", "",
              "| source | reason | records | first | last | latest id |", "|---|---|---:|---|---|---:|"]
-    lines += [f"| {g.source} | {cell(g.reason)} | {g.records} | {g.first:%Y-%m-%d %H:%M} | {g.last:%Y-%m-%d %H:%M} | "
+    lines += [f"| {cell(g.source)} | {cell(g.reason)} | {g.records} | {g.first:%Y-%m-%d %H:%M} | {g.last:%Y-%m-%d %H:%M} | "
               f"{g.example_id} |" for g in groups]
     latest = latest_quarantined(engine, source=source, since=since, limit=limit)
     if latest:
         lines += ["", f"The latest {len(latest)}:", "", "| id | source | external id | reason | quarantined |",
                   "|---:|---|---|---|---|"]
-        lines += [f"| {r['id']} | {r['source']} | {cell(r['external_id']) or '—'} | {cell(r['reason'])} | "
+        lines += [f"| {r['id']} | {cell(r['source'])} | {cell(r['external_id']) or '—'} | {cell(r['reason'])} | "
                   f"{r['quarantined_at']:%Y-%m-%d %H:%M} |" for r in latest]
     return "\n".join(lines) + "\n"

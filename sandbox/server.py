@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
 
 import uvicorn
+
+
+class CannotListen(OSError):
+    """A stand-in cannot listen where it was asked to: the port is taken, or the host is not this machine's."""
 
 
 class BackgroundServer:
@@ -18,7 +23,13 @@ class BackgroundServer:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._socket.bind((host, port))
+        try:
+            self._socket.bind((host, port))
+        except OSError as exc:
+            self._socket.close()
+            taken = exc.errno == errno.EADDRINUSE
+            raise CannotListen(f"{host}:{port} is already in use" if taken else
+                               f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self.port = self._socket.getsockname()[1]
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
         self._server = uvicorn.Server(config)

@@ -6,15 +6,80 @@ import re
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+EXAMPLES = "postgresql://user:password@host:5432/handoff or sqlite:///path/to/handoff.db"
+
+
+class DatabaseUrlError(ValueError):
+    """The database URL cannot work as written: its form, its kind of database, a directory, host, database or
+    login it names that is not there. Never holds the password."""
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database the URL names does not answer (refused, timed out, gone away): it may later, as it is."""
+
+
+def masked(url: str | URL) -> str:
+    """The URL as it may be shown: its password as ***."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def checked_url(url: str) -> URL:
+    """`url` parsed, or refused with what is wrong with it: not a URL, not a database Handoff runs on (PostgreSQL,
+    SQLite), or a SQLite file in a directory that does not exist (it would not be created somewhere unexpected)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # the text may hold a password: it is not repeated
+        raise DatabaseUrlError(f"the database URL is not a URL Handoff can read; write it as {EXAMPLES}") from None
+    if parsed.get_backend_name() not in ("postgresql", "postgres", "sqlite"):
+        raise DatabaseUrlError(f"the database URL {masked(parsed)} names a {parsed.get_backend_name()!r} database; "
+                               f"Handoff runs on PostgreSQL or SQLite: {EXAMPLES}")
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+            and not parsed.query.get("uri"):
+        directory = Path(parsed.database).parent
+        if not directory.is_dir():
+            raise DatabaseUrlError(f"the SQLite database {parsed.database} is in a directory that does not exist "
+                                   f"({directory}): create it, or correct the path")
+    return parsed
 
 
 def normalize_url(url: str) -> str:
     """Plain postgresql:// URLs use the psycopg 3 driver this project installs."""
-    parsed = make_url(url)
+    parsed = checked_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
+
+
+# What the drivers say when they cannot use the database, and what a person makes of it:
+# (what they say, the problem, what to do, whether the URL is at fault rather than the server)
+_CONNECT_FAILURES = (
+    (r"failed to resolve host|could not translate host name", "its host is not known", "correct the host", True),
+    (r'database ".*" does not exist', "that database does not exist on the server",
+     "create it (createdb) or correct its name", True),
+    (r'password authentication failed|no password supplied|role ".*" does not exist', "the server refused the login",
+     "correct the user or the password", True),
+    (r"invalid connection option|invalid dsn|invalid integer value", "the server cannot read its options",
+     "correct the options after '?'", True),
+    (r"unable to open database file", "the SQLite file cannot be opened", "check the path and its permissions", True),
+    (r"connection refused", "the server refused the connection", "is it running on that host and port?", False),
+    (r"timeout expired|timed out", "the server did not answer in time", "is the host reachable?", False),
+    (r"server closed the connection|terminating connection", "the server closed the connection", "is it running?",
+     False),
+)
+
+
+def connection_problem(exc: BaseException, url: str) -> DatabaseUrlError | DatabaseUnavailable | None:
+    """What a driver's failure to use the database at `url` means to a person, or None when it is no such failure."""
+    if not isinstance(exc, DBAPIError):
+        return None
+    for said, problem, fix, url_at_fault in _CONNECT_FAILURES:
+        if re.search(said, str(exc.orig), re.IGNORECASE):
+            message = f"cannot use the database at {masked(url)}: {problem}; {fix}"
+            return DatabaseUrlError(message) if url_at_fault else DatabaseUnavailable(message)
+    return None
 
 
 _engines: dict[str, Engine] = {}
@@ -32,8 +97,6 @@ def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 60}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
@@ -58,7 +121,10 @@ def make_engine(url: str) -> Engine:
         return engine
     # No server-side prepared statements: a generic plan for `email IN (...900 values...)` on a table whose
     # statistics lag behind a bulk load picks sequential scans, seconds per batch instead of milliseconds.
-    engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, connect_args={"prepare_threshold": None})
+    try:
+        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, connect_args={"prepare_threshold": None})
+    except NoSuchModuleError:
+        raise DatabaseUrlError(f"the database URL {masked(url)} names a driver that is not installed: {EXAMPLES}") from None
 
     @event.listens_for(engine, "connect")
     def _no_jit(dbapi_connection, _record):

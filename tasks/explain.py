@@ -76,9 +76,9 @@ def _iso(moment) -> str | None:
 
 def explanation_markdown(data: dict[str, Any]) -> str:
     if not data["scored"]:
-        return f"**{data['email']}** (lead {data['lead_id']}) has not been scored yet: run `handoff run score`.\n"
+        return f"**{cell(data['email'])}** (lead {data['lead_id']}) has not been scored yet: run `handoff run score`.\n"
     lines = [
-        f"## {data['email']} (lead {data['lead_id']})",
+        f"## {cell(data['email'])} (lead {data['lead_id']})",
         "",
         f"**{data['stage'].upper()}** since {data['stage_since'][:16]} · score **{data['score']}** of "
         f"{data['readiness_threshold']} as of {data['score_as_of'][:16]} · fit **{data['fit']['grade']}** "

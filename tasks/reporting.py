@@ -96,7 +96,7 @@ def score_markdown(summary: dict, limit: int = 25) -> str:
         lines += ["", "## New MQLs", "", "| lead | e-mail | score | fit | why | top reasons |", "|---:|---|---:|---|---|---|"]
         for mql in outcome["new_mqls"][:limit]:
             reasons = cell("; ".join(mql["top_reasons"]))
-            lines.append(f"| {mql['lead_id']} | {mql['email'] or '—'} | {mql['score']} | {mql['fit_grade']} | "
+            lines.append(f"| {mql['lead_id']} | {cell(mql['email']) or '—'} | {mql['score']} | {mql['fit_grade']} | "
                          f"{cell(mql['reason'])} | {reasons} |")
         if len(outcome["new_mqls"]) > limit:
             lines.append(f"| … | {len(outcome['new_mqls']) - limit} more | | | | |")
@@ -119,7 +119,7 @@ def moves_markdown(moves: StageMoves) -> str:
     lines = [f"# {n} lead{'' if n == 1 else 's'} moved to {moves.to_stage}", "",
              f"{moves.routing_withdrawn} open routing rows withdrawn.", "",
              "| lead | e-mail | from | to | reason |", "|---:|---|---|---|---|"]
-    lines += [f"| {m.lead_id} | {m.email} | {m.from_stage} | {m.to_stage} | {cell(m.reason)} |"
+    lines += [f"| {m.lead_id} | {cell(m.email)} | {m.from_stage} | {m.to_stage} | {cell(m.reason)} |"
               for m in moves.moved]
     return "\n".join(lines) + "\n"
 
@@ -210,7 +210,7 @@ def impact_markdown(summary: dict) -> str:
         lines += ["", f"## {title}: {total:,}" + (f" ({len(found)} shown, {order})" if total > len(found) else ""), "",
                   "| lead | e-mail | score | fit | stage | why (draft) |", "|---:|---|---:|---|---|---|"]
         for lead in found:
-            lines.append(f"| {lead['lead_id']} | {lead['email'] or '—'} | {_both(lead, 'score', points_text)} | "
+            lines.append(f"| {lead['lead_id']} | {cell(lead['email']) or '—'} | {_both(lead, 'score', points_text)} | "
                          f"{_both(lead, 'fit')} | {_both(lead, 'stage')} | {cell(lead['why']) or '—'} |")
     return "\n".join(lines) + "\n"
 

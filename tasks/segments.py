@@ -9,7 +9,7 @@ import io
 from domain.rules import points_text
 from domain.segments import Segment
 from store.reports import SegmentLead
-from tasks.markdown import cell
+from tasks.markdown import cell, shown
 
 
 def segment_markdown(matching: int, leads: list[SegmentLead], segment: Segment, all_of_them: str) -> str:
@@ -49,12 +49,16 @@ def segment_rows(leads: list[SegmentLead]) -> list[dict[str, str | int]]:
             for lead in leads]
 
 
-def segment_csv(leads: list[SegmentLead]) -> str:
-    """The leads as CSV with a header (segment_rows), for a list import into the marketing tool."""
+def segment_csv(leads: list[SegmentLead], for_terminal: bool = False) -> str:
+    """The leads as CSV with a header (segment_rows), for a list import into the marketing tool: rows end in CRLF
+    (RFC 4180), so that a carriage return inside a field is quoted, not read as the end of a row. For a terminal,
+    the fields' control characters are written out (tasks.markdown.shown)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
     writer.writeheader()
-    writer.writerows(segment_rows(leads))
+    rows = segment_rows(leads)
+    writer.writerows([{k: shown(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
+                     if for_terminal else rows)
     return out.getvalue()
 
 
