@@ -9,6 +9,8 @@ from sandbox.faults import RequestFaults
 from sandbox.server import BackgroundServer
 from sandbox.world import TOOLS, World, WorldSpec, generate
 
+CRM = "salesforce"
+
 
 @dataclass
 class Sandbox:
@@ -44,11 +46,17 @@ def start_sandbox(
     ports: dict[str, int] | None = None,
     tools: tuple[str, ...] = TOOLS,
     host: str = "127.0.0.1",
+    crm: bool = False,
 ) -> Sandbox:
     """Serve each tool's stand-in on its own port (0 = any free port). `env` holds the variables that
-    config/sources.yaml reads, so `os.environ.update(sandbox.env)` points the product at the stand-ins."""
+    config/sources.yaml reads, so `os.environ.update(sandbox.env)` points the product at the stand-ins.
+    With `crm`, the Salesforce stand-in serves the same world too (its faults are SalesforceFaults)."""
     world = world or generate(spec or WorldSpec())
-    faults = {tool: (faults or {}).get(tool) or RequestFaults() for tool in tools}
+    given = faults or {}
+    faults = {tool: given.get(tool) or RequestFaults() for tool in tools}
+    if crm:
+        tools = (*tools, CRM)
+        faults[CRM] = given.get(CRM) or tool_module(CRM).SalesforceFaults()
     servers: dict[str, BackgroundServer] = {}
     credentials: dict[str, dict[str, str]] = {}
     env: dict[str, str] = {}
