@@ -400,7 +400,8 @@ def load_rulebook(directory: Path, pasted: Mapping[str, str] | None = None) -> R
         raise ConfigError(f"{place}: readiness_threshold must be positive")
     if threshold > MOST_POINTS:
         raise ConfigError(f"{place}: readiness_threshold must be at most {MOST_POINTS:,} points, not {threshold}")
-    rules = load_scoring_csv(csv_path, threshold, pasted["scoring.csv"].encode("utf-8") if "scoring.csv" in pasted else None)
+    rules = load_scoring_csv(csv_path, threshold,
+                             pasted["scoring.csv"].encode("utf-8") if "scoring.csv" in pasted else None)
     _score_room(rules, csv_path)
     return Rulebook(
         readiness_threshold=to_centipoints(threshold),

@@ -76,7 +76,7 @@ _REFUSALS = {
 }
 _HINTS = {
     "config.settings.InvalidSetting": "Set it to a value it takes, or unset it for the default.",
-    "store.engine.DatabaseUrlError": "Check HANDOFF_DATABASE_URL (when it is unset, Handoff uses a SQLite file in HANDOFF_HOME).",
+    "store.engine.DatabaseUrlError": "Check HANDOFF_DATABASE_URL (unset, it is a SQLite file in HANDOFF_HOME).",
     "store.engine.DatabaseUnavailable": "Check HANDOFF_DATABASE_URL, or start the database, and run the command again.",
     "sandbox.server.CannotListen": "Choose another --port (0 takes any free ports) or --host, or stop what holds it.",
 }
@@ -577,7 +577,8 @@ def sandbox(
                              help="Marketo's port; HubSpot and Mautic take the next two (0: any free ports)."),
     malformed_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of records served malformed (0 to 1)."),
     duplicate_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of records served twice (0 to 1)."),
-    late_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of activities that show up hours late (0 to 1)."),
+    late_rate: float = typer.Option(0.0, min=0.0, max=1.0,
+                                    help="Share of activities that show up hours late (0 to 1)."),
     fault: list[str] = typer.Option(None, help="Request fault, e.g. marketo.rate_limit_every=10 (repeatable)."),
     export: Optional[Path] = typer.Option(None, help="Also write a JSON Lines export (badge scans) here."),
     tool: list[str] = typer.Option(None, help="Serve only this tool (repeatable). Processes started with the same "

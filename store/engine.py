@@ -7,9 +7,10 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 EXAMPLES = "postgresql://user:password@host:5432/handoff or sqlite:///path/to/handoff.db"
+_DRIVERS = {"postgresql": "psycopg", "postgres": "psycopg", "sqlite": "pysqlite"}  # the ones this project installs
 
 
 class DatabaseUrlError(ValueError):
@@ -33,9 +34,13 @@ def checked_url(url: str) -> URL:
         parsed = make_url(url)
     except (ArgumentError, ValueError):  # the text may hold a password: it is not repeated
         raise DatabaseUrlError(f"the database URL is not a URL Handoff can read; write it as {EXAMPLES}") from None
-    if parsed.get_backend_name() not in ("postgresql", "postgres", "sqlite"):
-        raise DatabaseUrlError(f"the database URL {masked(parsed)} names a {parsed.get_backend_name()!r} database; "
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend not in _DRIVERS:
+        raise DatabaseUrlError(f"the database URL {masked(parsed)} names a {backend!r} database; "
                                f"Handoff runs on PostgreSQL or SQLite: {EXAMPLES}")
+    if driver and driver != _DRIVERS[backend]:
+        raise DatabaseUrlError(f"the database URL {masked(parsed)} names the driver {driver!r}; Handoff connects "
+                               f"with {_DRIVERS[backend]} (or leave the driver out: {EXAMPLES})")
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
             and not parsed.query.get("uri"):
         directory = Path(parsed.database).parent
@@ -121,10 +126,7 @@ def make_engine(url: str) -> Engine:
         return engine
     # No server-side prepared statements: a generic plan for `email IN (...900 values...)` on a table whose
     # statistics lag behind a bulk load picks sequential scans, seconds per batch instead of milliseconds.
-    try:
-        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, connect_args={"prepare_threshold": None})
-    except NoSuchModuleError:
-        raise DatabaseUrlError(f"the database URL {masked(url)} names a driver that is not installed: {EXAMPLES}") from None
+    engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, connect_args={"prepare_threshold": None})
 
     @event.listens_for(engine, "connect")
     def _no_jit(dbapi_connection, _record):

@@ -62,10 +62,12 @@ def no_prefect_server_started(home: Path) -> bool:
     (f"postgresql://ada:{SECRET}@127.0.0.1:1/handoff", 1,
      "the server refused the connection; is it running on that host and port?"),
     (f"mysql://ada:{SECRET}@db.example/handoff", 2, "names a 'mysql' database; Handoff runs on PostgreSQL or SQLite"),
+    (f"postgresql+asyncpg://ada:{SECRET}@db.example/handoff", 2,
+     "names the driver 'asyncpg'; Handoff connects with psycopg"),
     (f"postgresql://ada:{SECRET}@db.example:fivefourthreetwo/handoff", 2,
      "the database URL is not a URL Handoff can read; write it as postgresql://"),
     (f"{SECRET}", 2, "the database URL is not a URL Handoff can read"),
-], ids=["unknown host", "refused port", "unsupported database", "malformed port", "not a URL"])
+], ids=["unknown host", "refused port", "unsupported database", "another driver", "malformed port", "not a URL"])
 def test_a_database_url_that_cannot_work_is_told_without_its_password(home, monkeypatch, url, code, problem):
     monkeypatch.setenv("HANDOFF_DATABASE_URL", url)
     for command in (["leads"], ["db", "upgrade"]):
@@ -197,8 +199,9 @@ def test_a_sandbox_port_already_in_use_is_told_with_what_to_do(tmp_path):
         done = run("sandbox", "--tool", "marketo", "--port", str(port), "--people", "20", "--activities", "40",
                    env={"HANDOFF_HOME": str(tmp_path)})
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.splitlines() == [f"Error: 127.0.0.1:{port} is already in use",
-                                        "Choose another --port (0 takes any free ports) or --host, or stop what holds it."]
+    assert done.stderr.splitlines() == [
+        f"Error: 127.0.0.1:{port} is already in use",
+        "Choose another --port (0 takes any free ports) or --host, or stop what holds it."]
 
 
 # ------------------------------------------------------------------------------------------ anything else
