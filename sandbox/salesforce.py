@@ -53,7 +53,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -88,14 +88,22 @@ class SalesforceFaults(RequestFaults):
     timeout_hold_seconds: float = 30.0
     drop_after_commit_every: int = 0
 
+    def hit(self, switch: str) -> bool:
+        fires = super().hit(switch)
+        if fires:
+            self._note(f"{switch} fired")
+        return fires
+
     def fired(self, switch: str) -> int:
-        if switch == "daily_api_limit":
-            return self._counts.get("daily_api_limit", 0)
-        return super().fired(switch)
+        """How many times a switch fired, whatever it is set to now (`daily_api_limit`: calls refused)."""
+        return self._counts.get(f"{switch} fired", 0)
 
     def refuse(self) -> None:
+        self._note("daily_api_limit fired")
+
+    def _note(self, key: str) -> None:
         with self._lock:
-            self._counts["daily_api_limit"] = self._counts.get("daily_api_limit", 0) + 1
+            self._counts[key] = self._counts.get(key, 0) + 1
 
 
 def new_credentials() -> dict[str, str]:
@@ -335,6 +343,10 @@ def create_app(world: World, faults: SalesforceFaults, credentials: dict[str, st
         if not allowance.spend():
             faults.refuse()
             return _json([{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}], 403)
+        try:
+            body = await request.body()
+        except ClientDisconnect:
+            return Response(status_code=400)
         write = request.method != "GET"
         log.note(kind, write)
         limit_info = {"Sforce-Limit-Info": allowance.header()}
@@ -347,7 +359,7 @@ def create_app(world: World, faults: SalesforceFaults, credentials: dict[str, st
         if faults.hit("timeout"):
             await asyncio.sleep(faults.timeout_hold_seconds)
         call = Call(request.method, match.group(1), {k: unquote(v) for k, v in params.items()},
-                    dict(request.query_params), request.headers, await request.body(), user, org)
+                    dict(request.query_params), request.headers, body, user, org)
         response = await run_in_threadpool(handlers.run, handler, call)
         if write and faults.hit("drop_after_commit"):
             await _drop(request)
@@ -714,7 +726,7 @@ class _Handlers:
 
     def bulk_state(self, call: Call) -> Response:
         body = call.json()
-        return _json(self.bulk.set_state(call.params["job"], str((body or {}).get("state"))).info())
+        return _json(self.bulk.set_state(call.params["job"], str((body or {}).get("state"))))
 
     def bulk_poll(self, call: Call) -> Response:
         return _json(self.bulk.job(call.params["job"]).info())

@@ -132,17 +132,19 @@ class BulkIngest:
         job.header, job.header_line = rows[0], text.splitlines()[0]
         job.rows.extend(rows[1:])
 
-    def set_state(self, job_id: str, state: str) -> IngestJob:
+    def set_state(self, job_id: str, state: str) -> dict:
+        """The job's new state as the answer shows it (processing starts once the upload is complete)."""
         job = self.job(job_id)
         if state == "Aborted" and job.state in ("Open", "UploadComplete", "InProgress"):
             job.state, job.unprocessed = "Aborted", list(job.rows)
-        elif state == "UploadComplete" and job.state == "Open":
+            return job.info()
+        if state == "UploadComplete" and job.state == "Open":
             job.state = "UploadComplete"
             job.modstamp = self.org.now
+            answer = job.info()
             threading.Thread(target=self._process, args=(job,), daemon=True, name=f"bulk-{job.id}").start()
-        else:
-            raise JobError(400, "INVALIDJOBSTATE", f"Invalid state transition from {job.state} to {state}")
-        return job
+            return answer
+        raise JobError(400, "INVALIDJOBSTATE", f"Invalid state transition from {job.state} to {state}")
 
     def delete(self, job_id: str) -> None:
         job = self.job(job_id)

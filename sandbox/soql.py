@@ -416,7 +416,9 @@ class _Binder:
             if found is None:
                 return None
             kind, parent = found
-            return kind if leaf is None else parent.get(leaf)
+            if leaf is None:  # Name.Type: the owner's kind, where a queue shows as "Queue"
+                return parent.get("Type") if kind == "Group" else kind
+            return parent.get(leaf)
         return get
 
     def bind(self) -> Plan:
