@@ -56,7 +56,8 @@ class IngestJob:
     def info(self) -> dict:
         body = {
             "id": self.id, "operation": self.operation, "object": self.sobject.name, "createdById": self.created_by,
-            "createdDate": render_datetime(self.created_at), "systemModstamp": render_datetime(self.modstamp or self.created_at),
+            "createdDate": render_datetime(self.created_at),
+            "systemModstamp": render_datetime(self.modstamp or self.created_at),
             "state": self.state, "concurrencyMode": "Parallel", "contentType": "CSV", "apiVersion": float(self.version),
             "jobType": "V2Ingest", "contentUrl": f"services/data/v{self.version}/jobs/ingest/{self.id}/batches",
             "lineEnding": self.line_ending, "columnDelimiter": _delimiter_name(self.delimiter),

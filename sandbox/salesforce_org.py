@@ -108,9 +108,8 @@ class Org:
     def insert(self, name: str, values: dict, user: str, at: int, people: bool = False) -> dict:
         """Store a new record as given (no checks): seed data, people's work, and validated API writes."""
         sobject = self.schema[name.lower()]
-        record = {f.name: f.default for f in sobject.fields.values() if f.default is not None}
-        if any(f.type == "boolean" for f in sobject.fields.values()):
-            record.update({f.name: False for f in sobject.fields.values() if f.type == "boolean" and f.name != "IsActive"})
+        record = {f.name: False if f.type == "boolean" else f.default for f in sobject.fields.values()
+                  if f.default is not None or f.type == "boolean"}
         record.update(values)
         record.update({"Id": self.new_id(sobject, people), "IsDeleted": False, "CreatedDate": at, "CreatedById": user,
                        "LastModifiedDate": at, "LastModifiedById": user, "SystemModstamp": at})
@@ -239,7 +238,8 @@ class Org:
     def upsert(self, sobject: SObject, id_field: str, key: str, values: dict, ctx: WriteContext) -> tuple[dict, bool]:
         f = sobject.field(id_field)
         if f is None or not f.external_id:
-            raise RecordError("NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {id_field}")
+            raise RecordError("NOT_FOUND", "Provided external ID field does not exist or is not accessible: "
+                                           f"{id_field}")
         body = {k: v for k, v in values.items() if k.lower() != f.name.lower()}
         existing = self.external.get((sobject.name, f.name), {}).get(str(key).lower())
         if existing:
@@ -288,9 +288,11 @@ class Org:
             if f.type != "reference" or value is None:
                 continue
             found = self.find(value)
-            if found is None or found[0] not in f.reference_to or found[1]["IsDeleted"]:
-                raise RecordError("INVALID_CROSS_REFERENCE_KEY", f"{f.label}: id value of incorrect type: {value}"
-                                  if found and found[0] not in f.reference_to else "invalid cross reference id", [f.name])
+            if found is not None and found[0] not in f.reference_to:
+                raise RecordError("FIELD_INTEGRITY_EXCEPTION", f"{f.label}: id value of incorrect type: {value}",
+                                  [f.name])
+            if found is None or found[1]["IsDeleted"]:
+                raise RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [f.name])
             if name == "OwnerId" and found[0] == "User" and not found[1].get("IsActive"):
                 raise RecordError("INACTIVE_OWNER_OR_USER", f"operation performed with inactive user [{value}] as "
                                   f"owner of {sobject.name.lower()}", [])
@@ -315,16 +317,17 @@ class Org:
         if not matches:
             return
         results = []
-        for kind, prefix, rule in (("Lead", "00Q", "Handoff_Lead_Email_Match"), ("Contact", "003", "Handoff_Contact_Email_Match")):
+        for kind, prefix in (("Lead", "00Q"), ("Contact", "003")):
             ids = [m for m in matches if m.startswith(prefix)]
             if ids:
                 records = [{"additionalInformation": [], "fieldDiffs": [], "matchConfidence": 100.0,
-                            "record": {"attributes": {"type": kind, "url": f"/services/data/v{version}/sobjects/{kind}/{i}"},
-                                       "Id": i}} for i in ids]
+                            "record": {"attributes": {"type": kind, "url": record_url(version, kind, i)}, "Id": i}}
+                           for i in ids]
                 results.append({"entityType": kind, "errors": [], "matchEngine": "ExactMatchEngine",
-                                "matchRecords": records, "rule": rule, "size": len(records), "success": True})
-        duplicate = {"allowSave": False, "duplicateRule": "Handoff_Lead_Duplicate_Rule", "duplicateRuleEntityType": "Lead",
-                     "errorMessage": DUPLICATE_MESSAGE, "matchResults": results}
+                                "matchRecords": records, "rule": f"Handoff_{kind}_Email_Match", "size": len(records),
+                                "success": True})
+        duplicate = {"allowSave": False, "duplicateRule": "Handoff_Lead_Duplicate_Rule",
+                     "duplicateRuleEntityType": "Lead", "errorMessage": DUPLICATE_MESSAGE, "matchResults": results}
         raise RecordError("DUPLICATES_DETECTED", DUPLICATE_MESSAGE, [], {"duplicateResult": duplicate})
 
     def _blocks(self, record_id: str) -> bool:
@@ -409,8 +412,8 @@ class Org:
         return body
 
     def render_record(self, sobject: SObject, record: dict, version: str, fields: list[str] | None = None) -> dict:
-        out: dict[str, Any] = {"attributes": {"type": sobject.name,
-                                              "url": f"/services/data/v{version}/sobjects/{sobject.name}/{record['Id']}"}}
+        url = record_url(version, sobject.name, record["Id"])
+        out: dict[str, Any] = {"attributes": {"type": sobject.name, "url": url}}
         chosen = [sobject.field(n) for n in fields] if fields else list(sobject.fields.values())
         for f in chosen:
             out[f.name] = render(f, record.get(f.name))
@@ -421,6 +424,10 @@ class Org:
     def catch_up(self) -> None:
         """Let the org's people do what they did up to the world's clock (before any request is answered)."""
         self.workforce.catch_up(self.now)
+
+
+def record_url(version: str, kind: str, record_id: str) -> str:
+    return f"/services/data/v{version}/sobjects/{kind}/{record_id}"
 
 
 def _derive(sobject: SObject, record: dict, at: int) -> None:

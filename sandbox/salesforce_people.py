@@ -124,7 +124,8 @@ class Workforce:
             return
         plan = {"owner": rep["id"]}
         first = working_time(first, rep["timezone"], rng)
-        kind = "meeting" if rng.random() < rates.meeting_share else "email" if rng.random() < rates.email_share else "call"
+        kind = "meeting" if rng.random() < rates.meeting_share else \
+            "email" if rng.random() < rates.email_share else "call"
         self.schedule(first, lead["Id"], at, "touch", {**plan, "kind": kind, "note": rng.choice(CALL_NOTES)})
         last = first
         if rng.random() < rates.second_touch:
@@ -221,10 +222,10 @@ class Workforce:
                                          "Title": lead.get("Title"), "OwnerId": rep}, rep, due, people=True)
         employees = lead.get("NumberOfEmployees") or 10
         line = lead.get("Product_Line__c") or "New Business"
-        opportunity = org.insert("Opportunity", {"AccountId": account_id, "Name": f"{company} - {line}",
-                                                 "StageName": OPPORTUNITY_STAGES[0], "CloseDate": day_of(due + 30 * DAY),
-                                                 "Amount": float(max(6000, min(250000, employees * 60)) // 100 * 100),
-                                                 "OwnerId": rep}, rep, due, people=True)
+        amount = float(max(6000, min(250000, employees * 60)) // 100 * 100)  # a seat price by company size
+        deal = {"AccountId": account_id, "Name": f"{company} - {line}", "StageName": OPPORTUNITY_STAGES[0],
+                "CloseDate": day_of(due + 30 * DAY), "Amount": amount, "OwnerId": rep}
+        opportunity = org.insert("Opportunity", deal, rep, due, people=True)
         org.put("Lead", lead_id, {"Status": CONVERTED, "IsConverted": True, "ConvertedAccountId": account_id,
                                   "ConvertedContactId": contact["Id"], "ConvertedOpportunityId": opportunity["Id"],
                                   "ConvertedDate": day_of(due)}, rep, due)

@@ -1,11 +1,11 @@
-"""The Salesforce stand-in's schema: objects, fields, 18-character ids, and values as the REST API reads and writes them."""
+"""The Salesforce stand-in's schema: objects, fields, 18-character ids, and values as the REST API writes them."""
 
 from __future__ import annotations
 
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -16,7 +16,8 @@ TEXT = ("string", "email", "url", "phone", "textarea", "picklist", "combobox")
 NUMBER = ("int", "double", "currency", "percent")
 SOAP_TYPE = {"id": "tns:ID", "reference": "tns:ID", "boolean": "xsd:boolean", "datetime": "xsd:dateTime",
              "date": "xsd:date", "int": "xsd:int", "double": "xsd:double", "currency": "xsd:double"}
-LEAD_STATUSES = ("Open - Not Contacted", "Working - Contacted", "Nurturing", "Closed - Converted", "Closed - Not Converted")
+LEAD_STATUSES = ("Open - Not Contacted", "Working - Contacted", "Nurturing", "Closed - Converted",
+                 "Closed - Not Converted")
 OPPORTUNITY_STAGES = ("Prospecting", "Qualification", "Needs Analysis", "Proposal/Price Quote", "Negotiation/Review",
                       "Closed Won", "Closed Lost")
 TIMEZONES = ("GMT", "Europe/London", "Europe/Berlin", "Europe/Paris", "Europe/Amsterdam", "America/New_York",
@@ -60,11 +61,12 @@ def full_id(value: str) -> str | None:
 # ---------------------------------------------------------------- time
 
 def parse_datetime(text: str) -> int | None:
-    """Epoch seconds of an ISO 8601 date-time with a zone (Z, +hh:mm or +hhmm; fractions dropped), else None."""
-    match = re.fullmatch(r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})", text.strip())
+    """Epoch seconds of an ISO 8601 date-time (Z, +hh:mm or +hhmm; none is UTC; fractions dropped), else None."""
+    match = re.fullmatch(r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?", text.strip())
     if not match:
         return None
     day, clock, zone = match.groups()
+    zone = zone or "Z"
     if zone != "Z" and ":" not in zone:
         zone = zone[:3] + ":" + zone[3:]
     try:
@@ -113,7 +115,8 @@ class Field:
 
     def describe(self) -> dict:
         return {
-            "name": self.name, "label": self.label, "type": self.type, "soapType": SOAP_TYPE.get(self.type, "xsd:string"),
+            "name": self.name, "label": self.label, "type": self.type,
+            "soapType": SOAP_TYPE.get(self.type, "xsd:string"),
             "length": self.length, "byteLength": self.length * 3, "precision": self.precision, "scale": self.scale,
             "digits": 9 if self.type == "int" else 0, "custom": self.custom, "externalId": self.external_id,
             "unique": self.unique, "idLookup": self.name == "Id" or self.external_id or self.name == "Email",
@@ -272,9 +275,12 @@ def build_schema() -> dict[str, SObject]:
     task = SObject("Task", "Task", "Tasks", "00T").add(
         *_system("Task", ("User",)), ref("WhoId", "Contact", "Lead", label="Name ID"),
         ref("WhatId", "Account", "Opportunity", label="Related To ID"),
-        of("Subject", "combobox", length=255), of("Type", "picklist", length=40, picklist=("Call", "Email", "Meeting", "Other")),
-        Field("TaskSubtype", "picklist", "Task Subtype", length=40, picklist=("Task", "Email", "Call"), updateable=False),
-        of("Status", "picklist", length=40, picklist=TASK_STATUSES, restricted=True, required=True, default="Not Started"),
+        of("Subject", "combobox", length=255),
+        of("Type", "picklist", length=40, picklist=("Call", "Email", "Meeting", "Other")),
+        Field("TaskSubtype", "picklist", "Task Subtype", length=40, picklist=("Task", "Email", "Call"),
+              updateable=False),
+        of("Status", "picklist", length=40, picklist=TASK_STATUSES, restricted=True, required=True,
+           default="Not Started"),
         of("Priority", "picklist", length=40, picklist=("High", "Normal", "Low"), required=True, default="Normal"),
         of("ActivityDate", "date", label="Due Date Only"), readonly(of("CompletedDateTime", "datetime")),
         readonly(of("IsClosed", "boolean", label="Closed")), of("Description", "textarea", length=32000),
@@ -288,7 +294,8 @@ def build_schema() -> dict[str, SObject]:
     opportunity = SObject("Opportunity", "Opportunity", "Opportunities", "006").add(
         *_system("Opportunity", ("User",)), ref("AccountId", "Account", label="Account ID"),
         text("Name", 120, required=True),
-        of("StageName", "picklist", label="Stage", length=255, picklist=OPPORTUNITY_STAGES, restricted=True, required=True),
+        of("StageName", "picklist", label="Stage", length=255, picklist=OPPORTUNITY_STAGES, restricted=True,
+           required=True),
         readonly(of("IsClosed", "boolean", label="Closed")), readonly(of("IsWon", "boolean", label="Won")),
         of("CloseDate", "date", required=True), of("Amount", "currency", precision=18, scale=2),
     )
@@ -394,13 +401,3 @@ def render(f: Field, value: Any) -> Any:
     if f.type in ("double", "currency", "percent"):
         return float(value)
     return value
-
-
-def render_text(f: Field, value: Any) -> str:
-    """A stored value as a CSV cell shows it."""
-    rendered = render(f, value)
-    if rendered is None:
-        return ""
-    if isinstance(rendered, bool):
-        return "true" if rendered else "false"
-    return str(rendered)

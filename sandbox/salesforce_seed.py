@@ -20,22 +20,25 @@ if TYPE_CHECKING:
     from sandbox.salesforce_org import Org
 
 DOMAIN = "handoff-demo.example"
-# key, first name, last name, title, department, time zone, role, manager, product line, active
+# key, first name, last name, time zone, role, manager, product line, active
 STAFF = (
-    ("admin", "Dana", "Whitfield", "Salesforce Administrator", "Revenue Operations", "America/New_York", "admin", None, None, True),
-    ("integration", "Handoff", "Integration", "Integration User", "Revenue Operations", "GMT", "integration", None, None, True),
-    ("morgan", "Morgan", "Reyes", "Sales Director, Americas", "Sales Americas", "America/New_York", "manager", None, None, True),
-    ("lena", "Lena", "Vogel", "Sales Director, EMEA", "Sales EMEA", "Europe/Berlin", "manager", None, None, True),
-    ("jordan", "Jordan", "Blake", "Account Executive, Scoring", "Sales Americas", "America/New_York", "rep", "morgan", "Scoring", True),
-    ("priya", "Priya", "Nair", "Account Executive, Routing", "Sales Americas", "America/Chicago", "rep", "morgan", "Routing", True),
-    ("sam", "Sam", "Carter", "Account Executive, SLA", "Sales Americas", "America/Los_Angeles", "rep", "morgan", "SLA", True),
-    ("oliver", "Oliver", "Hughes", "Account Executive, Scoring", "Sales EMEA", "Europe/London", "rep", "lena", "Scoring", True),
-    ("jonas", "Jonas", "Weber", "Account Executive, Routing", "Sales EMEA", "Europe/Berlin", "rep", "lena", "Routing", True),
-    ("emma", "Emma", "de Vries", "Account Executive, SLA", "Sales EMEA", "Europe/Amsterdam", "rep", "lena", "SLA", True),
-    ("sophie", "Sophie", "Martin", "Account Executive, Routing", "Sales EMEA", "Europe/Paris", "rep", "lena", "Routing", True),
-    ("chris", "Chris", "Dalton", "Account Executive, Scoring", "Sales EMEA", "Europe/London", "rep", "lena", "Scoring", False),
+    ("admin", "Dana", "Whitfield", "America/New_York", "admin", None, None, True),
+    ("integration", "Handoff", "Integration", "GMT", "integration", None, None, True),
+    ("morgan", "Morgan", "Reyes", "America/New_York", "manager", None, None, True),
+    ("lena", "Lena", "Vogel", "Europe/Berlin", "manager", None, None, True),
+    ("jordan", "Jordan", "Blake", "America/New_York", "rep", "morgan", "Scoring", True),
+    ("priya", "Priya", "Nair", "America/Chicago", "rep", "morgan", "Routing", True),
+    ("sam", "Sam", "Carter", "America/Los_Angeles", "rep", "morgan", "SLA", True),
+    ("oliver", "Oliver", "Hughes", "Europe/London", "rep", "lena", "Scoring", True),
+    ("jonas", "Jonas", "Weber", "Europe/Berlin", "rep", "lena", "Routing", True),
+    ("emma", "Emma", "de Vries", "Europe/Amsterdam", "rep", "lena", "SLA", True),
+    ("sophie", "Sophie", "Martin", "Europe/Paris", "rep", "lena", "Routing", True),
+    ("chris", "Chris", "Dalton", "Europe/London", "rep", "lena", "Scoring", False),
 )
-LEAD_SHARE, SECOND_LINE_SHARE, CONTACT_SHARE, ACCOUNT_SHARE, NEGLECTED_SHARE = 0.10, 0.3, 0.02, 0.3, 0.08
+TITLES = {"admin": "Salesforce Administrator", "integration": "Integration User", "morgan": "Sales Director, Americas",
+          "lena": "Sales Director, EMEA"}
+DEPARTMENTS = {"morgan": "Sales Americas", "lena": "Sales EMEA"}  # a rep's department is their manager's
+LEAD_SHARE, SECOND_LINE_SHARE, CONTACT_SHARE, ACCOUNT_SHARE, NEGLECTED_SHARE = 0.10, 0.3, 0.03, 0.3, 0.08
 LEAD_SOURCES = {"Paid Search": "Web", "Organic Search": "Web", "Social": "Web", "Referral": "Partner Referral",
                 "Webinar": "Other", "Event": "Other", "Content Syndication": "Purchased List"}
 
@@ -57,7 +60,9 @@ def seed(org: "Org") -> None:
 
 
 def _users(org: "Org", at: int) -> None:
-    for key, first, last, title, department, tz, role, manager, line, active in STAFF:
+    for key, first, last, tz, role, manager, line, active in STAFF:
+        title = TITLES.get(key) or f"Account Executive, {line}"
+        department = DEPARTMENTS.get(key) or DEPARTMENTS.get(manager) or "Revenue Operations"
         username = f"{first}.{last}".lower().replace(" ", "") + f"@{DOMAIN}"
         values = {"FirstName": first, "LastName": last, "Username": username, "Email": username, "Title": title,
                   "Department": department, "TimeZoneSidKey": tz, "IsActive": active,
@@ -112,7 +117,12 @@ def _leads(org: "Org", accounts: dict[str, str], start: int, end: int) -> None:
         rng = random.Random(f"{seed}:sf:person:{person.index}")
         roll = rng.random()
         account = accounts.get(person.company)
-        if roll < CONTACT_SHARE and account:
+        if roll < CONTACT_SHARE:  # an existing customer's contact, with an account for the company if it had none
+            if account is None:
+                rep, domain = rng.choice(_reps(org))["id"], _domain(person.email)
+                account = accounts[person.company] = org.insert(
+                    "Account", {"Name": person.company, "Website": f"www.{domain}" if domain else None,
+                                "Industry": person.industry, "OwnerId": rep}, rep, start - 400 * DAY)["Id"]
             owner = org.records["account"][account]["OwnerId"]
             org.insert("Contact", {"FirstName": person.first_name, "LastName": person.last_name, "Email": person.email,
                                    "Title": person.title, "AccountId": account, "OwnerId": owner},
@@ -121,7 +131,10 @@ def _leads(org: "Org", accounts: dict[str, str], start: int, end: int) -> None:
         if roll >= CONTACT_SHARE + LEAD_SHARE:
             continue
         # the relationship owner: the account's owner, else a rep of the product line (a few left with a leaver)
-        owner = org.records["account"][account]["OwnerId"] if account else rng.choice(_reps(org, person.product_interest))["id"]
+        if account:
+            owner = org.records["account"][account]["OwnerId"]
+        else:
+            owner = rng.choice(_reps(org, person.product_interest))["id"]
         if rng.random() < NEGLECTED_SHARE:
             owner = inactive
         created = working_time(end - rng.randrange(2 * DAY, 120 * DAY), "Europe/London", rng)

@@ -27,7 +27,8 @@ NO_COLUMN = ("No such column '{name}' on entity '{entity}'. If you are attemptin
              "append the '__c' after the custom field name. Please reference your WSDL or the describe call for the "
              "appropriate names.")
 NO_TYPE = ("sObject type '{name}' is not supported. If you are attempting to use a custom object, be sure to append "
-           "the '__c' after the entity name. Please reference your WSDL or the describe call for the appropriate names.")
+           "the '__c' after the entity name. Please reference your WSDL or the describe call for the appropriate "
+           "names.")
 NO_RELATIONSHIP = ("Didn't understand relationship '{name}' in field path. If you are attempting to use a custom "
                    "relationship, be sure to append the '__r' after the custom relationship name. Please reference "
                    "your WSDL or the describe call for the appropriate names.")
@@ -336,20 +337,14 @@ class Plan:
         chosen = [r for r in records if self.predicate(r)] if self.predicate else list(records)
         for column, descending, nulls_last in reversed(self.order):
             null_rank = 1 if nulls_last != descending else 0
-            get, text = column.get, column.field.type in TEXT
-
-            def key(record, get=get, text=text, null_rank=null_rank):
-                value = get(record)
-                if value is None:
-                    return (null_rank, False)
-                return (1 - null_rank, value.lower() if text else value)
-            chosen.sort(key=key, reverse=descending)
+            chosen.sort(key=_sort_key(column, null_rank), reverse=descending)
         end = self.offset + self.limit if self.limit is not None else None
         return chosen[self.offset:end]
 
     def render(self, record: dict, version: str) -> dict:
         name = self.sobject.name
-        out: dict[str, Any] = {"attributes": {"type": name, "url": f"/services/data/v{version}/sobjects/{name}/{record['Id']}"}}
+        url = f"/services/data/v{version}/sobjects/{name}/{record['Id']}"
+        out: dict[str, Any] = {"attributes": {"type": name, "url": url}}
         for column in self.columns:
             if column.relationship is None:
                 out[column.name] = render(column.field, record.get(column.name))
@@ -368,6 +363,22 @@ class Plan:
         kind, _ = found
         return {"attributes": {"type": "Name" if polymorphic else kind,
                                "url": f"/services/data/v{version}/sobjects/{kind}/{parent_id}"}}
+
+
+def _sort_key(column: Column, null_rank: int) -> Callable[[dict], tuple]:
+    """Nulls where asked; text without regard to case; picklists in the order the picklist defines."""
+    get, f = column.get, column.field
+    positions = {value: n for n, value in enumerate(f.picklist)} if f.type == "picklist" else None
+    text = f.type in TEXT
+
+    def key(record: dict) -> tuple:
+        value = get(record)
+        if value is None:
+            return (null_rank, 0, False)
+        if positions is not None:
+            return (1 - null_rank, positions.get(value, len(positions)), value.lower())
+        return (1 - null_rank, 0, value.lower() if text else value)
+    return key
 
 
 class _Binder:
@@ -435,7 +446,8 @@ class _Binder:
         order = []
         for ref, descending, nulls_last in q.order:
             order.append((self.column(ref), descending, bool(nulls_last)))
-        return Plan(self.sobject, columns, q.count, predicate, order, q.limit, q.offset, self.keys(q.where), self.lookup)
+        return Plan(self.sobject, columns, q.count, predicate, order, q.limit, q.offset, self.keys(q.where),
+                    self.lookup)
 
     def keys(self, where: tuple | None) -> tuple[str, list] | None:
         """A top-level `Id` / external id / Email equality or IN list, so the org can use an index."""

@@ -18,7 +18,7 @@ from simple_salesforce.format import format_soql
 
 from sandbox import salesforce as standin
 from sandbox.salesforce import SalesforceFaults
-from sandbox.salesforce_schema import checksum, full_id
+from sandbox.salesforce_schema import LEAD_STATUSES, checksum, full_id
 from sandbox.soql import SoqlError, parse
 from sandbox.world import WorldSpec
 
@@ -292,6 +292,9 @@ def test_soql_orders_limits_and_counts(soql_leads):
     assert _keys(org, "Handoff_Id__c != null", "ORDER BY Handoff_Score__c LIMIT 2") == ["soql-4", "soql-1"]  # nulls first
     assert _keys(org, "Handoff_Id__c != null", "ORDER BY Handoff_Score__c DESC NULLS LAST LIMIT 2 OFFSET 1") == \
         ["soql-5", "soql-3"]
+    statuses = [r["Status"] for r in org.soql("SELECT Status FROM Lead ORDER BY Status DESC")]
+    assert statuses == sorted(statuses, key=LEAD_STATUSES.index, reverse=True)  # picklist order, not alphabetical
+    assert len(set(statuses)) > 2
     count = org.sf.query("SELECT COUNT() FROM Lead WHERE Company = 'Soql Co' AND Handoff_Score__c > 15")
     assert (count["totalSize"], count["records"]) == (4, [])
     lead = org.soql("SELECT Handoff_MQL_Date__c, CreatedDate, Owner.Name, Owner.Type FROM Lead "
