@@ -249,6 +249,12 @@ def _storable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
+def quarantine(conn: Connection, rejections: list[Rejection], source: str, now: datetime, run_id: str | None,
+               raw_cap: int = RAW_CAP) -> int:
+    """Rejected records of `source` into the quarantine, in the caller's transaction; returns those new to it."""
+    return _quarantine(conn, _quarantine_rows(rejections, source, now, run_id, raw_cap))
+
+
 def _quarantine(conn: Connection, rows: list[dict]) -> int:
     """Rejected records, once each: a record re-read in the overlap window is not quarantined again."""
     if not rows:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    BigInteger, Boolean, Column, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text,
+    BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text,
 )
 from sqlmodel import Field, SQLModel
 
@@ -297,3 +297,113 @@ class ScoringState(SQLModel, table=True):
     version_id: int = Field(sa_column=Column(Integer, ForeignKey("rulebook_version.id"), nullable=False))
     decayed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     updated_at: datetime = Field(sa_column=utc_column(nullable=False))
+
+
+class CrmRecord(SQLModel, table=True):
+    """A lead's record in the CRM (a Lead, or the Contact it became): the link, what sales did there as last
+    pulled, and what Handoff last wrote there. `sending` is the write in flight (its values and key), kept until
+    the CRM's answer is recorded, so a run cut short can tell what the CRM already took."""
+
+    __tablename__ = "crm_record"
+    __table_args__ = (Index("ix_crm_record_crm_id", "crm_id"),)
+
+    lead_id: int = Field(sa_column=Column(Integer, ForeignKey("lead.id"), primary_key=True))
+    object: str = Field(sa_column=Column(String(20), nullable=False))
+    crm_id: str | None = Field(default=None, sa_column=Column(String(18), nullable=True))
+    owner_id: str | None = Field(default=None, sa_column=Column(String(18), nullable=True))
+    status: str | None = Field(default=None, sa_column=Column(String(80), nullable=True))
+    converted: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false")))
+    contact_id: str | None = Field(default=None, sa_column=Column(String(18), nullable=True))
+    opportunity_id: str | None = Field(default=None, sa_column=Column(String(18), nullable=True, index=True))
+    account_id: str | None = Field(default=None, sa_column=Column(String(18), nullable=True))
+    recycle_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    product_line: str | None = Field(default=None, sa_column=Column(String(80), nullable=True))
+    modified_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    modified_by: str | None = Field(default=None, sa_column=Column(String(18), nullable=True))
+    pulled_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    pushed: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    pushed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    sending: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    sending_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    error_code: str | None = Field(default=None, sa_column=Column(String(60), nullable=True))
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    failed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    # Given up on until a person asks again (`handoff crm retry`): the error will not go away on its own
+    dead_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True, index=True))
+    # The CRM record was deleted (not merged): the lead gets a new one only when it qualifies again after this
+    released_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    released_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class CrmUser(SQLModel, table=True):
+    """A CRM user (a rep, a manager, a queue's owner): who routing may give a lead to, and whom to escalate to."""
+
+    __tablename__ = "crm_user"
+
+    crm_id: str = Field(sa_column=Column(String(18), primary_key=True))
+    email: str | None = Field(default=None, sa_column=Column(String(320), nullable=True, index=True))
+    name: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    active: bool = Field(sa_column=Column(Boolean, nullable=False))
+    manager_id: str | None = Field(default=None, sa_column=Column(String(18), nullable=True))
+    timezone: str | None = Field(default=None, sa_column=Column(String(60), nullable=True))
+    modified_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+class CrmAccount(SQLModel, table=True):
+    """A CRM account, found by its website's domain or its normalized name (routing's account-owner rule)."""
+
+    __tablename__ = "crm_account"
+
+    crm_id: str = Field(sa_column=Column(String(18), primary_key=True))
+    name: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    name_key: str | None = Field(default=None, sa_column=Column(String(300), nullable=True, index=True))
+    domain: str | None = Field(default=None, sa_column=Column(String(255), nullable=True, index=True))
+    owner_id: str | None = Field(default=None, sa_column=Column(String(18), nullable=True))
+    deleted: bool = Field(sa_column=Column(Boolean, nullable=False))
+    modified_at: datetime = Field(sa_column=utc_column(nullable=False))
+
+
+class CrmActivity(SQLModel, table=True):
+    """A call, e-mail, meeting or task sales logged on a person: first contacts for the SLA and the funnel."""
+
+    __tablename__ = "crm_activity"
+    __table_args__ = (Index("ix_crm_activity_lead_occurred", "lead_id", "occurred_at"),)
+
+    crm_id: str = Field(sa_column=Column(String(18), primary_key=True))
+    who_id: str | None = Field(default=None, sa_column=Column(String(18), nullable=True, index=True))
+    lead_id: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    kind: str = Field(sa_column=Column(String(20), nullable=False))
+    owner_id: str | None = Field(default=None, sa_column=Column(String(18), nullable=True))
+    occurred_at: datetime = Field(sa_column=utc_column(nullable=False))
+    subject: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    deleted: bool = Field(sa_column=Column(Boolean, nullable=False))
+    modified_at: datetime = Field(sa_column=utc_column(nullable=False))
+
+
+class CrmOpportunity(SQLModel, table=True):
+    """An opportunity, as last pulled: a converted lead's way to Customer."""
+
+    __tablename__ = "crm_opportunity"
+
+    crm_id: str = Field(sa_column=Column(String(18), primary_key=True))
+    account_id: str | None = Field(default=None, sa_column=Column(String(18), nullable=True))
+    stage_name: str | None = Field(default=None, sa_column=Column(String(80), nullable=True))
+    closed: bool = Field(sa_column=Column(Boolean, nullable=False))
+    won: bool = Field(sa_column=Column(Boolean, nullable=False))
+    amount: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    owner_id: str | None = Field(default=None, sa_column=Column(String(18), nullable=True))
+    close_date: str | None = Field(default=None, sa_column=Column(String(10), nullable=True))
+    deleted: bool = Field(sa_column=Column(Boolean, nullable=False))
+    modified_at: datetime = Field(sa_column=utc_column(nullable=False))
+
+
+class CrmWatermark(SQLModel, table=True):
+    """How far each kind of CRM record has been pulled: the newest change time whose records are committed."""
+
+    __tablename__ = "crm_watermark"
+
+    kind: str = Field(sa_column=Column(String(20), primary_key=True))
+    watermark: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    updated_at: datetime = Field(sa_column=utc_column(nullable=False))
+    run_id: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
