@@ -6,6 +6,7 @@ Each handler runs on a worker thread holding the org's lock, after the org's peo
 from __future__ import annotations
 
 import heapq
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -18,6 +19,7 @@ from sandbox.salesforce_bulk import BulkIngest, JobError
 from sandbox.salesforce_org import BATCH_DEFAULT, BATCH_MIN, Org, WriteContext
 from sandbox.salesforce_schema import RecordError, full_id
 
+logger = logging.getLogger(__name__)
 NOT_FOUND = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
 MAX_RECORDS = 200
 
@@ -114,6 +116,12 @@ class Handlers:
                 return json_response([{"errorCode": error.code, "message": error.message}], error.status)
             except soql.SoqlError as error:
                 return json_response([{"message": error.message, "errorCode": error.code}], 400)
+            except Exception:  # a stand-in bug answers as Salesforce's own do, and is logged
+                logger.exception("Salesforce stand-in failed on %s", name)
+                if self.org.journal is not None:
+                    self.org.end(rollback=True)
+                unknown = [{"message": "An unexpected error occurred.", "errorCode": "UNKNOWN_EXCEPTION"}]
+                return json_response(unknown, 500)
 
     def _sobject(self, call: Call):
         return self.org.sobject(call.params["obj"])

@@ -18,9 +18,10 @@ from simple_salesforce.format import format_soql
 
 from sandbox import salesforce as standin
 from sandbox.salesforce import SalesforceFaults
+from sandbox.salesforce_org import Org as SalesforceOrg, WriteContext
 from sandbox.salesforce_schema import LEAD_STATUSES, checksum, full_id
 from sandbox.soql import SoqlError, parse
-from sandbox.world import WorldSpec
+from sandbox.world import WorldSpec, generate
 
 SPEC = WorldSpec(people=200, activities=400)
 SALESFORCE_DATETIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000\+0000$")
@@ -128,6 +129,23 @@ def test_soql_wants_parentheses_to_mix_and_with_or():
         parse("SELECT Id FROM Lead WHERE Email = 'a' AND LastName = 'b' OR Company = 'c'")
     assert caught.value.code == "MALFORMED_QUERY" and "unexpected token: OR" in caught.value.message
     assert parse("SELECT Id FROM Lead WHERE (Email = 'a' AND LastName = 'b') OR Company = 'c'").where[0] == "or"
+
+
+def test_the_org_at_a_given_clock_does_not_depend_on_how_often_it_was_asked():
+    def month(steps: int) -> dict:
+        world = generate(SPEC)
+        org = SalesforceOrg(world)
+        ctx = WriteContext(org.user("integration"), world.clock)
+        for i in range(30):
+            org.create(org.sobject("Lead"), {"LastName": f"L{i}", "Company": "C", "Country": ("US", "GB", "BR")[i % 3]}, ctx)
+        for _ in range(steps):
+            world.advance(30 * 24 / steps)
+            org.catch_up()
+        return {kind: {i: dict(r) for i, r in records.items()} for kind, records in org.records.items()}
+
+    once = month(1)
+    assert once == month(30) == month(720)
+    assert once["task"] and once["opportunity"]
 
 
 # ---------------------------------------------------------------- OAuth
