@@ -18,7 +18,7 @@ help pages, simple-salesforce 1.12 for how a client calls them, and error bodies
   default 2000), nextRecordsUrl "/services/data/vNN.N/query/<01g locator>-<offset>" readable under query/ or
   queryAll/, ten open cursors per user, fifteen idle minutes; sobjects (describe global, describe, get with
   ?fields=, create 201 {id, success, errors}, update 204, delete 204, get and upsert by external id: 201 created /
-  200 updated with {id, success, errors, created}); composite/sobjects POST / PATCH / DELETE and PATCH
+  200 updated with {id, success, errors, created}, ?updateOnly=true); composite/sobjects POST / PATCH / DELETE and PATCH
   composite/sobjects/<Object>/<ExternalIdField> (up to 200 records, results in request order, allOrNone rolls back
   and marks the others ALL_OR_NONE_OPERATION_ROLLED_BACK); jobs/ingest (sandbox.salesforce_bulk); limits.
 - `Sforce-Auto-Assign: FALSE` keeps the lead assignment rule from running on a create or update (REST default TRUE).
@@ -26,9 +26,10 @@ Fault switches (SalesforceFaults): expired session every N calls, the daily allo
 (rate_limit_every), 500 UNKNOWN_EXCEPTION / 503 SERVER_UNAVAILABLE alternately (server_error_every), per-record
 UNABLE_TO_LOCK_ROW, FIELD_CUSTOM_VALIDATION_EXCEPTION on every N-th record of composite and bulk calls, slow responses,
 a hold longer than a client's timeout (the call still runs afterwards, as a real org's does), and a write the org
-commits whose connection is then dropped without a response.
+commits whose connection is then dropped without a response. (empty_page_every has no Salesforce meaning here.)
 Not reproduced: SOAP login, the username-password and refresh-token grants, relationship subqueries, aggregate
-functions other than COUNT(), SOSL, the composite / batch / tree resources, Bulk API 2.0 query jobs and Bulk 1.0.
+functions other than COUNT(), SOSL, the composite / batch / tree / graph resources, sObject getUpdated / getDeleted,
+Bulk API 2.0 query jobs, Bulk 1.0, relationship columns (Owner.Username) in bulk CSVs, record types, field history.
 """
 
 from __future__ import annotations

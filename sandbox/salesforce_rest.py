@@ -257,6 +257,10 @@ class Handlers:
         values = call.json()
         if not isinstance(values, dict):
             raise RecordError("JSON_PARSER_ERROR", "Cannot deserialize instance of an sObject from the request body")
+        f = sobject.field(call.params["field"])
+        known = f is not None and call.params["key"].lower() in self.org.external.get((sobject.name, f.name), {})
+        if call.query.get("updateOnly", "").lower() == "true" and not known:
+            return json_response(NOT_FOUND, 404)
         try:
             record, created = self.org.upsert(sobject, call.params["field"], call.params["key"], values,
                                               call.context(False, self.record_fault))

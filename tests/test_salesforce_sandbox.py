@@ -379,6 +379,8 @@ def test_crud_and_upsert_by_external_id(shared):
     assert (again.status_code, again.json()) == (200, {"id": first.json()["id"], "success": True, "errors": [],
                                                       "created": False})
     assert sf.Lead.get_by_custom_id("Handoff_Id__c", "crud-7")["Title"] == "VP"
+    only = shared.call("PATCH", "sobjects/Lead/Handoff_Id__c/crud-8", params={"updateOnly": "true"}, json={"Title": "x"})
+    assert only.status_code == 404 and only.json()[0]["errorCode"] == "NOT_FOUND"
 
 
 @pytest.mark.slow
