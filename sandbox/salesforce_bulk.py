@@ -137,7 +137,9 @@ class BulkIngest:
         """The job's new state as the answer shows it (processing starts once the upload is complete)."""
         job = self.job(job_id)
         if state == "Aborted" and job.state in ("Open", "UploadComplete", "InProgress"):
-            job.state, job.unprocessed = "Aborted", list(job.rows)
+            if job.state != "InProgress":  # a job under way leaves its unwritten rows itself
+                job.unprocessed = list(job.rows)
+            job.state = "Aborted"
             return job.info()
         if state == "UploadComplete" and job.state == "Open":
             job.state = "UploadComplete"
@@ -155,6 +157,8 @@ class BulkIngest:
 
     def _process(self, job: IngestJob) -> None:
         began = time.monotonic()
+        if job.state == "Aborted":
+            return
         fields, problem = self._columns(job)
         if problem:
             job.state, job.error_message, job.unprocessed = "Failed", problem, list(job.rows)
@@ -163,6 +167,7 @@ class BulkIngest:
         self.batches_used += max(1, -(-len(job.rows) // 10_000))
         for start in range(0, len(job.rows), CHUNK):
             if job.state == "Aborted":
+                job.unprocessed = job.rows[start:]
                 return
             with self.org.lock:
                 self.org.catch_up()

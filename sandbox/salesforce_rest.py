@@ -28,7 +28,6 @@ def json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json;charset=UTF-8")
 
 
-
 def _failure(error: RecordError, status: int = 400) -> Response:
     return json_response([error.as_rest()], status)
 
@@ -54,7 +53,6 @@ class Call:
         assign = self.headers.get("sforce-auto-assign", "TRUE").strip().upper() != "FALSE"
         return WriteContext(self.user, self.org.now, self.version, assign=assign,
                             record_fault=lambda record_id: record_fault(record_id, batch))
-
 
 
 # ---------------------------------------------------------------- routing inside /services/data/vNN.N/
@@ -97,6 +95,12 @@ def route_of(method: str, path: str) -> tuple[str, str, dict] | None:
             if match:
                 return kind, name, {k: v for k, v in match.groupdict().items() if v is not None}
     return None
+
+
+def _rolled_back(result: dict, method: str, error: dict) -> dict:
+    """A record the call had written, once allOrNone took it back: new records lose their ids."""
+    keep_id = method != "POST" and not result.get("created")
+    return {**({"id": result["id"]} if keep_id else {}), "success": False, "errors": [error]}
 
 
 class Handlers:
@@ -304,11 +308,10 @@ class Handlers:
             rolled = {"statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK", "fields": [],
                       "message": "Record rolled back because not all records were valid and the request was using "
                                  "AllOrNone header"}
-            results = [r if not r["success"] else {**({"id": r["id"]} if call.method != "POST" else {}),
-                                                   "success": False, "errors": [rolled]} for r in results]
-        ok = sum(r["success"] for r in results)
-        self.log.count({"POST": "created", "PATCH": "updated", "DELETE": "deleted"}[call.method], ok)
-        self.log.count("failed", len(results) - ok)
+            results = [r if not r["success"] else _rolled_back(r, call.method, rolled) for r in results]
+        for r in results:
+            outcome = {"POST": "created", "PATCH": "updated", "DELETE": "deleted"}[call.method]
+            self.log.count(("created" if r.get("created") else outcome) if r["success"] else "failed")
         return json_response(results)
 
     def _typed(self, item: dict):
