@@ -534,11 +534,16 @@ def quarantine_show(record_id: int = typer.Argument(..., metavar="ID", help="The
         raise typer.Exit(1)
     for name in ("id", "source", "external_id", "reason", "quarantined_at", "run_id"):
         console.print(f"{name}: {record[name] if record[name] is not None else '—'}", markup=False, highlight=False)
+    size, kept = record["raw_size"], record["raw_bytes"]
     try:
-        raw = json.dumps(json.loads(record["raw"]), indent=2, ensure_ascii=False)
+        raw = json.dumps(json.loads(record["raw"]), indent=2, ensure_ascii=False) if kept is None else record["raw"]
     except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes: as it arrived
         raw = record["raw"]
-    console.print("raw:", markup=False)
+    if kept is not None:  # the payload was not text, held a NUL, or was cut at the cap: shown with escapes
+        console.print(f"raw: {len(kept):,} of {size:,} bytes kept, shown with escapes (\\xNN for a byte that is not "
+                      "text)", markup=False)
+    else:
+        console.print("raw:" if size is None else f"raw: {size:,} bytes", markup=False)
     console.print(raw, markup=False, highlight=False, soft_wrap=True)
 
 

@@ -265,7 +265,14 @@ def test_quarantine_groups_reasons_of_a_kind_lists_the_latest_and_shows_one_reco
 
     one = handoff("quarantine", "show", "2")
     assert one.exit_code == 0
-    assert "reason: unknown activity type 'kind1'" in one.output and 'raw:\n{\n  "id": "e1",\n  "type": "kind1"\n}' in one.output
-    assert "raw:\n{oops | " in handoff("quarantine", "show", "4").output  # not JSON: as it arrived
+    assert "reason: unknown activity type 'kind1'" in one.output
+    assert 'raw: 29 bytes\n{\n  "id": "e1",\n  "type": "kind1"\n}' in one.output
+    assert "raw: 8 bytes\n{oops | " in handoff("quarantine", "show", "4").output  # not JSON: as it arrived
+    write_batch(engine, source="scans", activities=[], people=[], checkpoint=None, now=NOW, raw_cap=1024, rejections=[
+        Rejection("scans", None, "scans.jsonl:9: invalid JSON: not UTF-8 text", b'{"n": "caf\xe9"}'),
+        Rejection("scans", None, "oversized payload", "x" * 5000)])
+    bytes_shown = handoff("quarantine", "show", "5").output
+    assert 'raw: 13 of 13 bytes kept, shown with escapes' in bytes_shown and '{"n": "caf\\xe9"}' in bytes_shown
+    assert "raw: 1,024 of 5,000 bytes kept" in handoff("quarantine", "show", "6").output
     missing = handoff("quarantine", "show", "99")
     assert missing.exit_code == 1 and "No quarantined record has id 99." in missing.output
