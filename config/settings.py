@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".handoff"), description="Working directory for the embedded database and logs")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default is a SQLite file in home")
     sources_file: Path = Field(default=CONFIG_DIR / "sources.yaml")
+    crm_file: Path = Field(default=CONFIG_DIR / "crm.yaml", description="The CRM sync: connection, fields, rules")
     rulebook_dir: Path = Field(default=CONFIG_DIR, description="Where scoring.yaml and scoring.csv live")
     score_chunk_size: int = Field(default=5000, ge=1, description="Leads scored per transaction")
     score_workers: int | None = Field(

@@ -73,6 +73,7 @@ _REFUSALS = {
     "store.migrate.SchemaOutOfDate": 1,
     "tasks.explain.LeadNotFound": 1,
     "tasks.stages.MoveRefused": 1,
+    "flows.crm_sync.ResyncRefused": 1,
 }
 _HINTS = {
     "config.settings.InvalidSetting": "Set it to a value it takes, or unset it for the default.",
@@ -152,6 +153,9 @@ events_app = typer.Typer(help="The lead events sent to Prefect (handoff.lead.mql
 app.add_typer(events_app, name="events")
 quarantine_app = typer.Typer(help="Records ingest could not accept, each kept whole with its reason.")
 app.add_typer(quarantine_app, name="quarantine")
+crm_app = typer.Typer(help="The two-way sync with the CRM (config/crm.yaml): run it, resync leads, failed writes.",
+                      no_args_is_help=True)
+app.add_typer(crm_app, name="crm")
 # Wide enough for the run-summary tables when the output is a pipe or a CI log.
 console = Terminal() if sys.stdout.isatty() else Terminal(width=160)
 errors = Terminal(stderr=True) if sys.stderr.isatty() else Terminal(stderr=True, width=160)
@@ -547,6 +551,72 @@ def quarantine_show(record_id: int = typer.Argument(..., metavar="ID", help="The
     console.print(raw, markup=False, highlight=False, soft_wrap=True)
 
 
+@crm_app.command("sync")
+def crm_sync(now: Optional[str] = typer.Option(None, help="The run's clock (ISO-8601); default: now.")) -> None:
+    """Run the crm-sync flow once: pull what sales did, then push score, fit and stage."""
+    from flows.crm_sync import crm_sync as sync
+
+    at = _instant(now, "--now")
+    _crm_config()
+    with _prefect():
+        summary = sync(now=at)
+    console.print(Markdown(summary.markdown))
+
+
+@crm_app.command("resync")
+def crm_resync(emails: list[str] = typer.Argument(..., metavar="EMAIL", help="The leads' e-mail addresses.")) -> None:
+    """Pull and push these leads' CRM records now, whatever changed (the resync-leads flow)."""
+    from flows.crm_sync import resync_leads
+
+    _crm_config()
+    with _prefect():
+        summary = resync_leads(emails=emails)
+    console.print(Markdown(summary.markdown))
+
+
+@crm_app.command("failures")
+def crm_failures(limit: int = typer.Option(50, min=0, help="List at most this many (0: all).")) -> None:
+    """The records the sync gave up writing (an error that will not pass on its own), newest first, with the
+    CRM's error; `handoff crm retry` writes them again."""
+    from handoff.report import crm_failures_overview
+
+    _require_schema()
+    console.print(Markdown(crm_failures_overview(_engine(), limit or None)))
+
+
+@crm_app.command("retry")
+def crm_retry(emails: list[str] = typer.Argument(None, metavar="[EMAIL]...",
+                                                 help="Only these leads (default: every dead-lettered record).")) -> None:
+    """Give dead-lettered records their attempts back: the next crm-sync run writes them again."""
+    from store import crm as crm_store
+    from store.scoring import leads_by_email
+
+    _require_schema()
+    with _engine().begin() as conn:
+        lead_ids = None
+        if emails:
+            found = leads_by_email(conn, [e.strip().lower() for e in emails])
+            unknown = [e for e in emails if e.strip().lower() not in found]
+            if unknown:
+                raise typer.BadParameter(f"no lead has {', '.join(unknown)}", param_hint="EMAIL")
+            lead_ids = sorted(set(found.values()))
+        again = crm_store.requeue(conn, lead_ids)
+    console.print(f"{again} dead-lettered record{'' if again == 1 else 's'} will be written again by the next "
+                  "crm-sync run.")
+
+
+def _crm_config():
+    """The sync's configuration, refused before any server starts when it does not load or the sync is off."""
+    from config.crm import load_crm_config
+
+    config = load_crm_config(_settings().crm_file)
+    if not config.enabled:
+        console.print("The CRM sync is off: set HANDOFF_SALESFORCE_ENABLED=true and its connection (config/crm.yaml).",
+                      style="red")
+        raise typer.Exit(2)
+    return config
+
+
 def _engine():
     from store.engine import get_engine
 
@@ -559,13 +629,15 @@ def _to_terminal(stream) -> bool:
 
 def _parse_faults(values: list[str]):
     from sandbox.faults import RequestFaults
+    from sandbox.salesforce import SalesforceFaults
 
     faults: dict[str, RequestFaults] = {}
     for value in values or []:
         try:
             target, amount = value.split("=", 1)
             tool, switch = target.split(".", 1)
-            faults.setdefault(tool, RequestFaults()).update(**{switch: amount})
+            kind = SalesforceFaults if tool == "salesforce" else RequestFaults
+            faults.setdefault(tool, kind()).update(**{switch: amount})
         except ValueError as exc:
             raise typer.BadParameter(f"{value!r}: expected TOOL.SWITCH=VALUE ({exc})", param_hint="--fault") from None
     return faults
@@ -589,8 +661,11 @@ def sandbox(
     tool: list[str] = typer.Option(None, help="Serve only this tool (repeatable). Processes started with the same "
                                               "seed, size and --end serve one world between them."),
     end: Optional[str] = typer.Option(None, help="The world's last moment (ISO-8601); default: this hour."),
+    crm: bool = typer.Option(True, "--crm/--no-crm", help="Also serve the Salesforce stand-in (on the port after "
+                                                          "Mautic's), with the world's reps at work in it."),
 ) -> None:
-    """Start the Marketo, HubSpot and Mautic stand-ins and print how to point Handoff at them, until stopped."""
+    """Start the Marketo, HubSpot and Mautic stand-ins (and Salesforce's) and print how to point Handoff at them,
+    until stopped."""
     from sandbox.exports import write_badge_scans
     from sandbox.stack import start_sandbox
     from sandbox.world import TOOLS, WorldSpec, generate
@@ -605,17 +680,28 @@ def sandbox(
                      malformed_rate=malformed_rate, duplicate_rate=duplicate_rate, late_rate=late_rate)
     world = generate(spec)
     ports = {name: (port + TOOLS.index(name) if port else 0) for name in tools}
-    box = start_sandbox(world=world, faults=_parse_faults(fault), ports=ports, tools=tools, host=host)
+    ports["salesforce"] = port + len(TOOLS) if port else 0
+    box = start_sandbox(world=world, faults=_parse_faults(fault), ports=ports, tools=tools, host=host, crm=crm)
     env = dict(box.env)
+    if crm:  # the JWT bearer grant's key pair: the private key goes to a file, as an admin would hand it over
+        key_file = _settings().home / "sandbox-salesforce-key.pem"
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(box.credentials["salesforce"]["private_key_pem"])
+        key_file.chmod(0o600)
     if export:
         write_badge_scans(world, export)
         env.update({"HANDOFF_JSONL_ENABLED": "true", "HANDOFF_JSONL_PATH": str(export.resolve())})
     console.print(f"Stand-ins over {people} people and {len(world.events)} activities (seed {seed})", style="bold")
-    for name in tools:
-        console.print(f"  {name:8} {box.url(name)}")
+    for name in box.servers:
+        console.print(f"  {name:10} {box.url(name)}")
     console.print("\nPoint Handoff at them (sandbox credentials, valid until this process stops):")
     for name, value in env.items():
         print(f"export {name}={value}")
+    if crm:
+        console.print("\nOr sign in to Salesforce with the JWT bearer grant instead of the client secret:")
+        print(f"export HANDOFF_SALESFORCE_USERNAME={box.credentials['salesforce']['username']}")
+        print(f"export HANDOFF_SALESFORCE_PRIVATE_KEY_FILE={key_file.resolve()}")
+        print("unset HANDOFF_SALESFORCE_CLIENT_SECRET")
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

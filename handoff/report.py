@@ -104,3 +104,20 @@ def quarantine_overview(engine, *, source: str | None, since: datetime | None, l
         lines += [f"| {r['id']} | {cell(r['source'])} | {cell(r['external_id']) or '—'} | {cell(r['reason'])} | "
                   f"{r['quarantined_at']:%Y-%m-%d %H:%M} |" for r in latest]
     return "\n".join(lines) + "\n"
+
+
+def crm_failures_overview(engine, limit: int | None) -> str:
+    """The dead-lettered CRM writes, newest first, and how to write them again."""
+    from store.crm import dead_letters
+
+    with engine.connect() as conn:
+        rows = dead_letters(conn, limit)
+    if not rows:
+        return "No CRM write is dead-lettered.\n"
+    lines = [f"**{len(rows)}** record{'' if len(rows) == 1 else 's'} the sync gave up writing "
+             "(`handoff crm retry` writes them again):", "",
+             "| lead | e-mail | record | error | attempts | given up |", "|---:|---|---|---|---:|---|"]
+    lines += [f"| {r['lead_id']} | {cell(r['email'])} | {r['object']} {r['crm_id'] or '(new)'} | "
+              f"{cell((r['error_code'] or '') + ': ' + (r['error'] or ''))} | {r['attempts']} | "
+              f"{r['dead_at']:%Y-%m-%d %H:%M} |" for r in rows]
+    return "\n".join(lines) + "\n"

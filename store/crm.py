@@ -35,6 +35,28 @@ def lead_of_key(key: str | None) -> int | None:
     return int(key[len(KEY_PREFIX):])
 
 
+# ---------------------------------------------------------------- leases
+
+def take_lease(conn: Connection, name: str, holder: str, now: datetime, expires_at: datetime) -> bool:
+    """Hold the lease `name` until `expires_at` (or its release), unless another holder has it unexpired."""
+    stamp = db_time(conn)
+    taken = insert_rows(conn, CrmRecord.metadata.tables["run_lease"], ("name", "holder", "expires_at"),
+                        [(name, holder, stamp(expires_at))], conflict=("name",),
+                        on_conflict="DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at "
+                                    f"WHERE {{table}}.holder = excluded.holder OR {{table}}.expires_at < {_literal(conn, now)}")
+    return taken > 0
+
+
+def _literal(conn: Connection, moment: datetime) -> str:
+    value = db_time(conn)(moment)
+    return f"'{value}'" if conn.dialect.name == "sqlite" else f"'{value.isoformat()}'::timestamptz"
+
+
+def release_lease(conn: Connection, name: str, holder: str) -> None:
+    p = param_mark(conn)
+    conn.exec_driver_sql(f"DELETE FROM run_lease WHERE name = {p} AND holder = {p}", (name, holder))
+
+
 # ---------------------------------------------------------------- watermarks
 
 def watermarks(conn: Connection) -> dict[str, datetime | None]:
@@ -63,6 +85,13 @@ def save_users(conn: Connection, users: Sequence[CrmUserRecord]) -> None:
 
 
 _LEGAL = re.compile(r"\b(inc|incorporated|ltd|limited|llc|gmbh|ag|sa|sas|bv|nv|plc|corp|corporation|co|company|oy|ab)\b")
+
+
+def user_names(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
+    """CRM users' names (their e-mail when nameless), by id: who did what, in a stage change's reason."""
+    rows = select_where_in(conn, "SELECT crm_id, COALESCE(name, email) FROM crm_user WHERE crm_id {keys}",
+                           sorted(set(ids)))
+    return {crm_id: name for crm_id, name in rows if name}
 
 
 def company_key(name: str | None) -> str | None:

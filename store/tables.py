@@ -407,3 +407,14 @@ class CrmWatermark(SQLModel, table=True):
     watermark: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     updated_at: datetime = Field(sa_column=utc_column(nullable=False))
     run_id: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+
+
+class RunLease(SQLModel, table=True):
+    """Work only one run may do at a time (pushing to the CRM): held by a run until it ends or the lease expires,
+    so a run that died does not hold it for ever."""
+
+    __tablename__ = "run_lease"
+
+    name: str = Field(sa_column=Column(String(40), primary_key=True))
+    holder: str = Field(sa_column=Column(String(64), nullable=False))
+    expires_at: datetime = Field(sa_column=utc_column(nullable=False))

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from prefect.blocks.system import Secret
 
-from config.sources import PrefectSecretRef, SourceConfig
+from config.sources import Credential, PrefectSecretRef, SourceConfig
 
 
 def resolve_secrets(config: SourceConfig) -> dict[str, str]:
     """Plain credential strings for the connector; they are never logged or returned in summaries."""
+    return resolve_credentials(config.credentials)
+
+
+def resolve_credentials(credentials: dict[str, Credential]) -> dict[str, str]:
+    """Plain strings of credentials given in the environment or naming Prefect Secret blocks."""
     resolved: dict[str, str] = {}
-    for key, credential in config.credentials.items():
+    for key, credential in credentials.items():
         if isinstance(credential, PrefectSecretRef):
             try:
                 value = Secret.load(credential.prefect_secret).get()

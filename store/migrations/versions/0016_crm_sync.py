@@ -1,5 +1,6 @@
 """The two-way sync with the CRM: each lead's CRM record (link, what sales did, what Handoff wrote), the CRM's
-users, accounts, logged activities and opportunities, and a watermark per kind of record pulled.
+users, accounts, logged activities and opportunities, a watermark per kind of record pulled, and a lease for work
+only one run may do at a time.
 
 Revision ID: 0016
 Revises: 0015
@@ -109,8 +110,14 @@ def upgrade() -> None:
         _utc('updated_at', nullable=False),
         sa.Column('run_id', sa.String(64), nullable=True),
     )
+    op.create_table(
+        'run_lease',
+        sa.Column('name', sa.String(40), primary_key=True),
+        sa.Column('holder', sa.String(64), nullable=False),
+        _utc('expires_at', nullable=False),
+    )
 
 
 def downgrade() -> None:
-    for table in ('crm_watermark', 'crm_opportunity', 'crm_activity', 'crm_account', 'crm_user', 'crm_record'):
+    for table in ('run_lease', 'crm_watermark', 'crm_opportunity', 'crm_activity', 'crm_account', 'crm_user', 'crm_record'):
         op.drop_table(table)
