@@ -22,11 +22,8 @@ from prefect.exceptions import ObjectNotFound
 HEARTBEAT_SETTING = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
 # Prefect refuses a shorter interval: a run given one fails at its settings before it starts.
 PREFECT_MINIMUM_HEARTBEAT_SECONDS = 30
-# What a run heartbeats at when no setting reaches it (a work pool recreated without ours).
-PREFECT_DEFAULT_HEARTBEAT_SECONDS = 180
-
 DEFAULT_HEARTBEAT_SECONDS = 60
-# Four heartbeats, and longer than Prefect's own default, so a run the pool's setting missed is never crashed alive.
+# Four heartbeats; and a run the pool's setting missed (a pool recreated since) beats at Prefect's own 180 s.
 DEFAULT_ZOMBIE_AFTER_SECONDS = 240
 AUTOMATION_NAME = "handoff: crash runs whose heartbeats stopped"
 TERMINAL_EVENTS = ("Completed", "Failed", "Cancelled", "Crashed")
@@ -101,8 +98,10 @@ def _client(client_or_api_url: SyncPrefectClient | str | None) -> Iterator[SyncP
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    updates = {PREFECT_API_URL: client_or_api_url} if client_or_api_url else {}
-    with temporary_settings(updates=updates), get_client(sync_client=True) as client:
+    api_url = client_or_api_url or PREFECT_API_URL.value()
+    if not api_url:  # Prefect would set up a throwaway server of its own
+        raise ValueError("No Prefect server to set up: pass its API URL or set PREFECT_API_URL")
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
         yield client
 
 
@@ -163,3 +162,13 @@ def ensure_zombie_detection(client_or_api_url: SyncPrefectClient | str | None = 
         ensure_run_heartbeats(client, work_pool, detection)
         ensure_zombie_automation(client, detection)
     return detection
+
+
+# `python -m handoff.automations [POOL]`, against PREFECT_API_URL, until a handoff command wraps it.
+if __name__ == "__main__":
+    import sys
+
+    pool = sys.argv[1] if len(sys.argv) > 1 else "handoff"
+    applied = ensure_zombie_detection(work_pool=pool)
+    print(f"Work pool {pool!r}: runs heartbeat every {applied.heartbeat_seconds} s. Automation {AUTOMATION_NAME!r}: "
+          f"a deployment run silent for {applied.zombie_after_seconds} s is marked Crashed.")

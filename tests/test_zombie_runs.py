@@ -24,8 +24,8 @@ from handoff.automations import (
     ensure_zombie_detection,
 )
 
-# Prefect's shortest heartbeat, and a window of one and a half of them: the test waits on it once.
-FAST = ZombieDetection(heartbeat_seconds=30, zombie_after_seconds=45)
+# Prefect's shortest heartbeat, and a window 20 s longer: the test waits on it once.
+FAST = ZombieDetection(heartbeat_seconds=30, zombie_after_seconds=50)
 
 NAPPING_FLOW = '''
 import json, os, time
@@ -106,7 +106,7 @@ def workers(zombie_server, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_killed_with_its_worker_ends_crashed_and_the_next_run_of_its_deployment_completes(
+def test_a_killed_run_is_crashed_after_the_window_and_its_deployment_runs_again_while_a_live_run_is_left_alone(
     zombie_server, workers, tmp_path
 ):
     from prefect import flow, get_client
@@ -118,17 +118,24 @@ def test_a_run_killed_with_its_worker_ends_crashed_and_the_next_run_of_its_deplo
     code = tmp_path / "code"
     code.mkdir()
     (code / "napping.py").write_text(NAPPING_FLOW)
-    deployment_id = flow.from_source(source=str(code), entrypoint="napping.py:nap").deploy(
+    napping = flow.from_source(source=str(code), entrypoint="napping.py:nap")
+    one_at_a_time = napping.deploy(
         name="nap-one-at-a-time", work_pool_name=pool, build=False, push=False, print_next_steps=False,
         ignore_warnings=True, concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy="CANCEL_NEW"))
+    alongside = napping.deploy(name="nap-alongside", work_pool_name=pool, build=False, push=False,
+                               print_next_steps=False, ignore_warnings=True)
 
     def slot_taken(client) -> int:
-        return client.read_global_concurrency_limit_by_name(f"deployment:{deployment_id}").active_slots
+        return client.read_global_concurrency_limit_by_name(f"deployment:{one_at_a_time}").active_slots
+
+    def final(client, run_id, timeout: float):
+        return wait_for(f"run {run_id} final",
+                        lambda: (state := client.read_flow_run(run_id).state).is_final() and state, timeout)
 
     with get_client(sync_client=True) as client:
         worker = workers(pool)
         marker = tmp_path / "killed-run.json"
-        killed = client.create_flow_run_from_deployment(deployment_id, parameters={"seconds": 600,
+        killed = client.create_flow_run_from_deployment(one_at_a_time, parameters={"seconds": 600,
                                                                                    "marker": str(marker)})
         wait_for("the run running and sending heartbeats",
                  lambda: marker.exists() and client.read_flow_run(killed.id).state.is_running()
@@ -146,11 +153,14 @@ def test_a_run_killed_with_its_worker_ends_crashed_and_the_next_run_of_its_deplo
         assert client.read_flow_run(killed.id).state.is_running() and slot_taken(client) == 1
 
         # While it still counts as running, the deployment's next run is cancelled when a worker takes it up
-        blocked = client.create_flow_run_from_deployment(deployment_id, parameters={"seconds": 1, "marker": "-"})
+        blocked = client.create_flow_run_from_deployment(one_at_a_time, parameters={"seconds": 1, "marker": "-"})
         refused = client.set_flow_run_state(blocked.id, Pending())
         assert refused.state.is_cancelled() and refused.state.message == "Deployment concurrency limit reached."
 
-        workers(pool)  # a machine comes back
+        workers(pool)  # a machine comes back, and runs something that outlasts the window
+        live = client.create_flow_run_from_deployment(alongside, parameters={
+            "seconds": FAST.zombie_after_seconds + 10, "marker": str(tmp_path / "live-run.json")})
+
         crashed = wait_for("the killed run marked Crashed",
                            lambda: (state := client.read_flow_run(killed.id).state).is_crashed() and state,
                            timeout=FAST.zombie_after_seconds + 60)
@@ -159,11 +169,15 @@ def test_a_run_killed_with_its_worker_ends_crashed_and_the_next_run_of_its_deplo
         assert (crashed.timestamp - last_heartbeat).total_seconds() >= FAST.zombie_after_seconds - 1
         assert slot_taken(client) == 0
 
-        following = client.create_flow_run_from_deployment(deployment_id, parameters={"seconds": 1,
-                                                                                      "marker": str(tmp_path / "next")})
-        done = wait_for("the next run final", lambda: (state := client.read_flow_run(following.id).state).is_final()
-                        and state, timeout=90)
+        following = client.create_flow_run_from_deployment(one_at_a_time, parameters={
+            "seconds": 1, "marker": str(tmp_path / "next-run.json")})
+        done = final(client, following.id, timeout=90)
         assert done.is_completed(), f"{done.type.value}: {done.message}"
+
+        # Heartbeats kept the live run's window open past its length
+        lived = final(client, live.id, timeout=FAST.zombie_after_seconds + 90)
+        assert lived.is_completed(), f"{lived.type.value}: {lived.message}"
+        assert len(heartbeats(api_url, live.id)) >= 2
 
 
 @pytest.mark.slow
