@@ -162,13 +162,3 @@ def ensure_zombie_detection(client_or_api_url: SyncPrefectClient | str | None = 
         ensure_run_heartbeats(client, work_pool, detection)
         ensure_zombie_automation(client, detection)
     return detection
-
-
-# `python -m handoff.automations [POOL]`, against PREFECT_API_URL, until a handoff command wraps it.
-if __name__ == "__main__":
-    import sys
-
-    pool = sys.argv[1] if len(sys.argv) > 1 else "handoff"
-    applied = ensure_zombie_detection(work_pool=pool)
-    print(f"Work pool {pool!r}: runs heartbeat every {applied.heartbeat_seconds} s. Automation {AUTOMATION_NAME!r}: "
-          f"a deployment run silent for {applied.zombie_after_seconds} s is marked Crashed.")

@@ -153,6 +153,8 @@ events_app = typer.Typer(help="The lead events sent to Prefect (handoff.lead.mql
 app.add_typer(events_app, name="events")
 quarantine_app = typer.Typer(help="Records ingest could not accept, each kept whole with its reason.")
 app.add_typer(quarantine_app, name="quarantine")
+prefect_app = typer.Typer(help="The Prefect server Handoff's deployments run on.", no_args_is_help=True)
+app.add_typer(prefect_app, name="prefect")
 crm_app = typer.Typer(help="The two-way sync with the CRM (config/crm.yaml): run it, resync leads, failed writes.",
                       no_args_is_help=True)
 app.add_typer(crm_app, name="crm")
@@ -549,6 +551,19 @@ def quarantine_show(record_id: int = typer.Argument(..., metavar="ID", help="The
     else:
         console.print("raw:" if size is None else f"raw: {size:,} bytes", markup=False)
     console.print(raw, markup=False, highlight=False, soft_wrap=True)
+
+
+@prefect_app.command("setup")
+def prefect_setup(pool: str = typer.Option("handoff", help="The work pool the deployments run in.")) -> None:
+    """Set up the Prefect server at PREFECT_API_URL so a killed run ends Crashed and its schedule goes on: the work
+    pool (a process pool, made if missing) gives runs a heartbeat every HANDOFF_HEARTBEAT_SECONDS, and an
+    automation crashes a deployment run silent for HANDOFF_ZOMBIE_AFTER_SECONDS. Idempotent: run it again after
+    recreating the pool."""
+    from handoff.automations import AUTOMATION_NAME, ensure_zombie_detection
+
+    applied = ensure_zombie_detection(work_pool=pool)
+    console.print(f"Work pool {pool!r}: runs heartbeat every {applied.heartbeat_seconds} s. Automation "
+                  f"{AUTOMATION_NAME!r}: a deployment run silent for {applied.zombie_after_seconds} s is marked Crashed.")
 
 
 @crm_app.command("sync")
