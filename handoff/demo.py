@@ -25,6 +25,24 @@ def _fresh_database(home: Path) -> str:
     return f"sqlite:///{path.as_posix()}"
 
 
+def _run_logs_to(path: Path) -> None:
+    """Prefect's run logs (and Handoff's, which go through them) into `path` instead of between the demo's tables."""
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    path.write_text("")
+    # Appending: a server started later (uvicorn) reconfigures logging, which closes every handler; one that
+    # appends opens its file again on the next record, one that truncates would drop them
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s - %(message)s"))
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)] + [logging.getLogger()]
+    for logger in loggers:
+        for console_handler in [h for h in logger.handlers if isinstance(h, PrefectConsoleHandler)]:
+            logger.removeHandler(console_handler)
+            logger.addHandler(handler)
+
+
 def run_demo(console: Console, *, people: int, activities: int, seed: int) -> int:
     home = Path(os.environ.get("HANDOFF_HOME", ".handoff"))
     home.mkdir(parents=True, exist_ok=True)
@@ -51,6 +69,11 @@ def run_demo(console: Console, *, people: int, activities: int, seed: int) -> in
         starter = threading.Thread(target=start_server, daemon=True)
         starter.start()
         console.print("Starting a local Prefect server ...")
+
+    import flows.ingest  # noqa: F401 - Prefect sets its logging up on import; the run logs then go to a file
+    log_file = home / "demo-runs.log"
+    _run_logs_to(log_file)
+    console.print(f"Prefect's run logs go to {log_file}.")
 
     from sandbox.exports import write_badge_scans
     from sandbox.faults import RequestFaults
