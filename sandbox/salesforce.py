@@ -20,7 +20,11 @@ help pages, simple-salesforce 1.12 for how a client calls them, and error bodies
   ?fields=, create 201 {id, success, errors}, update 204, delete 204, get and upsert by external id: 201 created /
   200 updated with {id, success, errors, created}, ?updateOnly=true); composite/sobjects POST / PATCH / DELETE and PATCH
   composite/sobjects/<Object>/<ExternalIdField> (up to 200 records, results in request order, allOrNone rolls back
-  and marks the others ALL_OR_NONE_OPERATION_ROLLED_BACK); jobs/ingest (sandbox.salesforce_bulk); limits.
+  and marks the others ALL_OR_NONE_OPERATION_ROLLED_BACK); the composite resource (POST composite: compositeRequest
+  of up to 25 subrequests, at most 5 of them queries or sObject Collections calls, else one LIMIT_EXCEEDED answer;
+  referenceId and @{ref.field} references; httpHeaders per subrequest; allOrNone rolls back and answers the others
+  400 PROCESSING_HALTED; compositeResponse of {body, httpHeaders, httpStatusCode, referenceId}; one API call, and
+  a write only if a subrequest writes); jobs/ingest (sandbox.salesforce_bulk); limits.
 - `Sforce-Auto-Assign: FALSE` keeps the lead assignment rule from running on a create or update (REST default TRUE).
 Fault switches (SalesforceFaults): expired session every N calls, the daily allowance, 403 concurrent-request limit
 (rate_limit_every), 500 UNKNOWN_EXCEPTION / 503 SERVER_UNAVAILABLE alternately (server_error_every), per-record
@@ -28,7 +32,7 @@ UNABLE_TO_LOCK_ROW, FIELD_CUSTOM_VALIDATION_EXCEPTION on every N-th record of co
 a hold longer than a client's timeout (the call still runs afterwards, as a real org's does), and a write the org
 commits whose connection is then dropped without a response. (empty_page_every has no Salesforce meaning here.)
 Not reproduced: SOAP login, the username-password and refresh-token grants, relationship subqueries, aggregate
-functions other than COUNT(), SOSL, the composite / batch / tree / graph resources, sObject getUpdated / getDeleted,
+functions other than COUNT(), SOSL, the composite batch / tree / graph resources, sObject getUpdated / getDeleted,
 Bulk API 2.0 query jobs, Bulk 1.0, relationship columns (Owner.Username) in bulk CSVs, record types, field history.
 """
 
@@ -61,7 +65,7 @@ from sandbox.faults import RequestFaults
 from sandbox.salesforce_bulk import BulkIngest
 from sandbox.salesforce_org import VERSIONS, Org
 from sandbox.salesforce_people import WorkRates
-from sandbox.salesforce_rest import NOT_FOUND, Call, Handlers, json_response, route_of
+from sandbox.salesforce_rest import NOT_FOUND, Call, Handlers, json_response, reads_only, route_of
 from sandbox.salesforce_schema import RecordError, day_of
 from sandbox.world import World
 
@@ -328,7 +332,7 @@ def create_app(world: World, faults: SalesforceFaults, credentials: dict[str, st
             body = await request.body()
         except ClientDisconnect:
             return Response(status_code=400)
-        write = request.method != "GET"
+        write = request.method != "GET" and not (kind == "composite" and reads_only(body))
         log.note(kind, write)
         limit_info = {"Sforce-Limit-Info": allowance.header()}
         if faults.hit("rate_limit"):

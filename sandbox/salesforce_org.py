@@ -72,6 +72,7 @@ class Org:
         self.cursors: OrderedDict[str, Cursor] = OrderedDict()
         self.lock = threading.RLock()
         self.journal: list | None = None
+        self.depth = 0  # transactions open in the journal
         self.staff: dict[str, dict] = {}  # user key -> {"id", "role", "product_line", "timezone", "active"}
         self.queue_id = self.rule_id = self.org_id = ""
         self.workforce = Workforce(self, rates or WorkRates())
@@ -148,14 +149,22 @@ class Org:
             before = dict(record) if record is not None else None
             self.journal.append((name, record_id, before, dict(self.meta.get(record_id, {}))))
 
-    def begin(self) -> None:
-        self.journal = []
+    def begin(self) -> int:
+        """Open the journal, or mark where a transaction nested in the open one starts (an sObject Collections call
+        inside a composite call); the mark is what `end` rolls back to."""
+        if self.journal is None:
+            self.journal, self.depth = [], 0
+        self.depth += 1
+        return len(self.journal)
 
-    def end(self, rollback: bool) -> None:
-        journal, self.journal = self.journal or [], None
-        if not rollback:
-            return
-        for name, record_id, before, meta in reversed(journal):
+    def end(self, rollback: bool, mark: int = 0) -> None:
+        journal = self.journal or []
+        undone = journal[mark:] if rollback else []
+        del journal[len(journal) - len(undone):]
+        self.depth -= 1
+        if self.depth <= 0:
+            self.journal, self.depth = None, 0
+        for name, record_id, before, meta in reversed(undone):
             sobject = self.schema[name.lower()]
             store = self.records[name.lower()]
             if record_id in store:

@@ -10,8 +10,10 @@ import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
+from urllib.parse import parse_qsl, unquote
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from sandbox import soql
@@ -42,6 +44,7 @@ class Call:
     body: bytes
     user: str
     org: Org
+    all_or_none: bool = False  # inside a composite call with allOrNone, which makes its collections all-or-none
 
     def json(self) -> Any:
         try:
@@ -72,6 +75,7 @@ _ROUTES = [
     ("DELETE", rf"sobjects/{_OBJ}/{_ID}", "sobject_delete", "delete"),
     ("GET", rf"sobjects/{_OBJ}/(?P<field>[A-Za-z0-9_]+)/{_ANY}", "sobject_get", "get_by_external"),
     ("PATCH", rf"sobjects/{_OBJ}/(?P<field>[A-Za-z0-9_]+)/{_ANY}", "sobject_upsert", "upsert"),
+    ("POST", r"composite", "composite", "composite"),
     ("POST", r"composite/sobjects", "composite_create", "composite_create"),
     ("PATCH", r"composite/sobjects", "composite_update", "composite_update"),
     ("DELETE", r"composite/sobjects", "composite_delete", "composite_delete"),
@@ -284,13 +288,12 @@ class Handlers:
         if len(records) > MAX_RECORDS:
             raise RecordError("EXCEEDED_ID_LIMIT", f"record limit reached. cannot submit more than {MAX_RECORDS} "
                                                    "records into this call")
-        return records, bool(body.get("allOrNone", False))
+        return records, bool(body.get("allOrNone", False)) or call.all_or_none
 
     def _write_all(self, call: Call, records: list, all_or_none: bool, write: Callable) -> Response:
         """Write records in order; with allOrNone one failure rolls every change of the call back."""
         ctx = call.context(True, self.record_fault)
-        if all_or_none:
-            self.org.begin()
+        mark = self.org.begin() if all_or_none else 0
         results = []
         for item in records:
             try:
@@ -303,7 +306,7 @@ class Handlers:
             results.append(result)
         failed = any(not r["success"] for r in results)
         if all_or_none:
-            self.org.end(rollback=failed)
+            self.org.end(rollback=failed, mark=mark)
         if all_or_none and failed:
             rolled = {"statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK", "fields": [],
                       "message": "Record rolled back because not all records were valid and the request was using "
@@ -375,6 +378,73 @@ class Handlers:
             return {"id": record["Id"], "success": True, "errors": []}
         return self._write_all(call, [{"Id": i} for i in ids], all_or_none, write)
 
+    # -- the composite resource
+
+    def composite(self, call: Call) -> Response:
+        """Subrequests run in order as one API call; a later one may name an earlier one's answer as
+        @{referenceId.field}; with allOrNone one failure rolls every change back and halts the others."""
+        body = call.json()
+        subrequests = body.get("compositeRequest") if isinstance(body, dict) else None
+        if not isinstance(subrequests, list) or not subrequests:
+            raise RecordError("JSON_PARSER_ERROR", "The request body must hold a compositeRequest list")
+        if len(subrequests) > MAX_SUBREQUESTS:
+            return _limit_exceeded(f"The request can’t contain more than {MAX_SUBREQUESTS} operations.")
+        plans = [_subrequest(sub) for sub in subrequests]
+        references = [plan["referenceId"] for plan in plans]
+        repeated = sorted({r for r in references if references.count(r) > 1})
+        if repeated:
+            raise RecordError("INVALID_INPUT", f"Duplicate referenceId provided in the request: {repeated[0]}")
+        if sum(bool(_HEAVY.search(plan["url"].split("?")[0])) for plan in plans) > MAX_HEAVY:
+            return _limit_exceeded(f"The request can’t contain more than {MAX_HEAVY} query or sObject Collections "
+                                   "operations.")
+        all_or_none = body.get("allOrNone") is True
+        mark = self.org.begin() if all_or_none else 0
+        answers, outputs, failing = [], {}, set()
+        for plan in plans:
+            reference = plan["referenceId"]
+            if failing and all_or_none:
+                answers.append(_sub_answer(reference, 400, HALTED))
+                continue
+            try:
+                url, payload = _resolve(plan["url"], outputs), _resolve(plan.get("body"), outputs)
+            except KeyError as missing:
+                failing.add(reference)
+                answers.append(_sub_answer(reference, 400, [{
+                    "errorCode": "PROCESSING_HALTED",
+                    "message": f"Invalid reference specified. No value for {missing.args[0]} found in a prior "
+                               "subrequest."}]))
+                continue
+            status, result = self._subcall(call, plan, str(url), payload, all_or_none)
+            answers.append(_sub_answer(reference, status, result))
+            if status < 300:
+                outputs[reference] = result
+            if status >= 400 or (all_or_none and isinstance(result, list) and
+                                  any(isinstance(r, dict) and r.get("success") is False for r in result)):
+                failing.add(reference)
+        if all_or_none:
+            self.org.end(rollback=bool(failing), mark=mark)
+            if failing:
+                answers = [a if a["referenceId"] in failing else _sub_answer(a["referenceId"], 400, HALTED)
+                           for a in answers]
+        return json_response({"compositeResponse": answers})
+
+    def _subcall(self, call: Call, plan: dict, url: str, payload, all_or_none: bool) -> tuple[int, object]:
+        path, _, query = url.partition("?")
+        match = re.match(r"^/services/data/v(\d+\.\d)/(.*)$", path)
+        route = route_of(plan["method"], match.group(2)) if match else None
+        if route is None:
+            return 404, NOT_FOUND
+        kind, name, params = route
+        if kind not in _IN_COMPOSITE:
+            return 400, [{"errorCode": "INVALID_INPUT", "message": f"{match.group(2)} is not supported in a "
+                                                                   "composite request"}]
+        headers = Headers(headers={k.lower(): str(v) for k, v in (plan.get("httpHeaders") or {}).items()})
+        sub = Call(plan["method"], match.group(1), {k: unquote(v) for k, v in params.items()},
+                   dict(parse_qsl(query, keep_blank_values=True)), headers,
+                   b"" if payload is None else orjson.dumps(payload), call.user, self.org, all_or_none)
+        response = self.run(name, sub)
+        return response.status_code, orjson.loads(response.body) if response.body else None
+
     # -- Bulk API 2.0 ingest
 
     def bulk_create(self, call: Call) -> Response:
@@ -403,3 +473,81 @@ class Handlers:
     def bulk_results(self, call: Call) -> Response:
         text = self.bulk.results(call.params["job"], call.params["results"])
         return Response(text.encode(), media_type="text/csv")
+
+
+# ---------------------------------------------------------------- the composite resource's rules
+
+MAX_SUBREQUESTS = 25
+MAX_HEAVY = 5  # of them, queries and sObject Collections calls
+_HEAVY = re.compile(r"/(?:query|queryAll)(?:/|$)|/composite/sobjects(?:/|$)")
+_IN_COMPOSITE = {"query", "query_more", "describe", "sobject_info", "sobject_create", "sobject_get", "sobject_update",
+                 "sobject_delete", "sobject_upsert", "composite_create", "composite_update", "composite_delete",
+                 "composite_upsert"}  # the kinds of call a subrequest may be
+_INHERITED = {"accept", "authorization", "content-type"}  # a subrequest takes these from the composite call
+_REFERENCE = re.compile(r"@\{([A-Za-z0-9_]+)((?:\.[A-Za-z0-9_]+|\[\d+\])*)\}")
+HALTED = [{"errorCode": "PROCESSING_HALTED",
+           "message": "The transaction was rolled back since another operation in the same transaction failed."}]
+
+
+def reads_only(body: bytes) -> bool:
+    """Whether a composite request only reads (its call is then no write in the call log)."""
+    try:
+        subrequests = orjson.loads(body or b"null").get("compositeRequest")
+        return all(sub.get("method") == "GET" for sub in subrequests)
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return False
+
+
+def _limit_exceeded(message: str) -> Response:
+    """How Salesforce refuses a composite request over its limits: one answer, no subrequest run."""
+    return json_response({"compositeResponse": [{"body": [{"errorCode": "LIMIT_EXCEEDED", "message": message}],
+                                                 "httpHeaders": {}, "httpStatusCode": 400, "referenceId": None}]})
+
+
+def _subrequest(sub) -> dict:
+    """A subrequest as given, checked for what every one needs (a malformed one refuses the whole request)."""
+    if not isinstance(sub, dict):
+        raise RecordError("JSON_PARSER_ERROR", "Each subrequest must be a JSON object")
+    missing = [k for k in ("method", "url", "referenceId") if not isinstance(sub.get(k), str) or not sub.get(k)]
+    if missing:
+        raise RecordError("JSON_PARSER_ERROR", f"Required fields are missing: {missing}")
+    if sub["method"] not in ("GET", "POST", "PATCH", "PUT", "DELETE"):
+        raise RecordError("INVALID_INPUT", f"Invalid HTTP method: {sub['method']}")
+    if not re.fullmatch(r"[A-Za-z0-9_]+", sub["referenceId"]):
+        raise RecordError("INVALID_INPUT", f"Invalid referenceId: {sub['referenceId']}")
+    headers = sub.get("httpHeaders") or {}
+    if not isinstance(headers, dict) or {str(k).lower() for k in headers} & _INHERITED:
+        raise RecordError("INVALID_INPUT", "A subrequest's httpHeaders cannot set Accept, Authorization or "
+                                           "Content-Type")
+    return sub
+
+
+def _sub_answer(reference: str, status: int, body) -> dict:
+    return {"body": body, "httpHeaders": {}, "httpStatusCode": status, "referenceId": reference}
+
+
+def _resolve(value, outputs: dict):
+    """@{referenceId.field[0].field} in a subrequest's url or body, from the answers before it; a value that is
+    a reference alone keeps its type. KeyError names a reference with no value."""
+    if isinstance(value, dict):
+        return {k: _resolve(v, outputs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, outputs) for v in value]
+    if not isinstance(value, str) or "@{" not in value:
+        return value
+
+    def lookup(match: re.Match):
+        found = outputs[match.group(1)] if match.group(1) in outputs else None
+        if found is None:
+            raise KeyError(match.group(0)[2:-1])
+        for step in re.findall(r"\.([A-Za-z0-9_]+)|\[(\d+)\]", match.group(2)):
+            try:
+                found = found[step[0]] if step[0] else found[int(step[1])]
+            except (KeyError, IndexError, TypeError):
+                raise KeyError(match.group(0)[2:-1]) from None
+        return found
+
+    whole = _REFERENCE.fullmatch(value)
+    if whole:
+        return lookup(whole)
+    return _REFERENCE.sub(lambda m: str(lookup(m)), value)

@@ -6,7 +6,7 @@ import csv
 import io
 import re
 import time
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import jwt
 import pytest
@@ -680,3 +680,96 @@ def test_people_work_the_leads_the_same_way_in_every_fresh_org(start):
     assert any(t["TaskSubtype"] == "Call" for t in first["tasks"]) and any(t["TaskSubtype"] == "Email" for t in first["tasks"])
     assert all(t["CreatedById"] == t["OwnerId"] for t in first["tasks"])
     assert any(r["MasterRecordId"] and r["IsDeleted"] for r in first["leads"])
+
+
+# ---------------------------------------------------------------- the composite resource
+
+def _sub(method: str, path: str, ref: str, **extra) -> dict:
+    return {"method": method, "url": f"/services/data/v59.0/{path}", "referenceId": ref, **extra}
+
+
+def _composite(org: Org, subrequests: list[dict], all_or_none: bool = False) -> list[dict]:
+    response = org.call("POST", "composite", json={"allOrNone": all_or_none, "compositeRequest": subrequests})
+    assert response.status_code == 200, response.text
+    return response.json()["compositeResponse"]
+
+
+@pytest.mark.slow
+def test_composite_runs_its_subrequests_in_order_as_one_api_call_with_references(shared):
+    def used() -> int:
+        return int(shared.call("GET", "limits").headers["Sforce-Limit-Info"].split("=")[1].split("/")[0])
+
+    before, writes = used(), shared.calls()["writes"]
+    users = "queryAll?" + urlencode({"q": "SELECT Id, Name FROM User ORDER BY Id"})
+    answers = _composite(shared, [
+        _sub("POST", "sobjects/Lead", "newLead", body={"LastName": "Composite", "Company": "Comp Res Co",
+                                                       "Country": "GB", "Handoff_Id__c": "compres-1"},
+             httpHeaders=NO_ASSIGN),
+        _sub("GET", "sobjects/Lead/@{newLead.id}?fields=Name,Company,OwnerId", "readBack"),
+        _sub("GET", users, "users", httpHeaders={"Sforce-Query-Options": "batchSize=200"}),
+        _sub("PATCH", "sobjects/Lead/@{newLead.id}", "retitle", body={"Title": "@{readBack.Company}"},
+             httpHeaders=NO_ASSIGN),
+    ])
+    assert used() == before + 2  # the composite call and this limits call
+    assert [a["referenceId"] for a in answers] == ["newLead", "readBack", "users", "retitle"]
+    assert [a["httpStatusCode"] for a in answers] == [201, 200, 200, 204]
+    assert set(answers[0]) == {"body", "httpHeaders", "httpStatusCode", "referenceId"}
+    lead_id = answers[0]["body"]["id"]
+    assert answers[0]["body"] == {"id": lead_id, "success": True, "errors": []}
+    assert answers[1]["body"]["Name"] == "Composite"
+    assert answers[1]["body"]["OwnerId"] == shared.user_id("handoff.integration")  # the subrequest's header held
+    assert (answers[2]["body"]["totalSize"], answers[2]["body"]["done"]) == (12, True)
+    assert answers[3]["body"] is None and shared.sf.Lead.get(lead_id)["Title"] == "Comp Res Co"
+    assert shared.calls()["writes"] == writes + 1
+
+    reads = _composite(shared, [_sub("GET", users, "u1"), _sub("GET", f"sobjects/Lead/{lead_id}", "l1")])
+    assert [a["httpStatusCode"] for a in reads] == [200, 200]
+    assert shared.calls()["writes"] == writes + 1  # a composite call that only reads is no write
+
+
+@pytest.mark.slow
+def test_composite_all_or_none_rolls_back_and_halts_the_others(shared):
+    answers = _composite(shared, [
+        _sub("POST", "sobjects/Lead", "kept", body={"LastName": "Aon", "Company": "Comp Res Co",
+                                                    "Handoff_Id__c": "compres-2"}),
+        _sub("PATCH", "composite/sobjects", "collection", body={"records": [
+            {"attributes": {"type": "Lead"}, "Id": "@{kept.id}", "Title": "Changed"}]}),
+        _sub("POST", "sobjects/Lead", "broken", body={"LastName": "Aon"}),
+        _sub("GET", "sobjects/Lead/@{kept.id}", "after"),
+    ], all_or_none=True)
+    assert [a["httpStatusCode"] for a in answers] == [400, 400, 400, 400]
+    assert answers[2]["body"][0]["errorCode"] == "REQUIRED_FIELD_MISSING"
+    halted = [{"errorCode": "PROCESSING_HALTED",
+               "message": "The transaction was rolled back since another operation in the same transaction failed."}]
+    assert answers[0]["body"] == answers[1]["body"] == answers[3]["body"] == halted
+    assert shared.soql("SELECT Id FROM Lead WHERE Handoff_Id__c = 'compres-2'", deleted=True) == []
+
+    # without allOrNone the others run; one that names a failed answer does not
+    answers = _composite(shared, [
+        _sub("POST", "sobjects/Lead", "broken", body={"LastName": "Aon"}),
+        _sub("GET", "sobjects/Lead/@{broken.id}", "dependent"),
+        _sub("POST", "sobjects/Lead", "fine", body={"LastName": "Aon", "Company": "Comp Res Co",
+                                                    "Handoff_Id__c": "compres-3"}),
+    ])
+    assert [a["httpStatusCode"] for a in answers] == [400, 400, 201]
+    assert answers[1]["body"][0]["errorCode"] == "PROCESSING_HALTED"
+    assert len(shared.soql("SELECT Id FROM Lead WHERE Handoff_Id__c = 'compres-3'")) == 1
+
+
+@pytest.mark.slow
+def test_composite_takes_25_subrequests_of_which_5_queries(shared):
+    def refused(subrequests: list[dict]) -> dict:
+        [answer] = _composite(shared, subrequests)
+        assert (answer["httpStatusCode"], answer["referenceId"], answer["httpHeaders"]) == (400, None, {})
+        return answer["body"][0]
+
+    describe = [_sub("GET", "sobjects/Lead/describe", f"d{i}") for i in range(26)]
+    assert refused(describe) == {"errorCode": "LIMIT_EXCEEDED",
+                                 "message": "The request can’t contain more than 25 operations."}
+    assert len(_composite(shared, describe[:25])) == 25
+    queries = [_sub("GET", "query?q=SELECT+Id+FROM+Group", f"q{i}") for i in range(6)]
+    assert refused(queries)["errorCode"] == "LIMIT_EXCEEDED"
+    assert [a["body"]["totalSize"] for a in _composite(shared, queries[:5])] == [1] * 5
+    bad = shared.call("POST", "composite", json={"compositeRequest": [
+        _sub("GET", "limits", "a", httpHeaders={"Authorization": "Bearer x"})]})
+    assert bad.status_code == 400 and bad.json()[0]["errorCode"] == "INVALID_INPUT"
