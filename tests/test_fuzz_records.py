@@ -264,3 +264,120 @@ def test_a_page_of_hostile_and_good_records_is_read_record_by_record_and_stored_
             except orjson.JSONDecodeError:
                 pass
             assert feed.key(record) in activities or any(quarantined_as_it_came(quarantined, p) for p in payloads), record
+
+
+# ---------------------------------------------------------------- records pulled from the CRM
+
+@dataclass
+class CrmFeed:
+    """A kind the CRM connector pulls: its good record, the fields a hostile one replaces, and what a record read
+    from it must hold (the values as they came). Read by the connector's own page reading, no server."""
+
+    kind: str
+    good: Callable[[int], dict]
+    fields: list[str]
+    faithful: Callable[[dict, Any], None]
+
+
+def _sf_id(prefix: str, n: int) -> str:
+    return f"{prefix}5e{n:010d}AAA"
+
+
+def _sf_time(n: int) -> str:
+    return (NOW - timedelta(hours=n)).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+
+def _stamp(value: Any) -> datetime:
+    from connectors.crm.salesforce_records import parse_datetime
+    return parse_datetime(value)
+
+
+def _lead_faithful(raw: dict, person) -> None:
+    assert (person.crm_id, person.email, person.handoff_key, person.status, person.recycle_reason) == \
+        (raw["Id"], raw.get("Email"), raw.get("Handoff_Id__c"), raw.get("Status"), raw.get("Recycle_Reason__c"))
+    assert (person.deleted, person.converted, person.master_id) == \
+        (bool(raw.get("IsDeleted")), bool(raw.get("IsConverted")), raw.get("MasterRecordId") or None)
+    assert person.modified_at == _stamp(raw["SystemModstamp"])
+
+
+def _task_faithful(raw: dict, activity) -> None:
+    from connectors.crm.salesforce_records import task_kind
+    assert (activity.crm_id, activity.who_id or None, activity.subject) == \
+        (raw["Id"], raw.get("WhoId") or None, raw.get("Subject"))
+    assert activity.kind is task_kind(raw.get("TaskSubtype"), raw.get("Type"))
+    assert activity.occurred_at == _stamp(raw.get("CompletedDateTime") or raw["CreatedDate"])
+
+
+def _opportunity_faithful(raw: dict, opportunity) -> None:
+    amount = raw.get("Amount")
+    assert (opportunity.crm_id, opportunity.stage_name, opportunity.close_date) == \
+        (raw["Id"], raw.get("StageName"), raw.get("CloseDate"))
+    assert opportunity.amount == (None if amount is None else float(amount))
+    assert (opportunity.closed, opportunity.won) == (bool(raw.get("IsClosed")), bool(raw.get("IsWon")))
+
+
+CRM_FEEDS = [
+    CrmFeed("leads",
+            lambda n: {"attributes": {"type": "Lead"}, "Id": _sf_id("00Q", n), "Email": f"p{n}@acme.example",
+                       "Handoff_Id__c": f"handoff-{n}", "OwnerId": _sf_id("005", 2), "Status": "Working - Contacted",
+                       "IsConverted": False, "ConvertedContactId": None, "ConvertedOpportunityId": None,
+                       "ConvertedAccountId": None, "IsDeleted": False, "MasterRecordId": None,
+                       "LastModifiedById": _sf_id("005", 3), "SystemModstamp": _sf_time(n),
+                       "Product_Line__c": "Scoring", "Recycle_Reason__c": None},
+            ["Id", "Email", "Handoff_Id__c", "OwnerId", "Status", "IsConverted", "ConvertedContactId", "IsDeleted",
+             "MasterRecordId", "SystemModstamp", "Recycle_Reason__c"],
+            _lead_faithful),
+    CrmFeed("tasks",
+            lambda n: {"attributes": {"type": "Task"}, "Id": _sf_id("00T", n), "WhoId": _sf_id("00Q", n),
+                       "OwnerId": _sf_id("005", 2), "Subject": "Call", "Type": "Call", "TaskSubtype": "Call",
+                       "CreatedDate": _sf_time(n + 1), "CompletedDateTime": _sf_time(n), "IsDeleted": False,
+                       "SystemModstamp": _sf_time(n)},
+            ["Id", "WhoId", "Subject", "Type", "TaskSubtype", "CreatedDate", "CompletedDateTime", "SystemModstamp"],
+            _task_faithful),
+    CrmFeed("opportunities",
+            lambda n: {"attributes": {"type": "Opportunity"}, "Id": _sf_id("006", n), "AccountId": _sf_id("001", n),
+                       "StageName": "Prospecting", "IsClosed": False, "IsWon": False, "Amount": 12000.0,
+                       "OwnerId": _sf_id("005", 2), "CloseDate": "2026-12-01", "IsDeleted": False,
+                       "SystemModstamp": _sf_time(n)},
+            ["Id", "StageName", "IsClosed", "IsWon", "Amount", "CloseDate", "SystemModstamp"],
+            _opportunity_faithful),
+]
+
+
+def _crm_stream(kind: str):
+    from config.crm import load_crm_config
+    from connectors.crm.salesforce_records import streams
+    return {s.kind: s for s in streams(load_crm_config(env={"HANDOFF_SALESFORCE_ENABLED": "true"}))}[kind]
+
+
+@pytest.mark.parametrize("feed", CRM_FEEDS, ids=lambda feed: feed.kind)
+def test_each_crm_feed_s_good_records_are_read_as_they_came(feed):
+    from connectors.crm.salesforce_records import read_page
+    page = [feed.good(n) for n in range(4)]
+    taken, refused, newest = read_page(_crm_stream(feed.kind), page)
+    assert refused == [] and len(taken) == 4 and newest == _stamp(page[0]["SystemModstamp"])
+    for raw, record in zip(page, taken):
+        feed.faithful(raw, record)
+
+
+@pytest.mark.parametrize("feed", CRM_FEEDS, ids=lambda feed: feed.kind)
+@FUZZ
+@given(data=st.data())
+def test_a_pulled_page_of_hostile_crm_records_is_refused_or_read_faithfully_record_by_record(feed, data):
+    from connectors.crm.salesforce_records import read_page
+    mix = data.draw(record_mix(feed.good, feed.fields))
+    # A CRM page is one JSON document: a record no parser takes cannot come in it, a record that is not an object can
+    sent = [record if kind != "raw" else record.decode("latin-1") for kind, record in mix]
+    page = json.loads(json.dumps({"records": sent}, allow_nan=True))["records"]
+    taken, refused, _ = read_page(_crm_stream(feed.kind), page)
+    assert len(taken) + len(refused) == len(page)
+    taken, refused = iter(taken), iter(refused)
+    pending_refusal = next(refused, None)
+    for (kind, _), raw in zip(mix, page):
+        if pending_refusal is not None and pending_refusal[2] is raw:
+            assert kind != "good", pending_refusal[1]
+            assert pending_refusal[0] == feed.kind and pending_refusal[1]
+            pending_refusal = next(refused, None)
+            continue
+        assert kind != "raw"
+        feed.faithful(raw, next(taken))
