@@ -737,8 +737,9 @@ def demo(
     activities: int = typer.Option(20_000, min=1, help="Activities in the demo world (at least one per person)."),
     seed: int = typer.Option(7),
 ) -> None:
-    """Ingest from the stand-ins (with faults switched on) into a fresh SQLite database, twice, and print
-    what happened: the second run finds nothing new."""
+    """The story end to end on the embedded default: the stand-ins (faults switched on) ingested three times into
+    a fresh SQLite database (the second finds nothing new, the third the late arrivals), leads scored and
+    qualified, a few explained, and the health check."""
     from handoff.demo import run_demo
 
     _enough_activities(people, activities)

@@ -1,4 +1,4 @@
-"""Activities from JSON Lines files, so any tool's export can be loaded (format in the README)."""
+"""Activities from JSON Lines files, so any tool's export can be loaded (format in docs/sources.md)."""
 
 from __future__ import annotations
 
