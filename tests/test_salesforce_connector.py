@@ -217,6 +217,15 @@ def test_a_pull_after_a_month_brings_what_reps_and_the_admin_did(fresh):
     assert any(o.closed for o in month.opportunities) and month.accounts
     assert month.refused == [] and client.calls["composite"] == 4
 
+    # a converted lead takes no write; its contact does
+    key = converted[0].handoff_key or "web-0"
+    results = client.write([CrmWrite(1, CrmObject.LEAD, converted[0].crm_id, key, {"score": 80}),
+                            CrmWrite(1, CrmObject.CONTACT, converted[0].contact_id, key, {"score": 80})])
+    assert [(r.outcome, r.error_code) for r in results] == [(Outcome.FAILED, "CANNOT_UPDATE_CONVERTED_LEAD"),
+                                                           (Outcome.WRITTEN, None)]
+    assert client.read_handoff_values(CrmObject.CONTACT, [converted[0].contact_id])[converted[0].contact_id] == \
+        {"score": 80}
+
 
 def test_a_record_that_cannot_be_read_is_refused_and_the_page_goes_on():
     config = load_crm_config(env={"HANDOFF_SALESFORCE_ENABLED": "true"})
@@ -303,6 +312,18 @@ def test_writes_only_handoffs_fields_never_a_blank_and_never_runs_the_assignment
 
 
 @pytest.mark.slow
+def test_a_field_the_org_lacks_fails_each_record_without_raising(shared):
+    client = client_for(shared)
+    [made] = client.write([lead(1, "lacks")])
+    config = client.config.model_copy(update={"fields": {**client.config.fields, "moment": "Handoff_Colour__c"}})
+    odd = SalesforceClient(config, client._secrets, backoff=FAST)
+    results = odd.write([CrmWrite(1, CrmObject.LEAD, made.crm_id, "lacks-1", {"score": 5, "moment": "Visited"}),
+                         CrmWrite(2, CrmObject.LEAD, made.crm_id, "lacks-1", {"score": 6})])
+    assert (results[0].outcome, results[0].error_code) == (Outcome.FAILED, "INVALID_FIELD")
+    assert "Handoff_Colour__c" in results[0].message and results[1].outcome is Outcome.WRITTEN
+
+
+@pytest.mark.slow
 def test_a_duplicate_is_linked_to_the_record_the_org_names(shared):
     client = client_for(shared)
     existing = org_records(client, "SELECT Id, Email FROM Lead WHERE Email != null AND IsConverted = false "
@@ -353,7 +374,9 @@ def test_slow_answers_pass_and_a_timeout_is_retried_without_a_second_record(fres
     box = fresh()
     client = client_for(box, connection={"timeout_seconds": 0.5})
     box.faults["salesforce"].update(slow_ms=150)
+    began = time.monotonic()
     assert client.find_people(keys=["nobody"]) == []
+    assert time.monotonic() - began >= 0.15 * 2  # the token and the query, each slow, each within the timeout
     box.faults["salesforce"].update(slow_ms=0)
     faults = arm(box, "timeout", timeout_hold_seconds=1.0)
     [created] = client.write([lead(1, "late")])
@@ -443,6 +466,21 @@ def test_above_the_threshold_writes_go_as_bulk_jobs_with_each_row_mapped_back(fr
     assert {r["Handoff_Score__c"] for r in org_records(client, "SELECT Handoff_Score__c FROM Lead WHERE "
                                                                  "Handoff_Id__c LIKE 'bulk-%' AND Id != "
                                                                  f"'{created[3]}'")} == {99.0}
+
+
+@pytest.mark.slow
+def test_a_bulk_push_rides_out_server_errors_without_a_second_record(fresh):
+    box = fresh()
+    client = client_for(box, push={"bulk_above": 20}, bulk_poll_seconds=0.2)
+    client.authenticate()
+    box.faults["salesforce"].update(server_error_every=3)
+    results = client.write([lead(n, "rough") for n in range(210)])
+    assert box.faults["salesforce"].fired("server_error") >= 2
+    assert {r.outcome for r in results} == {Outcome.CREATED}
+    box.faults["salesforce"].update(server_error_every=0)
+    keys = [r["Handoff_Id__c"] for r in org_records(client, "SELECT Handoff_Id__c FROM Lead WHERE Handoff_Id__c "
+                                                            "LIKE 'rough-%'", deleted=True)]
+    assert sorted(keys) == sorted(f"rough-{n}" for n in range(210))
 
 
 @pytest.mark.slow

@@ -90,7 +90,10 @@ class BulkWriter:
         for attempt in range(1, client.backoff.max_attempts + 1):
             job.id, job.problem = None, None
             try:
-                job.id = client.call("bulk", lambda sf: sf.restful("jobs/ingest", method="POST", json=spec))["id"]
+                job.id = (client.call("bulk", lambda sf: sf.restful("jobs/ingest", method="POST", json=spec))
+                          or {}).get("id")
+                if not job.id:
+                    raise TransientError("salesforce bulk: a new job was answered without its id")
                 client.call("bulk", lambda sf: client.raw(sf, "PUT", f"jobs/ingest/{job.id}/batches", data=data,
                                                            headers={"Content-Type": "text/csv"}), repeatable=False)
                 break

@@ -18,9 +18,10 @@ from domain.crm import (
     CrmUser, CrmWrite, Outcome, WriteResult,
 )
 
-ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
-_DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})$")
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?\Z")
+_DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})\Z", re.ASCII)
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}\Z", re.ASCII)
+_TIMES = ("mql_at", "moment_at")  # Handoff's fields that hold a date-time
 # Errors a later run may not meet again: the record was busy, or the org was
 TRANSIENT_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "ALL_OR_NONE_OPERATION_ROLLED_BACK", "REQUEST_RUNNING_TOO_LONG",
                              "SERVER_UNAVAILABLE", "UNKNOWN_EXCEPTION", "QUERY_TIMEOUT", "PROCESSING_HALTED"})
@@ -266,8 +267,11 @@ def handoff_values(raw: Mapping, config: CrmConfig) -> dict[str, Any]:
         value = raw.get(field) if field else None
         if value is None:
             continue
-        if isinstance(value, str) and _DATETIME.match(value):
-            value = parse_datetime(value).isoformat()
+        if name in _TIMES and isinstance(value, str):
+            try:
+                value = parse_datetime(value).isoformat()
+            except ValueError:
+                pass  # kept as it came: it then differs from what was pushed, and is written again
         elif isinstance(value, float) and value.is_integer():
             value = int(value)
         values[name] = value

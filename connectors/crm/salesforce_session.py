@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 import re
 import time
 from collections import Counter
@@ -29,7 +30,7 @@ log = logging.getLogger("handoff.crm.salesforce")
 TOKEN_PATH = "/services/oauth2/token"
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 JWT_LIFETIME = 170  # seconds: Salesforce refuses an assertion that expires more than three minutes ahead
-_LIMIT_INFO = re.compile(r"api-usage=(\d+)/(\d+)")
+_LIMIT_INFO = re.compile(r"(?<![\w-])api-usage=(\d+)/(\d+)")  # not per-app-api-usage
 SETTINGS = {"login_url": "HANDOFF_SALESFORCE_LOGIN_URL", "instance_url": "HANDOFF_SALESFORCE_INSTANCE_URL",
             "private_key_file": "HANDOFF_SALESFORCE_PRIVATE_KEY_FILE"}
 
@@ -128,6 +129,9 @@ class ApiSession(requests.Session):
             self.mount(f"https://{parts.netloc}/", _PlainToLoopback())
         else:
             self.proxies.update(requests.utils.get_environ_proxies(url))
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if bundle:
+                self.verify = bundle
 
 
 # ---------------------------------------------------------------- signing in
