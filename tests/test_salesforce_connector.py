@@ -16,7 +16,7 @@ from connectors.crm.salesforce_records import read_page, streams
 from connectors.crm.salesforce_session import checked_url
 from connectors.http import Backoff, PermanentError
 from domain.crm import ContactKind, CrmObject, CrmWrite, Outcome
-from sandbox.salesforce import SalesforceFaults
+from sandbox.salesforce import SalesforceFaults, new_credentials
 from sandbox.stack import start_sandbox
 from sandbox.world import WorldSpec
 
@@ -108,7 +108,6 @@ def test_a_refused_secret_is_permanent_and_never_shown(shared, tmp_path):
         client_for(shared, {"client_id": creds["client_id"], "client_secret": secret}).authenticate()
     assert "invalid_client" in str(refused.value) and secret not in str(refused.value)
     stranger = tmp_path / "other.key"
-    from sandbox.salesforce import new_credentials
     stranger.write_text(new_credentials()["private_key_pem"])
     with pytest.raises(PermanentError) as refused:
         client_for(shared, {"client_id": creds["client_id"], "username": creds["username"],
