@@ -30,8 +30,14 @@ def read_document(path: Path, text: str | None = None) -> Any:
 
 
 def line_of(node: Any, key: Any = None) -> int | None:
-    """The line of `key` in a mapping read by read_document (of the mapping itself without a key)."""
+    """The line of `key` in a mapping read by read_document (of the mapping itself without a key, or when the key
+    is not there)."""
     return _line(node, key)
+
+
+def key_line(node: Any, key: Any) -> int | None:
+    """The line of `key` in a mapping read by read_document; None when the key is not there."""
+    return getattr(node, "key_lines", {}).get(key)
 
 
 class FileProblems:
