@@ -76,7 +76,7 @@ def _product_lines(problems: FileProblems, document: dict, teams: SalesTeams) ->
     node = problems.mapping(node, line_of(document, "product_lines"), "product_lines")
     if node is None:
         return ()
-    problems.keys(node, tuple(str(k) for k in node), "product_lines")  # only the keys given twice
+    problems.repeated_keys(node, "product_lines")
     found = []
     for name, spec in node.items():
         line = line_of(node, name)

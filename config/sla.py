@@ -170,5 +170,5 @@ def describe_sla(policies: SlaPolicies) -> str:
         f"# SLA policies{f' ({policies.source})' if policies.source else ''}", "",
         table(("policy", "for", "first contact within", "clock", "reminder", "grace", "reassignments"), rows), "",
         "Contacted means: a logged " + (" or ".join(sorted(contacted.activities)) or "(no activity)")
-        + (f" (by the owner)" if contacted.only_by_the_owner else "")
+        + (" (by the owner)" if contacted.only_by_the_owner else "")
         + (f", or status {', '.join(sorted(contacted.statuses))}" if contacted.statuses else "") + "."]) + "\n"

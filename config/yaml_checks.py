@@ -58,13 +58,16 @@ class FileProblems:
 
     def keys(self, node: dict, known: tuple[str, ...], what: str) -> None:
         """Keys given twice and keys not in `known` (with the closest known one as a hint)."""
-        for key, line, first in getattr(node, "duplicates", []):
-            self.add(line, f"{key!r} is given twice in {what} (first on line {first}); say it once")
+        self.repeated_keys(node, what)
         for key in node:
             if key not in known:
                 close = difflib.get_close_matches(str(key), known, n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
                 self.add(line_of(node, key), f"unknown key {key!r} in {what} ({hint})")
+
+    def repeated_keys(self, node: dict, what: str) -> None:
+        for key, line, first in getattr(node, "duplicates", []):
+            self.add(line, f"{key!r} is given twice in {what} (first on line {first}); say it once")
 
     def mapping(self, value: Any, line: int | None, what: str) -> dict | None:
         if isinstance(value, dict):

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Iterable
 
 from domain.business_hours import CALENDAR_HOURS, SlaClock
+from domain.crm_directory import CrmDirectory
 from domain.routing_decision import Owner
 from domain.teams import SalesTeams
 
@@ -171,9 +172,9 @@ class SlaTimer:
 
 
 def open_timer(lead_id: int | str, owner: Owner, *, team: str | None, policy: SlaPolicy, teams: SalesTeams,
-               opened_at: datetime, after: SlaTimer | None = None) -> SlaTimer:
+               opened_at: datetime, after: SlaTimer | None = None, directory: CrmDirectory | None = None) -> SlaTimer:
     """The timer that starts when `owner` is handed the lead; `after`: the timer of the rep who let it lapse, when
-    this one follows a reassignment."""
+    this one follows a reassignment; `directory`: the CRM's users, for a manager teams.yaml does not name."""
     clock = sla_clock(policy, teams, owner.rep, team)
     due = clock.due_at(opened_at, policy.respond_within)
     remind = policy.remind_before
@@ -183,9 +184,18 @@ def open_timer(lead_id: int | str, owner: Owner, *, team: str | None, policy: Sl
     return SlaTimer(
         lead_id=lead_id, owner=owner, team=team, policy=policy.name, opened_at=opened_at, due_at=due,
         remind_at=remind_at, reassign_at=clock.due_at(due, policy.grace),
-        manager=teams.manager_of(owner.rep) if owner.rep and teams.rep(owner.rep) else None,
+        manager=escalation_manager(owner, teams, directory),
         reassignments=after.reassignments + 1 if after else 0, max_reassignments=policy.max_reassignments,
         lapsed=tuple(dict.fromkeys(lapsed)))
+
+
+def escalation_manager(owner: Owner, teams: SalesTeams, directory: CrmDirectory | None = None) -> str | None:
+    """Whom a breach is escalated to: the rep's manager in teams.yaml, else their CRM user's active manager."""
+    if owner.rep and teams.rep(owner.rep) and (manager := teams.manager_of(owner.rep)):
+        return manager
+    user = directory.user(owner.crm_user_id) if directory else None
+    boss = directory.user(user.manager_id) if user else None
+    return boss.email.strip().lower() if boss and boss.active and boss.email else None
 
 
 # ------------------------------------------------------------------------------------------ contact facts

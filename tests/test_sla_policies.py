@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from config.sla import SlaConfigError, describe_sla, load_sla
 from config.teams import load_teams
-from domain.business_hours import UTC
 from domain.crm_directory import CrmDirectory, DirectoryUser
 from domain.routing import RoutingState, route
 from domain.routing_decision import Owner
@@ -128,9 +127,14 @@ def test_a_policy_without_a_reminder_has_none():
     assert scan(handed_to(policy=quiet), berlin(6, 11, 15))[0] == []
 
 
-def test_the_timer_knows_whom_a_breach_escalates_to():
+def test_a_breach_escalates_to_the_reps_manager_in_the_teams_file_else_to_their_crm_users_manager():
     assert handed_to().manager == "mara@example.com"
     assert handed_to(Owner(queue="Lead Triage")).manager is None
+    crm = CrmDirectory((DirectoryUser("005100", "newbie@example.com", manager_id="005200"),
+                        DirectoryUser("005200", "Boss@Example.com")))
+    newbie = Owner(rep="newbie@example.com", crm_user_id="005100")  # not in teams.yaml yet
+    assert open_timer(7, newbie, team="dach", policy=STANDARD, teams=TEAMS, opened_at=TUESDAY_10,
+                      directory=crm).manager == "boss@example.com"
 
 
 # ------------------------------------------------------------------------------------------ contact
