@@ -243,8 +243,9 @@ class _Routing:
             if owner:
                 return _Outcome(RuleTried(rule.name, rule.kind, True, f"{why}: team {team.name}", tuple(candidates)),
                                 owner, team.name)
-        names = ", ".join(t.name for t in teams)
-        return self.no(rule, f"{why}: nobody in team {names} can take it", tuple(candidates))
+        names = [t.name for t in teams]
+        where = f"team {names[0]}" if len(names) == 1 else f"teams {', '.join(names)}"
+        return self.no(rule, f"{why}: nobody in {where} can take it", tuple(candidates))
 
     def round_robin(self, team: Team, hours: bool) -> tuple[Owner | None, list[Candidate]]:
         members = self.teams.reps_in(team)
