@@ -29,11 +29,13 @@ those who stay, by weight, so the credits still add up to zero.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Iterable, Mapping
 
 
+@lru_cache(maxsize=1024)
 def weight_of(value: float | int | str | Fraction) -> Fraction:
     """A weight as an exact fraction: 1.5 is 3/2, not the nearest binary float."""
     weight = value if isinstance(value, Fraction) else Fraction(str(value))
@@ -68,6 +70,8 @@ class RoundRobinState:
 
     def with_members(self, weights: Mapping[str, Fraction]) -> RoundRobinState:
         """The state for the team as it is now: newcomers at zero, leavers' credit shared by weight among the rest."""
+        if self.credits.keys() == weights.keys():
+            return self
         stay = {rep: credit for rep, credit in self.credits.items() if rep in weights}
         left_over = sum((credit for rep, credit in self.credits.items() if rep not in weights), Fraction(0))
         total = sum(weights.values(), Fraction(0))

@@ -9,10 +9,9 @@ later fallback rule uses that team's fallback.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Iterable, Mapping
 
-from domain.business_hours import UTC
 from domain.crm_directory import CrmDirectory, company_key
 from domain.round_robin import RoundRobinState, next_rep
 from domain.routing_decision import Candidate, Owner, RoutingDecision, RuleTried
@@ -22,19 +21,25 @@ from domain.routing_rules import (
 )
 from domain.teams import DaysAway, Fallback, Rep, SalesTeams, Team
 
-# A rep's local day is at most 26 hours long and never ends more than 14 hours from UTC midnight.
-_WORKLOAD_WINDOW = timedelta(days=2)
-
-
 # ------------------------------------------------------------------------------------------ state between leads
 
 @dataclass(frozen=True)
 class RoutingState:
-    """What routing carries from lead to lead and run to run: each team's round robin, and when each rep was
-    last given leads (for their daily capacity, counted in the rep's own local day)."""
+    """What routing carries from lead to lead and run to run: each team's round robin, and how many leads each rep
+    was given on each of their own local days (for their daily capacity; the last two days are kept)."""
 
     round_robin: Mapping[str, RoundRobinState] = field(default_factory=dict)
-    given: Mapping[str, tuple[datetime, ...]] = field(default_factory=dict)  # rep e-mail -> times, last two days
+    given: Mapping[str, Mapping[date, int]] = field(default_factory=dict)  # rep e-mail -> {local date: leads}
+
+    @classmethod
+    def of(cls, teams: SalesTeams, round_robin: Iterable[RoundRobinState] = (),
+           assigned: Mapping[str, Iterable[datetime]] = {}) -> RoutingState:
+        """From the stored round robins and the moments each rep was given a lead lately (as the store keeps them)."""
+        state = cls({rr.team: rr for rr in round_robin})
+        for rep, moments in assigned.items():
+            for at in moments:
+                state = state.with_lead_given(rep, at, teams)
+        return state
 
     def round_robin_of(self, team: str) -> RoundRobinState:
         return self.round_robin.get(team) or RoundRobinState(team)
@@ -43,24 +48,28 @@ class RoutingState:
         return replace(self, round_robin={**self.round_robin, state.team: state})
 
     def assigned_today(self, rep: str, teams: SalesTeams, now: datetime) -> int:
-        zone = teams.calendar_of(rep).zone
-        today = now.astimezone(zone).date()
-        return sum(1 for at in self.given.get(rep, ()) if at.astimezone(zone).date() == today)
+        return self.given.get(rep, {}).get(_local_day(rep, teams, now), 0)
 
-    def with_lead_given(self, rep: str, at: datetime) -> RoutingState:
-        recent = tuple(t for t in self.given.get(rep, ()) if t > at - _WORKLOAD_WINDOW) + (at,)
-        return replace(self, given={**self.given, rep: recent})
+    def with_lead_given(self, rep: str, at: datetime, teams: SalesTeams) -> RoutingState:
+        day = _local_day(rep, teams, at)
+        days = {d: n for d, n in self.given.get(rep, {}).items() if d >= day - timedelta(days=1)}
+        days[day] = days.get(day, 0) + 1
+        return replace(self, given={**self.given, rep: days})
 
     def to_json(self) -> dict[str, Any]:
         return {"round_robin": {team: state.to_json() for team, state in sorted(self.round_robin.items())},
-                "given": {rep: [t.astimezone(UTC).isoformat() for t in times]
-                          for rep, times in sorted(self.given.items())}}
+                "given": {rep: {d.isoformat(): n for d, n in sorted(days.items())}
+                          for rep, days in sorted(self.given.items())}}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RoutingState:
         return cls({team: RoundRobinState.from_json(state) for team, state in (data.get("round_robin") or {}).items()},
-                   {rep: tuple(datetime.fromisoformat(t) for t in times)
-                    for rep, times in (data.get("given") or {}).items()})
+                   {rep: {date.fromisoformat(d): int(n) for d, n in days.items()}
+                    for rep, days in (data.get("given") or {}).items()})
+
+
+def _local_day(rep: str, teams: SalesTeams, at: datetime) -> date:
+    return at.astimezone(teams.calendar_of(rep).zone).date()
 
 
 # ------------------------------------------------------------------------------------------ routing
@@ -107,7 +116,7 @@ class _Routing:
                                                                                                  RoutingState]:
         owner = outcome.owner
         if owner.rep and not outcome.notify_only:
-            self.state = self.state.with_lead_given(owner.rep, self.now)
+            self.state = self.state.with_lead_given(owner.rep, self.now, self.teams)
         return RoutingDecision(
             lead_id=self.lead.lead_id, email=self.lead.email, rule=rule, kind=kind, owner=owner,
             notify_only=outcome.notify_only, decided_at=self.now, path=tuple(path), team=outcome.team,

@@ -299,7 +299,7 @@ def test_a_rep_outside_working_hours_is_not_skipped_when_the_rule_says_so():
 def test_a_rep_at_their_daily_capacity_is_skipped():
     three_today = tuple(TUESDAY_MORNING - timedelta(minutes=m) for m in (10, 20, 30))
     decision, _ = decide(lead(), rules(DACH_ROUND_ROBIN, TRIAGE),
-                         state=RoutingState(given={"anna@example.com": three_today}))
+                         state=RoutingState.of(TEAMS, assigned={"anna@example.com": three_today}))
     assert skipped(decision)["anna@example.com"] == "at capacity 3/3"
     assert decision.owner.rep == "carla@example.com"
 
@@ -308,11 +308,12 @@ def test_capacity_counts_leads_given_in_the_reps_own_local_day():
     dan_afternoon = datetime(2026, 6, 9, 13, tzinfo=NEW_YORK)
     last_night = (datetime(2026, 6, 8, 22, tzinfo=NEW_YORK), datetime(2026, 6, 8, 23, tzinfo=NEW_YORK))
     assert all(t.astimezone(UTC).date() == date(2026, 6, 9) for t in last_night)  # "today" in UTC, not in New York
-    state = RoutingState(given={"dan@example.com": last_night})
+    state = RoutingState.of(TEAMS, assigned={"dan@example.com": last_night})
     assert state.assigned_today("dan@example.com", TEAMS, dan_afternoon) == 0
-    this_morning = state.with_lead_given("dan@example.com", datetime(2026, 6, 9, 9, tzinfo=NEW_YORK))
-    assert this_morning.with_lead_given("dan@example.com", dan_afternoon).assigned_today(
+    this_morning = state.with_lead_given("dan@example.com", datetime(2026, 6, 9, 9, tzinfo=NEW_YORK), TEAMS)
+    assert this_morning.with_lead_given("dan@example.com", dan_afternoon, TEAMS).assigned_today(
         "dan@example.com", TEAMS, dan_afternoon) == 2
+    assert this_morning.given["dan@example.com"] == {date(2026, 6, 8): 2, date(2026, 6, 9): 1}
 
 
 def test_a_rep_with_no_active_crm_user_cannot_take_leads():
