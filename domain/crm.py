@@ -140,11 +140,14 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
+    """One write's answer. For a duplicate, `crm_id` and `object` name the record the CRM says it duplicates."""
+
     lead_id: int
     outcome: Outcome
     crm_id: str | None = None
     error_code: str | None = None
     message: str | None = None
+    object: CrmObject | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,19 +60,22 @@ def full_id(value: str) -> str | None:
 
 # ---------------------------------------------------------------- time
 
-def parse_datetime(text: str) -> int | None:
-    """Epoch seconds of an ISO 8601 date-time (Z, +hh:mm or +hhmm; none is UTC; fractions dropped), else None."""
-    match = re.fullmatch(r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?", text.strip())
+def parse_datetime(text: str) -> float | None:
+    """Epoch seconds of an ISO 8601 date-time (Z, +hh:mm or +hhmm; none is UTC), to the millisecond as Salesforce
+    keeps them, else None."""
+    match = re.fullmatch(r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?", text.strip())
     if not match:
         return None
-    day, clock, zone = match.groups()
+    day, clock, fraction, zone = match.groups()
     zone = zone or "Z"
     if zone != "Z" and ":" not in zone:
         zone = zone[:3] + ":" + zone[3:]
     try:
-        return int(datetime.fromisoformat(f"{day}T{clock}{'+00:00' if zone == 'Z' else zone}").timestamp())
+        seconds = int(datetime.fromisoformat(f"{day}T{clock}{'+00:00' if zone == 'Z' else zone}").timestamp())
     except ValueError:
         return None
+    milliseconds = int(fraction[1:4].ljust(3, "0")) if fraction else 0
+    return seconds + milliseconds / 1000 if milliseconds else seconds
 
 
 def parse_date(text: str) -> str | None:
@@ -83,8 +86,9 @@ def parse_date(text: str) -> str | None:
         return None
 
 
-def render_datetime(epoch: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime(epoch))
+def render_datetime(epoch: float) -> str:
+    milliseconds = round((epoch - int(epoch)) * 1000) % 1000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(epoch))) + f".{milliseconds:03d}+0000"
 
 
 def day_of(epoch: int) -> str:

@@ -217,6 +217,8 @@ def release(conn: Connection, deleted: Sequence[str], now: datetime) -> list[int
     if not deleted:
         return []
     records = records_by_crm_id(conn, deleted)
+    if not records:
+        return []
     p, stamp = param_mark(conn), db_time(conn)
     leads = sorted({r.lead_id for r in records.values()})
     conn.exec_driver_sql(
@@ -358,7 +360,7 @@ def record_results(conn: Connection, results: Sequence[WriteResult], payloads: d
         if r.outcome in (Outcome.WRITTEN, Outcome.CREATED):
             done.append((r.lead_id, r.crm_id, json.dumps(payload["values"], sort_keys=True), payload["object"]))
         elif r.outcome is Outcome.DUPLICATE:
-            linked.append((r.lead_id, r.crm_id))
+            linked.append((r.lead_id, r.crm_id, (r.object or CrmObject.LEAD).value))
         else:
             failed.append((r.lead_id, r.outcome, (r.error_code or "")[:60] or None, r.message))
     if done:
@@ -371,10 +373,12 @@ def record_results(conn: Connection, results: Sequence[WriteResult], payloads: d
             [(values, values, at, obj, crm_id, obj, crm_id, lead_id) for lead_id, crm_id, values, obj in done])
         conn.exec_driver_sql(f"UPDATE handoff_queue SET done_at = {p} WHERE done_at IS NULL AND queue = 'crm_sync' "
                              f"AND lead_id = {p}", [(at, lead_id) for lead_id, *_ in done])
-    if linked:
+    if linked:  # the record the CRM named: a contact is written to as the person's contact
         conn.exec_driver_sql(
-            f"UPDATE crm_record SET crm_id = COALESCE(crm_id, {p}), sending = NULL, sending_at = NULL, pushed = NULL, "
-            f"pushed_at = NULL WHERE lead_id = {p}", [(crm_id, lead_id) for lead_id, crm_id in linked])
+            f"UPDATE crm_record SET object = {p}, crm_id = CASE WHEN {p} = 'Lead' THEN COALESCE(crm_id, {p}) ELSE crm_id "
+            f"END, contact_id = CASE WHEN {p} = 'Contact' THEN {p} ELSE contact_id END, sending = NULL, "
+            f"sending_at = NULL, pushed = NULL, pushed_at = NULL WHERE lead_id = {p}",
+            [(obj, obj, crm_id, obj, crm_id, lead_id) for lead_id, crm_id, obj in linked])
     if failed:
         conn.exec_driver_sql(
             f"UPDATE crm_record SET sending = NULL, sending_at = NULL, attempts = attempts + 1, error_code = {p}, "
@@ -393,6 +397,8 @@ def _merge_json(conn: Connection, p: str) -> str:
 
 def touch_pushed(conn: Connection, lead_ids: Sequence[int], now: datetime) -> None:
     """Leads looked at whose CRM record already holds what Handoff would write: not looked at again until they change."""
+    if not lead_ids:
+        return
     p = param_mark(conn)
     conn.exec_driver_sql(f"UPDATE crm_record SET pushed_at = {p} WHERE lead_id = {p}",
                          [(db_time(conn)(now), lead_id) for lead_id in sorted(lead_ids)])
@@ -400,6 +406,8 @@ def touch_pushed(conn: Connection, lead_ids: Sequence[int], now: datetime) -> No
 
 def clear_sending(conn: Connection, lead_ids: Sequence[int]) -> None:
     """Writes the CRM did not take before a run was cut short: forgotten, to be planned again from what changed."""
+    if not lead_ids:
+        return
     p = param_mark(conn)
     conn.exec_driver_sql(f"UPDATE crm_record SET sending = NULL, sending_at = NULL WHERE lead_id = {p}",
                          [(lead_id,) for lead_id in sorted(lead_ids)])

@@ -153,11 +153,12 @@ def _link_people(conn, people: Sequence[CrmPerson]) -> list[tuple[int, CrmPerson
             lead_id = record.lead_id if record else emails.get(normalize_email(person.email) or "")
         if lead_id is not None:
             linked.append((lead_id, person))
-    # One record per lead: a lead's Lead and its Contact may both come; the later change wins, the conversion stays
-    latest: dict[int, CrmPerson] = {}
-    for lead_id, person in sorted(linked, key=lambda pair: pair[1].modified_at):
-        latest[lead_id] = person if person.object is CrmObject.LEAD or lead_id not in latest else person
-    return sorted(latest.items())
+    # One record per lead: when a converted Lead and the Contact it became come together, the Lead tells of the
+    # conversion (a contact has no status); otherwise the later change wins
+    chosen: dict[int, CrmPerson] = {}
+    for lead_id, person in sorted(linked, key=lambda pair: (pair[1].object is CrmObject.LEAD, pair[1].modified_at)):
+        chosen[lead_id] = person
+    return sorted(chosen.items())
 
 
 def _existing_leads(conn, lead_ids: set[int]) -> set[int]:
@@ -285,14 +286,12 @@ def _find_existing(client: CrmClient, unlinked, profiles) -> dict[int, CrmPerson
     keys = {store.key_of(c.lead_id): c.lead_id for c in unlinked}
     emails = {c.email: c.lead_id for c in unlinked if c.email}
     found: dict[int, CrmPerson] = {}
-    for start in range(0, len(unlinked), COMPOSITE_SIZE):
-        chunk = unlinked[start:start + COMPOSITE_SIZE]
-        people = client.find_people(keys=[store.key_of(c.lead_id) for c in chunk], emails=[c.email for c in chunk if c.email])
-        ranked = sorted(people, key=lambda p: (p.object is CrmObject.CONTACT, not p.converted), reverse=True)
-        for person in ranked:
-            lead_id = keys.get(person.handoff_key or "") or emails.get(normalize_email(person.email) or "")
-            if lead_id is not None and (person.object is CrmObject.CONTACT or not person.converted):
-                found.setdefault(lead_id, person)
+    people = client.find_people(keys=list(keys), emails=list(emails))  # the connector splits long lists itself
+    ranked = sorted(people, key=lambda p: (p.object is CrmObject.CONTACT, not p.converted), reverse=True)
+    for person in ranked:
+        lead_id = keys.get(person.handoff_key or "") or emails.get(normalize_email(person.email) or "")
+        if lead_id is not None and (person.object is CrmObject.CONTACT or not person.converted):
+            found.setdefault(lead_id, person)
     return found
 
 
@@ -342,11 +341,9 @@ def _settle_in_flight(engine, client: CrmClient, summary: PushSummary, now: date
         return
     taken = []
     creates = {payload["key"]: lead_id for lead_id, payload in pending if payload.get("crm_id") is None}
-    for start in range(0, len(creates), COMPOSITE_SIZE):
-        keys = list(creates)[start:start + COMPOSITE_SIZE]
-        for person in client.find_people(keys=keys):
-            if person.handoff_key in creates:
-                taken.append((creates[person.handoff_key], person.crm_id))
+    for person in client.find_people(keys=list(creates)) if creates else []:
+        if person.handoff_key in creates:
+            taken.append((creates[person.handoff_key], person.crm_id))
     updates = [(lead_id, payload) for lead_id, payload in pending if payload.get("crm_id") is not None]
     for obj in CrmObject:
         ids = {payload["crm_id"]: (lead_id, payload) for lead_id, payload in updates if payload["object"] == obj.value}

@@ -3,7 +3,8 @@ calls (first pages in composite calls, then query_more), find people, read back 
 in sObject Collections calls of 200 (or Bulk API 2.0 jobs above the configured size) with a result for each.
 
 Retries only where a repeat cannot duplicate: reads, updates by Id, upserts by Handoff's key; a create whose
-answer was lost is looked up by its key before it is sent again. Writes always send `Sforce-Auto-Assign: FALSE`.
+answer was lost is looked up by its key before it is sent again. Writes send `Sforce-Auto-Assign: FALSE`, but
+for the Leads Handoff creates when the org's assignment rule assigns new leads (`push.new_leads_owner`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ COMPOSITE_QUERIES = 5  # query subrequests a composite call may hold (of its 25)
 PAGE_SIZE = 2000  # Salesforce's largest query page
 MAX_SOQL = 8000  # characters of one query built here (Salesforce takes 100,000; a GET's URI 16,384 bytes)
 LONGEST_VALUE = 4000  # Salesforce's limit for one string in a WHERE clause: a longer value can match nothing
-NO_ASSIGN = {"Sforce-Auto-Assign": "FALSE"}  # Handoff's writes never re-run the lead assignment rule
+NO_ASSIGN = {"Sforce-Auto-Assign": "FALSE"}  # Handoff's writes never re-run the lead assignment rule ...
+ASSIGN = {"Sforce-Auto-Assign": "TRUE"}  # ... but for a Lead it creates in an org whose rule assigns new leads
 Ready = tuple[int, CrmWrite, dict]  # a write's place in the input, the write, its record as sent
 
 
@@ -322,11 +324,12 @@ class SalesforceClient:
         """Upsert by Handoff's key, so a repeat of a create cannot make a second record; still, when an answer is
         lost the records are looked up by key first and only the ones not found are sent again."""
         path = f"composite/sobjects/{obj}/{self.config.fields['key']}"
+        headers = ASSIGN if obj == "Lead" and self.config.push.new_leads_owner == "crm_rule" else NO_ASSIGN
         pending, lost = list(chunk), None
         for attempt in range(1, self.backoff.max_attempts + 1):
             body = {"allOrNone": False, "records": [{"attributes": {"type": obj}, **values} for _, _, values in pending]}
             try:
-                answer = self.call("create", lambda sf: sf.restful(path, method="PATCH", json=body, headers=NO_ASSIGN),
+                answer = self.call("create", lambda sf: sf.restful(path, method="PATCH", json=body, headers=headers),
                                    repeatable=False)
             except StopSync:
                 raise

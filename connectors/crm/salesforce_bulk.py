@@ -65,6 +65,12 @@ class BulkWriter:
             self._collect(job, results, duplicates)
         self._link_duplicates(duplicates, results)
 
+    def _assignment_rule(self) -> str | None:
+        """The org's active lead assignment rule, which a job names to run it (none: the leads stay Handoff's)."""
+        records = self.client.call("query", lambda sf: sf.query(
+            "SELECT Id FROM AssignmentRule WHERE SobjectType = 'Lead' AND Active = true LIMIT 1")).get("records") or []
+        return records[0].get("Id") if records else None
+
     @staticmethod
     def _parts(items: list) -> list[list]:
         """The group cut where its CSV would pass a job's size limit."""
@@ -86,6 +92,10 @@ class BulkWriter:
         client = self.client
         spec = {"object": job.object, "operation": job.operation, "contentType": "CSV", "lineEnding": "LF",
                 "columnDelimiter": "COMMA", **({"externalIdFieldName": self.key} if job.operation == "upsert" else {})}
+        if job.operation == "upsert" and job.object == "Lead" and client.config.push.new_leads_owner == "crm_rule":
+            rule = self._assignment_rule()
+            if rule:  # a job runs the rule only when it names it
+                spec["assignmentRuleId"] = rule
         data = self._csv(job)
         for attempt in range(1, client.backoff.max_attempts + 1):
             job.id, job.problem = None, None
@@ -235,11 +245,12 @@ class BulkWriter:
             raise
         except ConnectorError:
             return
-        for person in sorted(people, key=lambda p: (p.object is not CrmObject.LEAD, p.converted)):
+        for person in sorted(people, key=lambda p: (p.object is not CrmObject.CONTACT, p.converted)):
             index = emails.pop(normalize_email(person.email) or "", None)
             if index is not None:
                 old = results[index]
-                results[index] = WriteResult(old.lead_id, Outcome.DUPLICATE, person.crm_id, old.error_code, old.message)
+                results[index] = WriteResult(old.lead_id, Outcome.DUPLICATE, person.crm_id, old.error_code, old.message,
+                                             object=person.object)
 
 
 def _cell(value: Any) -> str:

@@ -335,23 +335,25 @@ def record_result(write: CrmWrite, item: Any) -> WriteResult:
                         error.get("fields"), duplicate_of(error))
 
 
-def error_result(write: CrmWrite, code: str, message: str, fields: Any = None, duplicate: str | None = None
-                 ) -> WriteResult:
+def error_result(write: CrmWrite, code: str, message: str, fields: Any = None,
+                 duplicate: tuple[str, CrmObject] | None = None) -> WriteResult:
     if isinstance(fields, list) and fields:
         message = f"{message} (fields: {', '.join(map(str, fields))})"
     if code == "DUPLICATES_DETECTED" and duplicate:
-        return WriteResult(write.lead_id, Outcome.DUPLICATE, duplicate, code, message)
+        return WriteResult(write.lead_id, Outcome.DUPLICATE, duplicate[0], code, message, object=duplicate[1])
     outcome = Outcome.TRANSIENT if code in TRANSIENT_CODES or code == "DUPLICATES_DETECTED" else Outcome.FAILED
     return WriteResult(write.lead_id, outcome, write.crm_id, code, message)
 
 
-def duplicate_of(error: Mapping) -> str | None:
-    """The record a DUPLICATES_DETECTED error names: a lead before a contact (the write was a lead's)."""
+def duplicate_of(error: Mapping) -> tuple[str, CrmObject] | None:
+    """The record a DUPLICATES_DETECTED error names, and what it is: a contact before a lead (the person is a
+    contact already, and Handoff writes to the contact then)."""
     result = error.get("duplicateResult") if isinstance(error, Mapping) else None
     matches = []
     for match in (result or {}).get("matchResults") or [] if isinstance(result, Mapping) else []:
         for record in (match or {}).get("matchRecords") or []:
             found = (record or {}).get("record") or {}
-            if isinstance(found.get("Id"), str):
-                matches.append((match.get("entityType") != "Lead", found["Id"]))
-    return min(matches)[1] if matches else None
+            entity = match.get("entityType")
+            if isinstance(found.get("Id"), str) and entity in ("Lead", "Contact"):
+                matches.append((entity != "Contact", found["Id"], CrmObject(entity)))
+    return min(matches)[1:] if matches else None
