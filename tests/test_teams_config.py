@@ -12,18 +12,24 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from config.loading import ConfigError
-from config.teams import TEAMS_FILE, TeamsConfigError, describe_teams, load_teams
+from config.teams import TEAMS_FILE, TeamsConfigError, describe_teams, load_teams as load_file
 from domain.business_hours import UTC, due_at
 from domain.teams import DaysAway, Fallback, TimeAway, parse_ical_absences
 
 DATA = Path(__file__).parent / "data" / "teams"
 BERLIN, NEW_YORK = ZoneInfo("Europe/Berlin"), ZoneInfo("America/New_York")
+# A fuller organisation than the demo's config/teams.yaml (split days, part-timers, nested managers, fallbacks)
+EXAMPLE = Path(__file__).parent / "data" / "teams" / "example.yaml"
+
+
+def load_teams(path: Path = EXAMPLE, text: str | None = None):
+    return load_file(path, text)
 DEMO = "@handoff-demo.example"
 
 
 def copy(tmp_path: Path) -> Path:
     target = tmp_path / "teams.yaml"
-    shutil.copy(TEAMS_FILE, target)
+    shutil.copy(EXAMPLE, target)
     return target
 
 
@@ -46,9 +52,9 @@ def refusal(path: Path) -> list[str]:
     return error.value.problems
 
 
-# ------------------------------------------------------------------------------------------ the shipped example
+# ------------------------------------------------------------------------------------------ the example organisation
 
-def test_the_shipped_teams_file_loads():
+def test_the_example_teams_file_loads():
     teams = load_teams()
     assert [t.name for t in teams.teams] == ["emea", "americas", "sla-desk"]
     assert len(teams.reps) == 8 and all(rep.email.endswith(DEMO) for rep in teams.reps)
@@ -66,7 +72,7 @@ def test_the_shipped_teams_file_loads():
 
 
 def test_a_pasted_teams_file_loads_as_that_file_would():
-    assert load_teams(Path("pasted teams.yaml"), TEAMS_FILE.read_text()) == load_teams()
+    assert load_teams(Path("pasted teams.yaml"), EXAMPLE.read_text()) == load_teams()
 
 
 # ------------------------------------------------------------------------------------------ lookups
@@ -338,7 +344,7 @@ def test_an_empty_organisation_is_refused(tmp_path):
 def test_the_teams_are_described_as_markdown_tables():
     teams = load_teams()
     text = describe_teams(teams, at=datetime(2026, 8, 5, 10, tzinfo=UTC))
-    assert text.startswith(f"# Sales teams ({TEAMS_FILE})\n")
+    assert text.startswith(f"# Sales teams ({EXAMPLE})\n")
     assert "| emea | routing, scoring | AE, AT, BE, CH, DE, DK, ES, FI, FR, GB, IE, IT, LU, NG, NL, NO, PL, SE, ZA | " \
            "Europe/Berlin | Mon-Thu 09:00-12:30 13:30-17:30, Fri 09:00-15:00 | DE-BE | " \
            "2026-12-24; 2026-12-28 to 2026-12-31 (company shutdown) | weighted, within capacity, skips absent reps | " \
@@ -362,3 +368,15 @@ def test_a_timed_absence_covers_its_span_only():
     assert away.covers(datetime(2026, 9, 1, 13, tzinfo=UTC), BERLIN)
     assert not away.covers(datetime(2026, 9, 1, 17, tzinfo=UTC), BERLIN)
     assert not away.covers(datetime(2026, 9, 1, 13, tzinfo=UTC) - timedelta(seconds=1), BERLIN)
+
+
+def test_the_shipped_teams_are_the_demo_orgs_active_crm_users():
+    """config/teams.yaml names the Salesforce stand-in's reps and managers: routing gives leads only to reps with
+    an active CRM user, so a name here that is not one would quietly never be given a lead (one leaver excepted)."""
+    from sandbox.salesforce_seed import STAFF
+
+    shipped = load_file(TEAMS_FILE)
+    active = {f"{first}.{last}".lower().replace(" ", "") + DEMO for _, first, last, *_, on in STAFF if on}
+    leavers = {f"{first}.{last}".lower().replace(" ", "") + DEMO for _, first, last, *_, on in STAFF if not on}
+    people = {rep.email for rep in shipped.reps} | {m.email for m in shipped.managers}
+    assert people - active == leavers & people == {f"chris.dalton{DEMO}"}
