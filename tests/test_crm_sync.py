@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -441,3 +442,39 @@ def test_two_syncs_started_at_once_create_each_lead_once(postgres_template, pref
         drop()
 
 
+
+
+# ---------------------------------------------------------------- the flow
+
+def crm_events(api_url: str, run_id: str) -> list[dict]:
+    """The handoff.crm.* events a run emitted, once the Prefect server holds them."""
+    from handoff.prefect_server import drain_prefect_clients
+
+    drain_prefect_clients()
+    body = {"filter": {"event": {"prefix": ["handoff.crm."]},
+                       "occurred": {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}}, "limit": 50}
+    for _ in range(40):
+        found = [e for e in requests.post(f"{api_url}/events/filter", json=body, timeout=10).json()["events"]
+                 if e["payload"].get("run_id") == run_id]
+        if found:
+            return found
+        time.sleep(0.25)
+    return []
+
+
+def test_the_crm_sync_flow_publishes_what_it_did_and_raises_an_event_for_failed_writes(world, prefect_server,
+                                                                                       handoff_env):
+    from flows.crm_sync import crm_sync
+
+    handoff_env(world.box.env, HANDOFF_DATABASE_URL=world.engine.url.render_as_string(hide_password=False))
+    world.faults.update(validation_error_every=4)
+    summary = crm_sync(now=world.now)
+    assert summary.push.dead_lettered > 0 and summary.push.created > 0
+    assert "## Failed writes by error" in summary.markdown and "FIELD_CUSTOM_VALIDATION_EXCEPTION" in summary.markdown
+    assert summary.calls and summary.api_allowed
+    [event] = crm_events(prefect_server.api_url, summary.run_id)
+    assert event["event"] == "handoff.crm.push-failed"
+    assert event["payload"]["dead_lettered"] == summary.push.dead_lettered
+    world.faults.update(validation_error_every=0)
+    again = crm_sync(now=world.now)
+    assert (again.push.created, again.push.updated, again.push.failed) == (0, 0, {})  # dead letters wait for a person

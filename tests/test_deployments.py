@@ -51,8 +51,10 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
         explain = client.read_deployment_by_name("explain-leads/explain-leads")
         segment = client.read_deployment_by_name("lead-segment/lead-segment")
         health = client.read_deployment_by_name("health-check/health-check-every-15-minutes")
+        sync = client.read_deployment_by_name("crm-sync/crm-sync-every-5-minutes")
+        resync = client.read_deployment_by_name("resync-leads/resync-leads")
     assert ingest.entrypoint == "flows/ingest.py:ingest"
-    for scheduled in (ingest, score):
+    for scheduled in (ingest, score, sync):
         [schedule] = scheduled.schedules
         assert schedule.active and schedule.schedule.interval == timedelta(minutes=5)
         assert scheduled.global_concurrency_limit.limit == 1
@@ -75,3 +77,4 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
     [schedule] = health.schedules
     assert schedule.active and schedule.schedule.interval == timedelta(minutes=15)
     assert health.parameter_openapi_schema.get("required", []) == [] and health.tags == ["handoff", "health"]
+    assert resync.schedules == [] and resync.parameter_openapi_schema["required"] == ["emails"]
