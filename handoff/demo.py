@@ -87,7 +87,7 @@ def run_demo(console: Console, *, people: int, activities: int, seed: int) -> in
                   malformed_rate=0.004, duplicate_rate=0.01, late_rate=0.2, late_by_hours=2)
     )
     faults = {tool: RequestFaults(**switches) for tool, switches in DEMO_FAULTS.items()}
-    box = start_sandbox(world=world, faults=faults)
+    box = start_sandbox(world=world, faults=faults, crm=True)
     try:
         os.environ.update(box.env)
         export = home / "exports" / "revops-summit-scans.jsonl"
@@ -97,7 +97,8 @@ def run_demo(console: Console, *, people: int, activities: int, seed: int) -> in
         console.print(Text.assemble(
             ("World:", "bold"), f" {people} people, {len(world.events)} activities over {world.spec.weeks} weeks, "
             f"served by Marketo, HubSpot and Mautic stand-ins (rate limits, 5xx, expiring tokens, malformed and "
-            f"duplicate records switched on), plus a file of {scans} trade-show badge scans."
+            f"duplicate records switched on), plus a file of {scans} trade-show badge scans; and a Salesforce "
+            f"stand-in whose reps work the leads they own."
         ))
         if server is not None:
             starter.join()
@@ -154,7 +155,54 @@ def _narrate(console: Console, box, api_url: str) -> int:
     for why, email in example_leads(engine):
         console.rule(f"Explained: {why}")
         console.print(Markdown(explanation_markdown(explain_lead(engine, email))))
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        _sync_with_salesforce(console, box, engine)
+        drain_prefect_clients()
     console.rule("Health: what `handoff status` and the health-check flow report")
     facts = gather_facts(box.world.now, get_settings())
     console.print(Markdown(health_markdown(facts, assess(facts, policy_of(get_settings())))))
     return 0 if ok else 1
+
+
+def _sync_with_salesforce(console: Console, box, engine) -> None:
+    """The two-way sync: the MQLs go to Salesforce with score, fit, stage and their last interesting moment; three
+    days later what the reps did there comes back as lifecycle stages."""
+    from config.crm import load_crm_config
+    from config.settings import get_settings
+    from connectors.crm.salesforce import SalesforceClient
+    from flows.crm_sync import crm_sync
+    from handoff.report import crm_leads_overview, funnel_overview, sales_outcome_overview
+    from tasks.secrets import resolve_credentials
+
+    console.rule("Sync with Salesforce: leads out, what sales did back in")
+    synced = crm_sync(now=box.world.now)
+    console.print(Markdown(synced.markdown))
+    config = load_crm_config(get_settings().crm_file)
+    client = SalesforceClient(config, resolve_credentials(config.connection.credentials))
+    try:
+        console.print(Markdown("In the Salesforce stand-in (the org's assignment rule gave each to a rep):\n\n"
+                               + crm_leads_overview(engine, client)))
+    finally:
+        client.close()
+    since = box.world.now
+    box.world.advance(hours=72)
+    console.rule("Three days later: the reps called, e-mailed, converted and recycled; the next sync brings it back")
+    later = crm_sync(now=box.world.now)
+    console.print(Markdown(sales_outcome_overview(engine, since)))
+    console.print(Markdown(f"{later.push.updated} CRM records updated with their new stages.\n\n" + funnel_overview()))
+    _schedules_ran_on(console, box)
+
+
+def _schedules_ran_on(console: Console, box) -> None:
+    """The ingest and scoring schedules keep running through the three days the demo skipped."""
+    from flows.ingest import IngestFailed, ingest
+    from flows.score import score_and_qualify
+
+    try:
+        ingested = ingest(now=box.world.now)
+    except IngestFailed as failed:
+        ingested = failed.summary
+    new = sum(s.new for s in ingested.sources)
+    scored = score_and_qualify(now=box.world.now)
+    console.print(f"Meanwhile the schedules ran on: ingest stored {new} new activities, and scoring re-decayed "
+                  f"{scored.outcome.leads:,} leads.")

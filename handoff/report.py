@@ -7,6 +7,7 @@ from datetime import datetime
 from config.settings import get_settings
 from store.engine import get_engine
 from store.reports import store_figures
+from tasks.markdown import cell
 
 
 def lead_overview() -> str:
@@ -120,4 +121,46 @@ def crm_failures_overview(engine, limit: int | None) -> str:
     lines += [f"| {r['lead_id']} | {cell(r['email'])} | {r['object']} {r['crm_id'] or '(new)'} | "
               f"{cell((r['error_code'] or '') + ': ' + (r['error'] or ''))} | {r['attempts']} | "
               f"{r['dead_at']:%Y-%m-%d %H:%M} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def crm_leads_overview(engine, client, limit: int = 6) -> str:
+    """Some of the CRM's leads that carry Handoff's fields, highest score first, as a rep sees them there: who,
+    score, fit, stage, owner and the moment that last moved the score."""
+    from store.crm import user_names
+
+    records = client.call("check", lambda sf: sf.query(
+        "SELECT Name, Email, OwnerId, Handoff_Score__c, Handoff_Fit_Grade__c, Handoff_Stage__c, "
+        "Handoff_Last_Interesting_Moment__c FROM Lead WHERE Handoff_Id__c != null AND IsConverted = false "
+        f"ORDER BY Handoff_Score__c DESC LIMIT {int(limit)}"))["records"]
+    with engine.connect() as conn:
+        owners = user_names(conn, [r["OwnerId"] for r in records if r.get("OwnerId")])
+    lines = ["| lead | e-mail | score | fit | stage | owner | last interesting moment |", "|---|---|---:|---|---|---|---|"]
+    lines += [f"| {cell(r['Name'])} | {cell(r['Email'])} | {r['Handoff_Score__c'] or 0:.0f} | {r['Handoff_Fit_Grade__c']} | "
+              f"{r['Handoff_Stage__c']} | {cell(owners.get(r['OwnerId'], r['OwnerId']))} | "
+              f"{cell(r['Handoff_Last_Interesting_Moment__c'] or '—')} |" for r in records]
+    return "\n".join(lines) + "\n"
+
+
+def sales_outcome_overview(engine, since: datetime, examples: int = 6) -> str:
+    """What sales did since `since`, as the sync brought it back: stage moves by kind with a few examples, and the
+    calls, e-mails and meetings logged on leads."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        moves = conn.execute(text(
+            "SELECT c.to_stage, l.email, c.from_stage, c.reason FROM stage_change c JOIN lead l ON l.id = c.lead_id "
+            "WHERE c.changed_at >= :since AND c.to_stage IN ('sql', 'opportunity', 'customer', 'recycled', "
+            "'disqualified') ORDER BY c.id"), {"since": since}).all()
+        contacts = conn.execute(text(
+            "SELECT kind, COUNT(*) FROM crm_activity WHERE lead_id IS NOT NULL AND NOT deleted GROUP BY kind "
+            "ORDER BY kind")).all()
+    counts: dict[str, int] = {}
+    for stage, *_ in moves:
+        counts[stage] = counts.get(stage, 0) + 1
+    lines = ["| lifecycle moves from the CRM | leads |", "|---|---:|", *[f"| to {s} | {n} |" for s, n in counts.items()],
+             "", "| logged on leads | count |", "|---|---:|", *[f"| {kind} | {n} |" for kind, n in contacts]]
+    if moves:
+        lines += ["", "| lead | from | to | why |", "|---|---|---|---|"]
+        lines += [f"| {cell(email)} | {old} | {new} | {cell(reason)} |" for new, email, old, reason in moves[-examples:]]
     return "\n".join(lines) + "\n"
