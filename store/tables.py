@@ -418,3 +418,102 @@ class RunLease(SQLModel, table=True):
     name: str = Field(sa_column=Column(String(40), primary_key=True))
     holder: str = Field(sa_column=Column(String(64), nullable=False))
     expires_at: datetime = Field(sa_column=utc_column(nullable=False))
+
+
+class Notification(SQLModel, table=True):
+    """An outbox of messages to people (a rep's new lead, a reminder, a manager's escalation): written with the
+    decision that causes it, sent after, once. `key` makes it once per cause. A notification that waits for an
+    assignment is sent only once the CRM holds that owner. A send that was under way when its run died is not
+    sent again (`unconfirmed_at`): the receiver may have it."""
+
+    __tablename__ = "notification"
+    __table_args__ = (
+        Index("ix_notification_unsent", "created_at", sqlite_where=text("sent_at IS NULL AND given_up_at IS NULL"),
+              postgresql_where=text("sent_at IS NULL AND given_up_at IS NULL")),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    key: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
+    kind: str = Field(sa_column=Column(String(40), nullable=False))
+    lead_id: int | None = Field(default=None, sa_column=Column(Integer, ForeignKey("lead.id"), nullable=True, index=True))
+    assignment_id: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    recipient: str = Field(sa_column=Column(String(320), nullable=False))
+    subject: str = Field(sa_column=Column(Text, nullable=False))
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=utc_column(nullable=False))
+    next_attempt_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    sending_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    sent_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    given_up_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    unconfirmed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+class Assignment(SQLModel, table=True):
+    """Who owns a sales-ready lead, by which rule and why: routing's decision, a person's, or the SLA's
+    reassignment; the routing path in `path`. The current one has no `superseded_at`. `written_at`: when the CRM
+    took the owner (a kept owner needs no write); notifications of it wait for that."""
+
+    __tablename__ = "assignment"
+    __table_args__ = (
+        Index("ix_assignment_current", "lead_id", unique=True, sqlite_where=text("superseded_at IS NULL"),
+              postgresql_where=text("superseded_at IS NULL")),
+        Index("ix_assignment_unwritten", "lead_id", sqlite_where=text("written_at IS NULL AND superseded_at IS NULL"),
+              postgresql_where=text("written_at IS NULL AND superseded_at IS NULL")),
+        Index("ix_assignment_owner_decided", "owner_email", "decided_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    lead_id: int = Field(sa_column=Column(Integer, ForeignKey("lead.id"), nullable=False))
+    owner_email: str | None = Field(default=None, sa_column=Column(String(320), nullable=True))
+    owner_crm_id: str | None = Field(default=None, sa_column=Column(String(18), nullable=True))
+    owner_name: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    queue: str | None = Field(default=None, sa_column=Column(String(120), nullable=True))
+    team: str | None = Field(default=None, sa_column=Column(String(80), nullable=True))
+    rule: str = Field(sa_column=Column(Text, nullable=False))
+    kind: str = Field(sa_column=Column(String(20), nullable=False))  # routed, kept, by_hand, reassigned
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    path: str = Field(sa_column=Column(Text, nullable=False))  # the decision with its routing path, as JSON
+    notify_only: bool = Field(sa_column=Column(Boolean, nullable=False))
+    decided_at: datetime = Field(sa_column=utc_column(nullable=False))
+    written_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    superseded_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    run_id: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+
+
+class RoutingStateRow(SQLModel, table=True):
+    """Routing's state between leads and runs (round robins, leads given per rep and day), under a version a run
+    checks when it saves, so two runs at once never share out leads from one state."""
+
+    __tablename__ = "routing_state"
+
+    key: str = Field(sa_column=Column(String(20), primary_key=True))
+    state: str = Field(sa_column=Column(Text, nullable=False))
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    updated_at: datetime = Field(sa_column=utc_column(nullable=False))
+
+
+class SlaTimerRow(SQLModel, table=True):
+    """One owner's SLA on one lead, from handoff to its end (domain.sla.SlaTimer, whole, in `timer`); the columns
+    the scan and the measures read beside it. A step is applied once: only from the state it expects."""
+
+    __tablename__ = "sla_timer"
+    __table_args__ = (
+        Index("ix_sla_timer_running", "next_step_at", sqlite_where=text("closed_at IS NULL"),
+              postgresql_where=text("closed_at IS NULL")),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    lead_id: int = Field(sa_column=Column(Integer, ForeignKey("lead.id"), nullable=False, index=True))
+    assignment_id: int = Field(sa_column=Column(Integer, nullable=False, unique=True))
+    owner_email: str | None = Field(default=None, sa_column=Column(String(320), nullable=True))
+    team: str | None = Field(default=None, sa_column=Column(String(80), nullable=True))
+    policy: str = Field(sa_column=Column(Text, nullable=False))
+    state: str = Field(sa_column=Column(String(20), nullable=False))
+    opened_at: datetime = Field(sa_column=utc_column(nullable=False))
+    due_at: datetime = Field(sa_column=utc_column(nullable=False))
+    next_step_at: datetime = Field(sa_column=utc_column(nullable=False))  # when the scan looks at it again at the latest
+    first_contact_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    closed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    timer: str = Field(sa_column=Column(Text, nullable=False))
