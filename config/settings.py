@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default is a SQLite file in home")
     sources_file: Path = Field(default=CONFIG_DIR / "sources.yaml")
     crm_file: Path = Field(default=CONFIG_DIR / "crm.yaml", description="The CRM sync: connection, fields, rules")
+    teams_file: Path = Field(default=CONFIG_DIR / "teams.yaml", description="Sales teams, reps, managers, calendars")
+    routing_file: Path = Field(default=CONFIG_DIR / "routing.yaml", description="How a sales-ready lead finds its owner")
+    sla_file: Path = Field(default=CONFIG_DIR / "sla.yaml", description="The response SLA's policies")
+    notifications_file: Path = Field(default=CONFIG_DIR / "notifications.yaml",
+                                     description="Where notifications to reps and managers go (Apprise URLs)")
     rulebook_dir: Path = Field(default=CONFIG_DIR, description="Where scoring.yaml and scoring.csv live")
     score_chunk_size: int = Field(default=5000, ge=1, description="Leads scored per transaction")
     score_workers: int | None = Field(
