@@ -36,7 +36,7 @@ class Connection(_Strict):
 
 class Push(_Strict):
     create_at: Literal["lead", "mql", "never"] = "mql"
-    new_leads_owner: Literal["crm_rule", "handoff"] = "crm_rule"
+    new_leads_owner: Literal["crm_rule", "handoff"] = "handoff"
     bulk_above: int = Field(default=2000, ge=1)
     budget_floor: float = Field(default=0.1, ge=0, le=1)
     max_attempts: int = Field(default=5, ge=1)

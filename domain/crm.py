@@ -167,6 +167,9 @@ class ApiUsage:
 # Handoff's fields on a CRM record: only Handoff writes them, and the sync never reads them back as people's
 # changes. Everything else on the record (status, owner, conversion, the sales stages) is the CRM's.
 HANDOFF_FIELDS = ("score", "fit_grade", "stage", "mql_at", "moment", "moment_at")
+# The owner is the CRM's field, written by Handoff only for an assignment it made (routing, a person's, the SLA's
+# reassignment), once; whoever changes it in the CRM afterwards decides.
+OWNER_FIELD = "owner_id"
 # The person's details, written once when Handoff creates the record; afterwards they are sales' to edit.
 CREATE_FIELDS = ("email", "first_name", "last_name", "company", "title", "industry", "company_size", "country",
                  "lead_source_channel", "product_interest")

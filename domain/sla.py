@@ -332,3 +332,35 @@ def apply_step(timer: SlaTimer, step: SlaStep, at: datetime) -> SlaTimer:
     if step.kind is StepKind.BREACH:
         return replace(timer, state=step.to_state, breached_at=at)
     return replace(timer, state=step.to_state, closed_at=at, first_contact_at=step.contact_at, reason=step.reason)
+
+
+# ------------------------------------------------------------------------------------------ kept as JSON
+
+def timer_to_json(timer: SlaTimer) -> dict:
+    """The timer as the store keeps it (times as ISO text)."""
+    def when(moment: datetime | None) -> str | None:
+        return moment.isoformat() if moment else None
+
+    return {"lead_id": timer.lead_id, "owner": timer.owner.to_json(), "team": timer.team, "policy": timer.policy,
+            "opened_at": when(timer.opened_at), "due_at": when(timer.due_at), "remind_at": when(timer.remind_at),
+            "reassign_at": when(timer.reassign_at), "manager": timer.manager, "reassignments": timer.reassignments,
+            "max_reassignments": timer.max_reassignments, "lapsed": list(timer.lapsed), "state": timer.state.value,
+            "reminded_at": when(timer.reminded_at), "breached_at": when(timer.breached_at),
+            "closed_at": when(timer.closed_at), "first_contact_at": when(timer.first_contact_at), "reason": timer.reason}
+
+
+def timer_from_json(data: dict) -> SlaTimer:
+    def when(value: str | None) -> datetime | None:
+        return datetime.fromisoformat(value) if value else None
+
+    owner = data["owner"]
+    return SlaTimer(
+        lead_id=data["lead_id"],
+        owner=Owner(queue=owner["queue"]) if owner.get("kind") == "queue" else
+        Owner(rep=owner.get("email"), crm_user_id=owner.get("crm_user_id"), name=owner.get("name") or ""),
+        team=data.get("team"), policy=data["policy"], opened_at=when(data["opened_at"]), due_at=when(data["due_at"]),
+        remind_at=when(data.get("remind_at")), reassign_at=when(data["reassign_at"]), manager=data.get("manager"),
+        reassignments=int(data.get("reassignments", 0)), max_reassignments=int(data.get("max_reassignments", 2)),
+        lapsed=tuple(data.get("lapsed") or ()), state=TimerState(data["state"]), reminded_at=when(data.get("reminded_at")),
+        breached_at=when(data.get("breached_at")), closed_at=when(data.get("closed_at")),
+        first_contact_at=when(data.get("first_contact_at")), reason=data.get("reason") or "")

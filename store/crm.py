@@ -293,34 +293,42 @@ class PushCandidate:
     pushed: dict | None
     sending: dict | None
     attempts: int
+    assignment_id: int | None = None  # an assignment whose owner the CRM does not hold yet
+    owner_id: str | None = None
 
 
-def push_candidates(conn: Connection, create_at: Sequence[str], *, lead_ids: Sequence[int] | None = None
-                    ) -> list[PushCandidate]:
-    """Leads whose record may need a write: linked ones scored or moved since their last write, or never written;
-    unlinked ones standing at a stage that gets a record (and, if their record was deleted, qualified since);
-    any with a write in flight. Dead-lettered ones wait for a person. `lead_ids` asks for these leads whatever
-    their times (a resync)."""
+def push_candidates(conn: Connection, create_at: Sequence[str], *, lead_ids: Sequence[int] | None = None,
+                    create_when_assigned: bool = False) -> list[PushCandidate]:
+    """Leads whose record may need a write: linked ones scored or moved since their last write, or never written,
+    or with an owner to write; unlinked ones standing at a stage that gets a record (and, if their record was
+    deleted, qualified since; with `create_when_assigned`, once routing gave them an owner); any with a write in
+    flight. Dead-lettered ones wait for a person. `lead_ids` asks for these leads whatever their times (a
+    resync, a routing run)."""
     p = param_mark(conn)
     stages = ", ".join(p for _ in create_at) or "NULL"
     base = (
         "SELECT s.lead_id, l.email, s.stage, s.score, s.fit_grade, s.qualified_at, COALESCE(r.object, 'Lead'), "
         "CASE WHEN r.object = 'Contact' THEN r.contact_id ELSE r.crm_id END, r.pushed, r.sending, "
-        "COALESCE(r.attempts, 0) FROM lead_state s JOIN lead l ON l.id = s.lead_id "
-        "LEFT JOIN crm_record r ON r.lead_id = s.lead_id WHERE l.merged_into_id IS NULL AND r.dead_at IS NULL AND ")
+        "COALESCE(r.attempts, 0), a.id, a.owner_crm_id FROM lead_state s JOIN lead l ON l.id = s.lead_id "
+        "LEFT JOIN crm_record r ON r.lead_id = s.lead_id LEFT JOIN assignment a ON a.lead_id = s.lead_id "
+        "AND a.superseded_at IS NULL AND a.written_at IS NULL AND a.owner_crm_id IS NOT NULL "
+        "WHERE l.merged_into_id IS NULL AND r.dead_at IS NULL AND ")
     params: list[Any] = list(create_at)
     linked = "COALESCE(r.contact_id, r.crm_id) IS NOT NULL"
+    creatable = f"s.stage IN ({stages})" + (" AND a.id IS NOT NULL" if create_when_assigned else "")
     if lead_ids is not None:
-        rows = select_where_in(conn, base + f"({linked} OR s.stage IN ({stages})) AND s.lead_id {{keys}} "
+        rows = select_where_in(conn, base + f"({linked} OR ({creatable})) AND s.lead_id {{keys}} "
                                             "ORDER BY s.lead_id", list(lead_ids), *params)
     else:
         unlinked = "(r.lead_id IS NULL OR COALESCE(r.contact_id, r.crm_id) IS NULL)"
         due = (f"(r.sending IS NOT NULL "
-               f"OR ({linked} AND (r.pushed_at IS NULL OR s.scored_at > r.pushed_at OR s.stage_changed_at > r.pushed_at)) "
-               f"OR ({unlinked} AND s.stage IN ({stages}) AND (r.released_at IS NULL OR s.qualified_at > r.released_at)))")
+               f"OR ({linked} AND (r.pushed_at IS NULL OR s.scored_at > r.pushed_at OR s.stage_changed_at > r.pushed_at "
+               f"OR a.id IS NOT NULL)) "
+               f"OR ({unlinked} AND {creatable} AND (r.released_at IS NULL OR s.qualified_at > r.released_at)))")
         rows = conn.exec_driver_sql(base + due + " ORDER BY s.lead_id", tuple(params)).fetchall()
     return [PushCandidate(row[0], row[1], row[2], row[3], row[4], from_db_time(row[5]), CrmObject(row[6]), row[7],
-                          json.loads(row[8]) if row[8] else None, json.loads(row[9]) if row[9] else None, row[10])
+                          json.loads(row[8]) if row[8] else None, json.loads(row[9]) if row[9] else None, row[10],
+                          row[11], row[12])
             for row in rows]
 
 
@@ -373,6 +381,10 @@ def record_results(conn: Connection, results: Sequence[WriteResult], payloads: d
             [(values, values, at, obj, crm_id, obj, crm_id, lead_id) for lead_id, crm_id, values, obj in done])
         conn.exec_driver_sql(f"UPDATE handoff_queue SET done_at = {p} WHERE done_at IS NULL AND queue = 'crm_sync' "
                              f"AND lead_id = {p}", [(at, lead_id) for lead_id, *_ in done])
+        owners = [payloads[lead_id]["assignment_id"] for lead_id, *_ in done if payloads[lead_id].get("assignment_id")]
+        if owners:  # the CRM holds the owner routing chose: its notifications may go
+            conn.exec_driver_sql(f"UPDATE assignment SET written_at = {p} WHERE id = {p} AND written_at IS NULL",
+                                 [(at, assignment_id) for assignment_id in owners])
     if linked:  # the record the CRM named: a contact is written to as the person's contact
         conn.exec_driver_sql(
             f"UPDATE crm_record SET object = {p}, crm_id = CASE WHEN {p} = 'Lead' THEN COALESCE(crm_id, {p}) ELSE crm_id "

@@ -17,7 +17,7 @@ from connectors.crm.base import PULLED, CrmClient
 from domain.activity import Rejection, dump_raw, normalize_email
 from store.bulk import select_where_in
 from domain.crm import (
-    CrmChanges, CrmObject, CrmPerson, CrmWrite, Outcome, SalesMove, WriteResult, changed_values, comparable, desired_values,
+    OWNER_FIELD, CrmChanges, CrmObject, CrmPerson, CrmWrite, Outcome, SalesMove, WriteResult, changed_values, comparable, desired_values,
     details_for_create, interesting_moment, opportunity_move, person_move,
 )
 from domain.fit import assess_fit
@@ -241,7 +241,8 @@ def _push(engine, client: CrmClient, config: CrmConfig, *, now: datetime, lead_i
     _settle_in_flight(engine, client, summary, now, config.push.max_attempts)
     create_at = [stage.value for stage in config.create_at()]
     with engine.connect() as conn:
-        candidates = store.push_candidates(conn, create_at, lead_ids=lead_ids)
+        candidates = store.push_candidates(conn, create_at, lead_ids=lead_ids,
+                                           create_when_assigned=config.push.new_leads_owner == "handoff")
         moments = store.interesting_moments(conn, [c.lead_id for c in candidates])
         profiles = scoring.lead_profiles(conn, [c.lead_id for c in candidates if c.target_id is None])
     summary.considered = len(candidates)
@@ -254,6 +255,8 @@ def _push(engine, client: CrmClient, config: CrmConfig, *, now: datetime, lead_i
             score_centipoints=candidate.score, fit_grade=candidate.fit_grade, stage=candidate.stage,
             qualified_at=candidate.qualified_at, moment=interesting_moment(*moment[:3]) if moment else None,
             moment_at=moment[3] if moment else None)
+        if candidate.owner_id:  # routing's owner, written once (HANDOFF_FIELDS' neighbour OWNER_FIELD)
+            desired[OWNER_FIELD] = candidate.owner_id
         existing = found.get(candidate.lead_id)
         target = candidate.target_id or (existing.crm_id if existing else None)
         obj = candidate.object if candidate.target_id else (existing.object if existing else CrmObject.LEAD)
@@ -269,7 +272,8 @@ def _push(engine, client: CrmClient, config: CrmConfig, *, now: datetime, lead_i
             values = {**details_for_create(profile, config.placeholders), **desired}
         plan.writes.append(CrmWrite(candidate.lead_id, obj, target, key, values))
         plan.payloads[candidate.lead_id] = {"object": obj.value, "key": key, "crm_id": target,
-                                            "values": comparable({k: v for k, v in values.items() if k in desired})}
+                                            "values": comparable({k: v for k, v in values.items() if k in desired}),
+                                            "assignment_id": candidate.assignment_id if OWNER_FIELD in values else None}
     summary.unchanged = len(plan.unchanged)
     with engine.begin() as conn:
         store.touch_pushed(conn, plan.unchanged, now)

@@ -223,8 +223,8 @@ def test_a_pull_after_a_month_brings_what_reps_and_the_admin_did(fresh):
                             CrmWrite(1, CrmObject.CONTACT, converted[0].contact_id, key, {"score": 80})])
     assert [(r.outcome, r.error_code) for r in results] == [(Outcome.FAILED, "CANNOT_UPDATE_CONVERTED_LEAD"),
                                                            (Outcome.WRITTEN, None)]
-    assert client.read_handoff_values(CrmObject.CONTACT, [converted[0].contact_id])[converted[0].contact_id] == \
-        {"score": 80}
+    held = client.read_handoff_values(CrmObject.CONTACT, [converted[0].contact_id])[converted[0].contact_id]
+    assert held["score"] == 80 and held["owner_id"].startswith("005")
 
 
 def test_a_record_that_cannot_be_read_is_refused_and_the_page_goes_on():
@@ -279,7 +279,7 @@ def test_an_injected_email_cannot_change_the_query(shared):
 
 @pytest.mark.slow
 def test_writes_only_handoffs_fields_never_a_blank_and_never_runs_the_assignment_rule(shared):
-    client = client_for(shared, push={"new_leads_owner": "handoff"})
+    client = client_for(shared)
     [created] = client.write([lead(1, "own", title="CTO", moment="Downloaded 'State of RevOps 2026'")])
     assert created.outcome is Outcome.CREATED and created.crm_id.startswith("00Q")
     integration = org_records(client, "SELECT Id FROM User WHERE Username LIKE 'handoff.integration%'")[0]["Id"]
@@ -306,9 +306,9 @@ def test_writes_only_handoffs_fields_never_a_blank_and_never_runs_the_assignment
         (jordan, "Working - Contacted", "own1@own.example", "CTO", "GB")  # sales' fields left alone
     assert client.read_handoff_values(CrmObject.LEAD, [created.crm_id, created.crm_id[:15]]) == {
         created.crm_id: {"score": 77, "fit_grade": "B", "stage": "sql", "mql_at": MQL_AT.isoformat(),
-                         "moment": "Downloaded 'State of RevOps 2026'"},
+                         "moment": "Downloaded 'State of RevOps 2026'", "owner_id": jordan},
         created.crm_id[:15]: {"score": 77, "fit_grade": "B", "stage": "sql", "mql_at": MQL_AT.isoformat(),
-                              "moment": "Downloaded 'State of RevOps 2026'"}}
+                              "moment": "Downloaded 'State of RevOps 2026'", "owner_id": jordan}}
 
 
 @pytest.mark.slow
@@ -487,7 +487,7 @@ def test_a_bulk_push_rides_out_server_errors_without_a_second_record(fresh):
 @pytest.mark.slow
 def test_a_lead_handoff_creates_is_assigned_by_the_orgs_rule_unless_handoff_routes_it(fresh):
     box = fresh()
-    by_rule, by_handoff = client_for(box), client_for(box, push={"new_leads_owner": "handoff"})
+    by_rule, by_handoff = client_for(box, push={"new_leads_owner": "crm_rule"}), client_for(box)
     [ruled] = by_rule.write([lead(1, "ruled")])  # GB: the rule gives it to Oliver
     [routed] = by_handoff.write([lead(2, "routed")])
     oliver = org_records(by_rule, "SELECT Id FROM User WHERE Username LIKE 'oliver.hughes%'")[0]["Id"]
@@ -495,7 +495,7 @@ def test_a_lead_handoff_creates_is_assigned_by_the_orgs_rule_unless_handoff_rout
     owners = {r["Id"]: r["OwnerId"] for r in org_records(by_rule, "SELECT Id, OwnerId FROM Lead WHERE Id IN "
                                                                   f"('{ruled.crm_id}', '{routed.crm_id}')")}
     assert (owners[ruled.crm_id], owners[routed.crm_id]) == (oliver, integration)
-    bulk = client_for(box, push={"bulk_above": 20}, bulk_poll_seconds=0.2)
+    bulk = client_for(box, push={"bulk_above": 20, "new_leads_owner": "crm_rule"}, bulk_poll_seconds=0.2)
     created = bulk.write([lead(n, "bulkruled") for n in range(230)])
     owners = Counter(r["OwnerId"] for r in org_records(bulk, "SELECT OwnerId FROM Lead WHERE Id IN ('"
                                                              + "', '".join(r.crm_id for r in created[:50]) + "')"))

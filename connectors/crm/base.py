@@ -31,7 +31,12 @@ class CrmClient(Protocol):
         ...
 
     def read_handoff_values(self, object: CrmObject, ids: Sequence[str]) -> dict[str, dict]:
-        """Handoff's fields as the CRM holds them now, by record id: what a write cut short left there."""
+        """Handoff's fields (and the owner) as the CRM holds them now, by record id: what a write cut short left
+        there."""
+        ...
+
+    def queue_ids(self, names: Sequence[str]) -> dict[str, str]:
+        """The ids of the CRM's lead queues of these names (a lead's owner may be a queue); an unknown name is absent."""
         ...
 
     def write(self, writes: Sequence[CrmWrite]) -> list[WriteResult]:

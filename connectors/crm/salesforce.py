@@ -251,7 +251,7 @@ class SalesforceClient:
 
     def read_handoff_values(self, object: CrmObject, ids: Sequence[str]) -> dict[str, dict]:
         ids = [i for i in _values(ids) if ID.match(i)]
-        fields = ["Id"] + [self.config.fields[n] for n in HANDOFF_FIELDS if n in self.config.fields]
+        fields = ["Id", "OwnerId"] + [self.config.fields[n] for n in HANDOFF_FIELDS if n in self.config.fields]
         head = format_soql("SELECT {fields:literal} FROM {object:literal} WHERE", fields=", ".join(fields),
                            object=CrmObject(object).value)
         asked: dict[str, list[str]] = {}
@@ -265,6 +265,16 @@ class SalesforceClient:
                     for record_id in asked.get(record["Id"][:15], [record["Id"]]):
                         values[record_id] = handoff_values(record, self.config)
         return values
+
+    def queue_ids(self, names: Sequence[str]) -> dict[str, str]:
+        head = "SELECT Id, Name FROM Group WHERE Type = 'Queue' AND"
+        queries = [(f"queues_{n}", soql) for n, soql in enumerate(self.in_lists(head, [("Name", _values(names))]))]
+        found: dict[str, str] = {}
+        for _, records in self.pages(queries):
+            for record in records:
+                if isinstance(record, dict) and isinstance(record.get("Name"), str):
+                    found[record["Name"]] = record.get("Id")
+        return found
 
     def ids_by_key(self, object: str, keys: Sequence[str]) -> dict[str, str]:
         """Live records carrying these keys (compared without case, as Salesforce compares them): key -> id."""

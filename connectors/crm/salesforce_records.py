@@ -15,7 +15,7 @@ from config.crm import CrmConfig
 from domain.activity import text_problem
 from domain.crm import (
     CREATE_FIELDS, HANDOFF_FIELDS, ContactKind, CrmAccount, CrmActivity, CrmObject, CrmOpportunity, CrmPerson,
-    CrmUser, CrmWrite, Outcome, WriteResult,
+    CrmUser, CrmWrite, OWNER_FIELD, Outcome, WriteResult,
 )
 
 ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?\Z")
@@ -260,8 +260,8 @@ def read_page(stream: Stream, records: list) -> tuple[list, list[tuple[str, str,
 
 def handoff_values(raw: Mapping, config: CrmConfig) -> dict[str, Any]:
     """Handoff's fields of a record read back, as domain.crm.comparable writes them (times as aware-UTC ISO text,
-    whole scores as int); a field the CRM holds no value in is left out."""
-    values: dict[str, Any] = {}
+    whole scores as int), and its owner; a field the CRM holds no value in is left out."""
+    values: dict[str, Any] = {OWNER_FIELD: raw["OwnerId"]} if raw.get("OwnerId") else {}
     for name in HANDOFF_FIELDS:
         field = config.fields.get(name)
         value = raw.get(field) if field else None
@@ -309,8 +309,8 @@ def blank(value: Any) -> bool:
 def record_values(write: CrmWrite, config: CrmConfig) -> dict[str, Any]:
     """The org's fields for one write: the key always; Handoff's own fields (and, for a create, the person's
     details) mapped through the configuration; never a blank; a name with no field mapped is left out."""
-    allowed = set(HANDOFF_FIELDS) | (set(CREATE_FIELDS) if write.creates else set())
-    mapping = {**config.create_fields, **config.fields}
+    allowed = {*HANDOFF_FIELDS, OWNER_FIELD} | (set(CREATE_FIELDS) if write.creates else set())
+    mapping = {**config.create_fields, **config.fields, OWNER_FIELD: "OwnerId"}
     out: dict[str, Any] = {config.fields["key"]: write.key}
     for name, value in write.values.items():
         field = mapping.get(name)

@@ -1,0 +1,275 @@
+"""Routing's and the SLA's storage: the leads waiting for an owner with what routing reads of them, the CRM's
+directory, routing's versioned state, each lead's assignments, and the SLA timers with their exactly-once steps."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Sequence
+
+from sqlalchemy import Connection
+
+from domain.crm_directory import CrmDirectory, DirectoryAccount, DirectoryUser
+from domain.routing import RoutingState
+from domain.routing_decision import RoutingDecision
+from domain.routing_rules import LeadToRoute, RecentActivity
+from store.bulk import db_time, param_mark, select_where_in
+from store.types import from_db_time
+
+STATE_KEY = "routing"
+
+
+# ---------------------------------------------------------------- what waits, and what routing reads of it
+
+@dataclass(frozen=True)
+class Waiting:
+    queue_id: int
+    lead_id: int
+    lead_event_id: int
+
+
+def routing_queue(conn: Connection, limit: int, lead_ids: Sequence[int] | None = None) -> list[Waiting]:
+    """Open routing rows of leads still sales-ready (an MQL not merged away), oldest first."""
+    sql = ("SELECT q.id, q.lead_id, q.lead_event_id FROM handoff_queue q JOIN lead_state s ON s.lead_id = q.lead_id "
+           "JOIN lead l ON l.id = q.lead_id WHERE q.done_at IS NULL AND q.queue = 'routing' AND s.stage = 'mql' "
+           "AND l.merged_into_id IS NULL")
+    if lead_ids is not None:
+        rows = select_where_in(conn, sql + " AND q.lead_id {keys} ORDER BY q.created_at, q.id", list(lead_ids))
+    else:
+        rows = conn.exec_driver_sql(sql + f" ORDER BY q.created_at, q.id LIMIT {int(limit)}").fetchall()
+    return [Waiting(*row) for row in rows]
+
+
+def close_queue_rows(conn: Connection, closed: Sequence[tuple[int, str | None, str | None]], now: datetime) -> None:
+    """Routing rows done: (queue row id, outcome, detail); a routed row has no outcome."""
+    if not closed:
+        return
+    p = param_mark(conn)
+    conn.exec_driver_sql(f"UPDATE handoff_queue SET done_at = {p}, outcome = {p}, detail = {p} WHERE id = {p} "
+                         "AND done_at IS NULL",
+                         [(db_time(conn)(now), outcome, (detail or None) and detail[:200], queue_id)
+                          for queue_id, outcome, detail in closed])
+
+
+def leads_to_route(conn: Connection, lead_ids: Sequence[int], activities: int = 10) -> dict[int, LeadToRoute]:
+    """Each lead as routing sees it: details, score and fit, its CRM owner and record product line, and its most
+    recent activities (what they engaged with), set-wise."""
+    ids = sorted(set(lead_ids))
+    rows = select_where_in(
+        conn, "SELECT l.id, l.email, l.company, l.country, l.product_interest, s.fit_grade, s.score, r.owner_id, "
+              "r.product_line FROM lead l JOIN lead_state s ON s.lead_id = l.id LEFT JOIN crm_record r "
+              "ON r.lead_id = l.id WHERE l.id {keys}", ids)
+    recent: dict[int, list[RecentActivity]] = {}
+    for lead_id, kind, asset, campaign, at in select_where_in(
+            conn, "SELECT lead_id, type, asset, campaign, occurred_at FROM (SELECT lead_id, type, asset, campaign, "
+                  "occurred_at, ROW_NUMBER() OVER (PARTITION BY lead_id ORDER BY occurred_at DESC, id DESC) AS n "
+                  f"FROM activity WHERE lead_id {{keys}}) a WHERE n <= {int(activities)} ORDER BY lead_id, n", ids):
+        recent.setdefault(lead_id, []).append(RecentActivity(from_db_time(at), kind, asset, campaign))
+    return {row[0]: LeadToRoute(lead_id=row[0], email=row[1] or "", company=row[2], country=row[3],
+                                product_interest=row[4], activities=tuple(recent.get(row[0], ())), fit_grade=row[5],
+                                score=row[6] / 100, crm_owner_id=row[7], record_product_line=row[8])
+            for row in rows}
+
+
+def directory(conn: Connection) -> CrmDirectory:
+    """The CRM's users and accounts as last pulled (deleted accounts left out)."""
+    users = tuple(DirectoryUser(crm_id, email, name or "", bool(active), manager_id, timezone)
+                  for crm_id, email, name, active, manager_id, timezone in conn.exec_driver_sql(
+                      "SELECT crm_id, email, name, active, manager_id, timezone FROM crm_user ORDER BY crm_id"))
+    accounts = tuple(DirectoryAccount(crm_id, name, domain, owner_id)
+                     for crm_id, name, domain, owner_id in conn.exec_driver_sql(
+                         "SELECT crm_id, name, domain, owner_id FROM crm_account WHERE NOT deleted ORDER BY crm_id"))
+    return CrmDirectory(users, accounts)
+
+
+# ---------------------------------------------------------------- routing's state
+
+def routing_state(conn: Connection) -> tuple[RoutingState, int]:
+    """The state and its version (0: never saved)."""
+    row = conn.exec_driver_sql(f"SELECT state, version FROM routing_state WHERE key = '{STATE_KEY}'").fetchone()
+    return (RoutingState.from_json(json.loads(row[0])), row[1]) if row else (RoutingState(), 0)
+
+
+def save_routing_state(conn: Connection, state: RoutingState, version: int, now: datetime) -> bool:
+    """Save over `version` only: False when another run saved meanwhile (its leads were shared out from the same
+    state; this run's decisions must then be made again)."""
+    p, stamp = param_mark(conn), db_time(conn)
+    text = json.dumps(state.to_json(), sort_keys=True)
+    if version == 0:
+        inserted = conn.exec_driver_sql(
+            f"INSERT INTO routing_state (key, state, version, updated_at) VALUES ({p}, {p}, 1, {p}) "
+            "ON CONFLICT (key) DO NOTHING", (STATE_KEY, text, stamp(now))).rowcount
+        return inserted == 1
+    return conn.exec_driver_sql(
+        f"UPDATE routing_state SET state = {p}, version = version + 1, updated_at = {p} WHERE key = {p} "
+        f"AND version = {p}", (text, stamp(now), STATE_KEY, version)).rowcount == 1
+
+
+# ---------------------------------------------------------------- assignments
+
+@dataclass(frozen=True)
+class Assigned:
+    id: int
+    lead_id: int
+    owner_email: str | None
+    owner_crm_id: str | None
+    owner_name: str | None
+    queue: str | None
+    team: str | None
+    rule: str
+    kind: str
+    reason: str
+    notify_only: bool
+    decided_at: datetime
+    written_at: datetime | None
+    path: dict
+
+
+_ASSIGNED = ("id", "lead_id", "owner_email", "owner_crm_id", "owner_name", "queue", "team", "rule", "kind", "reason",
+             "notify_only", "decided_at", "written_at", "path")
+
+
+def _assigned(row: Sequence) -> Assigned:
+    values = dict(zip(_ASSIGNED, row))
+    values.update(notify_only=bool(values["notify_only"]), decided_at=from_db_time(values["decided_at"]),
+                  written_at=from_db_time(values["written_at"]), path=json.loads(values["path"]))
+    return Assigned(**values)
+
+
+def current_assignments(conn: Connection, lead_ids: Sequence[int]) -> dict[int, Assigned]:
+    rows = select_where_in(conn, f"SELECT {', '.join(_ASSIGNED)} FROM assignment WHERE superseded_at IS NULL "
+                                 "AND lead_id {keys}", sorted(set(lead_ids)))
+    return {row[1]: _assigned(row) for row in rows}
+
+
+def assignments(conn: Connection, ids: Sequence[int]) -> list[Assigned]:
+    rows = select_where_in(conn, f"SELECT {', '.join(_ASSIGNED)} FROM assignment WHERE id {{keys}} ORDER BY id",
+                           sorted(set(ids)))
+    return [_assigned(row) for row in rows]
+
+
+def assignment_history(conn: Connection, lead_id: int) -> list[Assigned]:
+    p = param_mark(conn)
+    rows = conn.exec_driver_sql(f"SELECT {', '.join(_ASSIGNED)} FROM assignment WHERE lead_id = {p} ORDER BY id",
+                                (lead_id,)).fetchall()
+    return [_assigned(row) for row in rows]
+
+
+def record_assignments(conn: Connection, decisions: Sequence[tuple[RoutingDecision, str, str, str | None]],
+                       now: datetime, run_id: str | None) -> dict[int, int]:
+    """Each lead's new current assignment: (decision, kind, reason, owner's CRM id); the one before is superseded.
+    A kept owner needs no write to the CRM: it counts as written at once. Returns lead -> assignment id."""
+    if not decisions:
+        return {}
+    p, stamp = param_mark(conn), db_time(conn)
+    leads = sorted({d.lead_id for d, *_ in decisions})
+    conn.exec_driver_sql(f"UPDATE assignment SET superseded_at = {p} WHERE superseded_at IS NULL AND lead_id = {p}",
+                         [(stamp(now), lead_id) for lead_id in leads])
+    made: dict[int, int] = {}
+    for decision, kind, reason, owner_crm_id in decisions:
+        owner = decision.owner
+        row = conn.exec_driver_sql(
+            "INSERT INTO assignment (lead_id, owner_email, owner_crm_id, owner_name, queue, team, rule, kind, reason, "
+            f"path, notify_only, decided_at, written_at, run_id) VALUES ({', '.join([p] * 14)}) RETURNING id",
+            (decision.lead_id, owner.rep, owner_crm_id, owner.name or owner.queue, owner.queue, decision.team,
+             decision.rule, kind, reason, json.dumps(decision.to_json(), sort_keys=True), decision.notify_only,
+             stamp(now), stamp(now) if decision.notify_only or owner_crm_id is None else None, run_id)).fetchone()
+        made[int(decision.lead_id)] = row[0]
+    return made
+
+
+def mark_written(conn: Connection, assignment_ids: Sequence[int], now: datetime) -> None:
+    """The CRM took these assignments' owners."""
+    if not assignment_ids:
+        return
+    p = param_mark(conn)
+    conn.exec_driver_sql(f"UPDATE assignment SET written_at = {p} WHERE id = {p} AND written_at IS NULL",
+                         [(db_time(conn)(now), assignment_id) for assignment_id in sorted(set(assignment_ids))])
+
+
+# ---------------------------------------------------------------- SLA timers
+
+@dataclass(frozen=True)
+class TimerRow:
+    id: int
+    lead_id: int
+    assignment_id: int
+    state: str
+    timer: dict
+
+
+def open_timers(conn: Connection, timers: Sequence[tuple[int, int, Any, str]], now: datetime) -> dict[int, int]:
+    """New timers: (lead, assignment, domain timer, its JSON), one per assignment (a repeat opens none). Returns
+    assignment -> timer id."""
+    if not timers:
+        return {}
+    p, stamp = param_mark(conn), db_time(conn)
+    made = {}
+    for lead_id, assignment_id, timer, text in timers:
+        row = conn.exec_driver_sql(
+            "INSERT INTO sla_timer (lead_id, assignment_id, owner_email, team, policy, state, opened_at, due_at, "
+            f"next_step_at, timer) VALUES ({', '.join([p] * 10)}) ON CONFLICT (assignment_id) DO NOTHING RETURNING id",
+            (lead_id, assignment_id, timer.owner.rep, timer.team, timer.policy, timer.state.value,
+             stamp(timer.opened_at), stamp(timer.due_at), stamp(next_step_at(timer)), text)).fetchone()
+        if row:
+            made[assignment_id] = row[0]
+    return made
+
+
+def next_step_at(timer) -> datetime:
+    """The earliest moment a step of this timer can fall due without a contact (contacts are looked for at each
+    scan of a running timer)."""
+    if timer.state.value == "open":
+        return timer.remind_at or timer.due_at
+    if timer.state.value == "reminded":
+        return timer.due_at
+    return timer.reassign_at
+
+
+def running_timers(conn: Connection, lead_ids: Sequence[int] | None = None) -> list[TimerRow]:
+    sql = "SELECT id, lead_id, assignment_id, state, timer FROM sla_timer WHERE closed_at IS NULL"
+    rows = (select_where_in(conn, sql + " AND lead_id {keys} ORDER BY id", list(lead_ids)) if lead_ids is not None
+            else conn.exec_driver_sql(sql + " ORDER BY id").fetchall())
+    return [TimerRow(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
+
+
+def apply_timer_step(conn: Connection, timer_id: int, from_state: str, timer, text: str) -> bool:
+    """Move a timer on, only from the state the step expects: False when another run moved it first."""
+    p, stamp = param_mark(conn), db_time(conn)
+    closed = not timer.running
+    return conn.exec_driver_sql(
+        f"UPDATE sla_timer SET state = {p}, timer = {p}, next_step_at = {p}, closed_at = {p}, first_contact_at = {p} "
+        f"WHERE id = {p} AND state = {p}",
+        (timer.state.value, text, stamp(next_step_at(timer)), stamp(timer.closed_at) if closed else None,
+         stamp(timer.first_contact_at), timer_id, from_state)).rowcount == 1
+
+
+def close_timers_of(conn: Connection, lead_ids: Sequence[int], state: str, reason: str, now: datetime) -> int:
+    """Running timers of leads that left sales' hands some other way (a person moved them, sales took them on):
+    closed with the reason, no step due any more."""
+    if not lead_ids:
+        return 0
+    p, stamp = param_mark(conn), db_time(conn)
+    return conn.exec_driver_sql(
+        f"UPDATE sla_timer SET state = {p}, closed_at = {p} WHERE closed_at IS NULL AND lead_id = {p}",
+        [(state, stamp(now), lead_id) for lead_id in sorted(set(lead_ids))]).rowcount
+
+
+def contact_facts(conn: Connection, lead_ids: Sequence[int]) -> tuple[dict[int, list], dict[int, list]]:
+    """For the SLA: each lead's logged activities (when, kind, by whom) and its CRM status as last pulled (with
+    when the record changed), from the CRM pull."""
+    from domain.sla import LoggedActivity, StatusChange
+
+    ids = sorted(set(lead_ids))
+    activities: dict[int, list] = {}
+    for lead_id, at, kind, by in select_where_in(
+            conn, "SELECT lead_id, occurred_at, kind, owner_id FROM crm_activity WHERE NOT deleted AND lead_id {keys} "
+                  "ORDER BY occurred_at", ids):
+        activities.setdefault(lead_id, []).append(LoggedActivity(from_db_time(at), kind, by))
+    statuses: dict[int, list] = {}
+    for lead_id, status, at in select_where_in(
+            conn, "SELECT lead_id, status, modified_at FROM crm_record WHERE status IS NOT NULL AND modified_at IS NOT "
+                  "NULL AND lead_id {keys}", ids):
+        statuses.setdefault(lead_id, []).append(StatusChange(from_db_time(at), status))
+    return activities, statuses
