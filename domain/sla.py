@@ -137,6 +137,7 @@ class TimerState(StrEnum):
     CONTACTED_LATE = "contacted_late"  # contacted after the due time, before anyone took the lead away
     REASSIGNED = "reassigned"
     RECYCLED = "recycled"
+    WITHDRAWN = "withdrawn"  # the lead left sales' hands some other way (a person recycled or disqualified it)
 
 
 RUNNING = frozenset({TimerState.OPEN, TimerState.REMINDED, TimerState.BREACHED})
@@ -364,3 +365,8 @@ def timer_from_json(data: dict) -> SlaTimer:
         lapsed=tuple(data.get("lapsed") or ()), state=TimerState(data["state"]), reminded_at=when(data.get("reminded_at")),
         breached_at=when(data.get("breached_at")), closed_at=when(data.get("closed_at")),
         first_contact_at=when(data.get("first_contact_at")), reason=data.get("reason") or "")
+
+
+def withdrawn(timer: SlaTimer, reason: str, at: datetime) -> SlaTimer:
+    """A running timer closed because its lead is no longer the owner's to contact; no step follows."""
+    return replace(timer, state=TimerState.WITHDRAWN, closed_at=at, reason=reason)

@@ -273,3 +273,47 @@ def contact_facts(conn: Connection, lead_ids: Sequence[int]) -> tuple[dict[int, 
                   "NULL AND lead_id {keys}", ids):
         statuses.setdefault(lead_id, []).append(StatusChange(from_db_time(at), status))
     return activities, statuses
+
+
+def timers_to_look_at(conn: Connection, now: datetime) -> list[TimerRow]:
+    """Running timers that may have a step now: one whose next step is due, or whose lead has a contact logged
+    since the timer opened (it may close it). Read by the indexes on both, not by every running timer's facts."""
+    p = param_mark(conn)
+    sql = ("SELECT t.id, t.lead_id, t.assignment_id, t.state, t.timer FROM sla_timer t WHERE t.closed_at IS NULL AND "
+           f"(t.next_step_at <= {p} OR EXISTS (SELECT 1 FROM crm_activity a WHERE a.lead_id = t.lead_id AND "
+           "a.occurred_at >= t.opened_at AND NOT a.deleted) OR EXISTS (SELECT 1 FROM crm_record r WHERE "
+           "r.lead_id = t.lead_id AND r.modified_at >= t.opened_at AND r.status IS NOT NULL)) ORDER BY t.id")
+    rows = conn.exec_driver_sql(sql, (db_time(conn)(now),)).fetchall()
+    return [TimerRow(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
+
+
+def apply_timer_steps(conn: Connection, moves: Sequence[tuple[int, str, Any, str]]) -> set[int]:
+    """Move timers on in one statement: (timer id, the state the first step expects, the timer after its steps,
+    its JSON). Only a timer still in that state moves; returns the ids that did (the others another run moved)."""
+    if not moves:
+        return set()
+    stamp = db_time(conn)
+    rows = [(timer_id, from_state, timer.state.value, text, stamp(next_step_at(timer)),
+             stamp(timer.closed_at) if not timer.running else None, stamp(timer.first_contact_at))
+            for timer_id, from_state, timer, text in moves]
+    time = "TEXT" if conn.dialect.name == "sqlite" else "TIMESTAMPTZ"
+    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS sla_move (id INTEGER, from_state TEXT, state TEXT, timer TEXT, "
+                         f"next_step_at {time}, closed_at {time}, first_contact_at {time})")
+    conn.exec_driver_sql("DELETE FROM sla_move")
+    p = param_mark(conn)
+    conn.exec_driver_sql(f"INSERT INTO sla_move VALUES ({', '.join([p] * 7)})", rows)
+    moved = conn.exec_driver_sql(
+        "UPDATE sla_timer SET state = m.state, timer = m.timer, next_step_at = m.next_step_at, closed_at = m.closed_at, "
+        "first_contact_at = m.first_contact_at FROM sla_move AS m WHERE sla_timer.id = m.id "
+        "AND sla_timer.state = m.from_state AND sla_timer.closed_at IS NULL RETURNING sla_timer.id")
+    return {row[0] for row in moved}
+
+
+def timers_opened_since(conn: Connection, since: datetime | None) -> list[dict]:
+    """Every timer opened at or after `since` (all when None), as the domain's JSON, for the SLA measures."""
+    if since is None:
+        rows = conn.exec_driver_sql("SELECT timer FROM sla_timer ORDER BY id").fetchall()
+    else:
+        rows = conn.exec_driver_sql(f"SELECT timer FROM sla_timer WHERE opened_at >= {param_mark(conn)} ORDER BY id",
+                                    (db_time(conn)(since),)).fetchall()
+    return [json.loads(row[0]) for row in rows]

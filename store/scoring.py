@@ -510,7 +510,7 @@ def save_qualifications(
     insert_rows(conn, state_t, _STATE_COLUMNS, [row for row in rows if row[0] not in first], conflict=("lead_id",),
                 on_conflict=f"DO UPDATE SET {update}")
     record_changes(conn, results, version_id, now, run_id)
-    events = [_event_row(lead_id, t.kind, t.crossing, now, run_id,
+    events = [event_row(lead_id, t.kind, t.crossing, now, run_id,
                          {"reason": t.reason, **((payloads or {}).get(lead_id) or {})})
               for lead_id, q in sorted(results.items()) for t in q.triggers]
     if events:
@@ -540,14 +540,14 @@ def record_changes(conn: Connection, results: dict[int, Qualification], version_
     ids = conn.execute(change_t.insert().returning(change_t.c.id, sort_by_parameter_order=True),
                        [row for row, _ in changes]).scalars().all()
     conn.execute(event_t.insert(), [
-        _event_row(row["lead_id"], kind, change_id, now, run_id,
+        event_row(row["lead_id"], kind, change_id, now, run_id,
                    {"lead_id": row["lead_id"], "from": row["from_stage"], "to": row["to_stage"],
                     "reason": row["reason"], "score": points_text(results[row["lead_id"]].state.score),
                     "fit_grade": results[row["lead_id"]].state.fit_grade, "stage_change_id": change_id})
         for (row, kind), change_id in zip(changes, ids) if kind is not None])
 
 
-def _event_row(lead_id: int, kind: str, crossing: int, now: datetime, run_id: str | None, payload: dict) -> dict:
+def event_row(lead_id: int, kind: str, crossing: int, now: datetime, run_id: str | None, payload: dict) -> dict:
     """An outbox row under a fresh id, kept with it: a re-emission after a crash reuses it, and Prefect stores it
     once. `crossing` makes it once per lead and kind: an MQL's count of handovers, a stage event's change id."""
     return {"event_id": str(uuid.uuid4()), "lead_id": lead_id, "kind": kind, "crossing": crossing,

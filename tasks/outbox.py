@@ -155,7 +155,8 @@ class _Sender:
         for event in due:
             payload = orjson.loads(event["payload"])
             emit_event(
-                event=f"handoff.lead.{event['kind']}",
+                # a lead's own events are handoff.lead.<kind>; another room's name their room (sla.reminded)
+                event=f"handoff.{event['kind']}" if "." in event["kind"] else f"handoff.lead.{event['kind']}",
                 resource={"prefect.resource.id": f"handoff.lead.{event['lead_id']}",
                           "prefect.resource.name": f"lead {event['lead_id']}"},
                 # An MQL's crossing is its count of handovers; a stage event's is its stage change's id (in the payload)
