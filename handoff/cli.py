@@ -74,6 +74,7 @@ _REFUSALS = {
     "tasks.explain.LeadNotFound": 1,
     "tasks.stages.MoveRefused": 1,
     "flows.crm_sync.ResyncRefused": 1,
+    "tasks.routing.AssignRefused": 1,
 }
 _HINTS = {
     "config.settings.InvalidSetting": "Set it to a value it takes, or unset it for the default.",
@@ -153,6 +154,11 @@ events_app = typer.Typer(help="The lead events sent to Prefect (handoff.lead.mql
 app.add_typer(events_app, name="events")
 quarantine_app = typer.Typer(help="Records ingest could not accept, each kept whole with its reason.")
 app.add_typer(quarantine_app, name="quarantine")
+teams_app = typer.Typer(help="The sales organisation: teams, reps and calendars (config/teams.yaml), the routing rules "
+                             "(config/routing.yaml) and the SLA (config/sla.yaml).", no_args_is_help=True)
+app.add_typer(teams_app, name="teams")
+report_app = typer.Typer(help="Reports both teams read.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
 prefect_app = typer.Typer(help="The Prefect server Handoff's deployments run on.", no_args_is_help=True)
 app.add_typer(prefect_app, name="prefect")
 crm_app = typer.Typer(help="The two-way sync with the CRM (config/crm.yaml): run it, resync leads, failed writes.",
@@ -288,6 +294,38 @@ def run_score(now: Optional[str] = typer.Option(None, help="The run's clock (ISO
     _run_scoring(lambda: score_and_qualify(now=at))
 
 
+@run_app.command("route")
+def run_route(now: Optional[str] = typer.Option(None, help="The run's clock (ISO-8601); default: now.")) -> None:
+    """Give each sales-ready lead waiting for an owner its rep by the routing rules, write the owners to the CRM
+    and tell the reps (the route-leads flow)."""
+    from flows.routing import route_leads
+
+    at = _instant(now, "--now")
+    _routing_rules()
+    with _prefect():
+        summary = route_leads(now=at)
+    console.print(Markdown(summary.markdown))
+
+
+@run_app.command("sla")
+def run_sla_flow(now: Optional[str] = typer.Option(None, help="The run's clock (ISO-8601); default: now.")) -> None:
+    """Remind, escalate, reassign and recycle the leads nobody contacted in time (the sla flow)."""
+    from flows.sla import sla_check
+
+    at = _instant(now, "--now")
+    _routing_rules()
+    with _prefect():
+        summary = sla_check(now=at)
+    console.print(Markdown(summary.markdown))
+
+
+def _routing_rules():
+    """The teams, routing and SLA files, refused with every problem before any server starts."""
+    from tasks.routing import load_rules
+
+    return load_rules(_settings())
+
+
 @run_app.command("rescore")
 def run_rescore(
     reason: str = typer.Option(..., help="Why: recorded with the run (e.g. 'pricing page now worth 20%')."),
@@ -322,6 +360,54 @@ def lead_move(
     with _prefect():
         moves = move_lead_stage(emails=emails, to=to, reason=reason, requested_by=by, now=at)
     console.print(Markdown(moves_markdown(moves)))
+
+
+@lead_app.command("assign")
+def lead_assign(
+    email: str = typer.Argument(..., metavar="EMAIL", help="The lead's e-mail address."),
+    to: str = typer.Option(..., "--to", help="The rep's e-mail (an active CRM user)."),
+    reason: str = typer.Option(..., help="Why: recorded on the assignment (e.g. 'met her at the summit')."),
+    by: Optional[str] = typer.Option(None, help="Who asked, recorded with the reason."),
+    now: Optional[str] = typer.Option(None, help="The run's clock (ISO-8601); default: now."),
+) -> None:
+    """Give a lead to a rep by hand: logged and timed like a routing decision, the CRM and the rep told (the
+    assign-lead flow)."""
+    from flows.routing import assign_lead
+
+    at = _instant(now, "--now")
+    _routing_rules()
+    with _prefect():
+        routed = assign_lead(email=email, to=to, reason=reason, requested_by=by, now=at)
+    console.print(f"{routed.email} goes to {routed.owner}" + (f"; contact due {routed.due}" if routed.due else "") + ".")
+
+
+@teams_app.command("check")
+def teams_check(at: Optional[str] = typer.Option(None, "--at", help="Say who is away at this time (ISO-8601)."),
+                ) -> None:
+    """Validate config/teams.yaml, config/routing.yaml and config/sla.yaml (every problem with its file and line)
+    and print the teams, reps, routing rules and SLA policies they define."""
+    from config.routing import describe_routing
+    from config.sla import describe_sla
+    from config.teams import describe_teams
+
+    moment = _instant(at, "--at")
+    rules = _routing_rules()
+    console.print(Markdown(describe_teams(rules.teams, at=moment)))
+    console.print(Markdown(describe_routing(rules.routing, rules.teams)))
+    console.print(Markdown(describe_sla(rules.sla)))
+
+
+@report_app.command("sla")
+def report_sla(days: int = typer.Option(30, min=0, help="Leads handed over in the last DAYS days (0: all time)."),
+               now: Optional[str] = typer.Option(None, help="As at this time (ISO-8601); default: now.")) -> None:
+    """The response SLA's measures: time to first contact (median, 90th percentile; business and calendar hours),
+    the share contacted in time, breaches, reassignments and recycles; overall, per team, per rep."""
+    from tasks.sla_report import sla_measures_markdown
+
+    at = _instant(now, "--now") or datetime.now(timezone.utc)
+    rules = _routing_rules()
+    _require_schema()
+    console.print(Markdown(sla_measures_markdown(_engine(), rules.teams, at, days or None)))
 
 
 @rules_app.command("check")

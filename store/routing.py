@@ -317,3 +317,12 @@ def timers_opened_since(conn: Connection, since: datetime | None) -> list[dict]:
         rows = conn.exec_driver_sql(f"SELECT timer FROM sla_timer WHERE opened_at >= {param_mark(conn)} ORDER BY id",
                                     (db_time(conn)(since),)).fetchall()
     return [json.loads(row[0]) for row in rows]
+
+
+def timers_of_lead(conn: Connection, lead_id: int) -> dict[int, dict]:
+    """A lead's timers by assignment: policy, state, due and first contact, and why it closed."""
+    p = param_mark(conn)
+    rows = conn.exec_driver_sql(f"SELECT assignment_id, timer FROM sla_timer WHERE lead_id = {p}", (lead_id,)).fetchall()
+    return {assignment_id: {name: json.loads(timer).get(name) for name in
+                            ("policy", "state", "due_at", "first_contact_at", "reason")}
+            for assignment_id, timer in rows}

@@ -36,6 +36,7 @@ def explain_lead(engine, email: str) -> dict[str, Any]:
             return {"lead_id": lead_id, "email": address, "scored": False, "profile": profile, "stages": []}
         rulebook = store.version_rulebook(conn, state["version_id"])
         lines = store.ledger_lines(conn, [lead_id]).get(lead_id, [])
+        routing = _routing(conn, lead_id)
     explanation = explain_score(entries_of(lines), rulebook.decay, state["scored_at"])
     fit = assess_fit(profile, address, rulebook.fit)
     # what the hand-raise rule reads of the state, from the row already read
@@ -67,7 +68,19 @@ def explain_lead(engine, email: str) -> dict[str, Any]:
         "profile": {k: v for k, v in profile.items() if k != "email"},
         "stages": [{"at": h["changed_at"].isoformat(), "from": h["from_stage"], "to": h["to_stage"], "reason": h["reason"]}
                    for h in history],
+        "routing": routing,
     }
+
+
+def _routing(conn, lead_id: int) -> list[dict[str, Any]]:
+    """Each assignment the lead had, oldest first: owner, rule, reason, the routing path, and its SLA timer."""
+    from store.routing import assignment_history, timers_of_lead
+
+    timers = timers_of_lead(conn, lead_id)
+    return [{"owner": a.owner_name or a.owner_email or a.queue, "owner_email": a.owner_email, "queue": a.queue,
+             "team": a.team, "rule": a.rule, "kind": a.kind, "reason": a.reason, "decided_at": _iso(a.decided_at),
+             "written_at": _iso(a.written_at), "path": a.path.get("path", []), "sla": timers.get(a.id)}
+            for a in assignment_history(conn, lead_id)]
 
 
 def _iso(moment) -> str | None:
@@ -109,4 +122,26 @@ def explanation_markdown(data: dict[str, Any]) -> str:
         lines += ["", "| stage change | from | to | why |", "|---|---|---|---|"]
         lines += [f"| {s['at'][:16]} | {s['from'] or '—'} | {s['to']} | {cell(s['reason'])} |"
                   for s in data["stages"]]
+    lines += routing_markdown(data.get("routing") or [])
     return "\n".join(lines) + "\n"
+
+
+def routing_markdown(assignments: list[dict[str, Any]]) -> list[str]:
+    """Each assignment with its routing path (every rule tried, every rep considered) and its SLA timer."""
+    lines: list[str] = []
+    for a in assignments:
+        written = f", in the CRM since {a['written_at'][:16]}" if a["written_at"] and a["kind"] != "kept" else ""
+        lines += ["", f"**Owner: {cell(a['owner'])}**{' (team ' + cell(a['team']) + ')' if a['team'] else ''} from "
+                      f"{a['decided_at'][:16]}{written}: {cell(a['reason'])}", ""]
+        for n, step in enumerate(a["path"], 1):
+            lines.append(f"{n}. {cell(step['rule'])} ({step['kind']}): **{'yes' if step['matched'] else 'no'}**, "
+                         f"{cell(step['reason'])}")
+            lines += [f"   - {cell(c['rep'])}: " + ("chosen" if c["chosen"] else f"skipped: {cell(c['skipped'])}"
+                                                    if c["skipped"] else cell(c["note"] or "not chosen"))
+                      for c in step["candidates"]]
+        sla = a["sla"]
+        if sla:
+            lines += ["", f"SLA ({cell(sla['policy'])}): due {sla['due_at'][:16]} UTC, {sla['state']}"
+                          + (f", first contact {sla['first_contact_at'][:16]}" if sla["first_contact_at"] else "")
+                          + (f": {cell(sla['reason'])}" if sla["reason"] else "")]
+    return lines

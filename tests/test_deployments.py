@@ -53,6 +53,10 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
         health = client.read_deployment_by_name("health-check/health-check-every-15-minutes")
         sync = client.read_deployment_by_name("crm-sync/crm-sync-every-5-minutes")
         resync = client.read_deployment_by_name("resync-leads/resync-leads")
+        routing = client.read_deployment_by_name("route-leads/route-leads")
+        sla = client.read_deployment_by_name("sla/sla-every-15-minutes")
+        assign = client.read_deployment_by_name("assign-lead/assign-lead")
+        automations = client.read_automations_by_name("route-leads__automation_1")
     assert ingest.entrypoint == "flows/ingest.py:ingest"
     for scheduled in (ingest, score, sync):
         [schedule] = scheduled.schedules
@@ -78,3 +82,11 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
     assert schedule.active and schedule.schedule.interval == timedelta(minutes=15)
     assert health.parameter_openapi_schema.get("required", []) == [] and health.tags == ["handoff", "health"]
     assert resync.schedules == [] and resync.parameter_openapi_schema["required"] == ["emails"]
+    # routing runs at once on an MQL's event, and every 5 minutes for anything an event missed
+    assert routing.schedules[0].schedule.interval == timedelta(minutes=5)
+    assert routing.concurrency_options.collision_strategy == "CANCEL_NEW"
+    [trigger] = [a.trigger for a in automations]
+    assert trigger.expect == {"handoff.lead.mql"}
+    [schedule] = sla.schedules
+    assert schedule.schedule.interval == timedelta(minutes=15)
+    assert assign.schedules == [] and assign.parameter_openapi_schema["required"] == ["email", "to", "reason"]
