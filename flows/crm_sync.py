@@ -62,7 +62,7 @@ def resync_leads(emails: list[str], now: datetime | None = None) -> CrmSyncSumma
     client = connect_crm(config)
     try:
         summary.pull = pull_leads_from_crm(client, config, lead_ids, emails, now, run_id)
-        summary.push = push_to_crm(client, config, now, lead_ids)
+        summary.push = push_to_crm(client, config, now, lead_ids, force=True)
     finally:
         summarize(summary, client)
         close_crm(client)

@@ -11,8 +11,11 @@ from prefect.runtime import flow_run
 
 from tasks.crm import CrmSyncSummary
 from tasks.crm_sync import close_crm, connect_crm, crm_settings, pull_from_crm, push_to_crm, summarize
+from tasks.notify import send_due_notifications
 from tasks.outbox import publish_lead_events
-from tasks.routing import Routed, RoutingSummary, assign_lead_by_hand, route_waiting_leads, routing_rules
+from tasks.routing import (
+    Routed, RoutingSummary, assign_lead_by_hand, route_waiting_leads, routing_rules, tell_owners,
+)
 from tasks.routing_report import publish_routing_summary
 from tasks.store import check_database
 
@@ -39,6 +42,8 @@ def route_leads(now: datetime | None = None) -> RoutingSummary:
         if client is not None:
             summarize(crm, client)
             close_crm(client)
+    tell_owners(rules, now, client)
+    send_due_notifications(now)  # the owners the CRM now holds are told
     publish_lead_events(now).log_to(get_run_logger())
     summary.markdown = publish_routing_summary(summary, crm)
     return summary
@@ -64,4 +69,6 @@ def assign_lead(email: str, to: str, reason: str, requested_by: str | None = Non
     finally:
         if client is not None:
             close_crm(client)
+    tell_owners(rules, now, client)
+    send_due_notifications(now)
     return routed

@@ -14,8 +14,9 @@ from config.settings import get_settings
 from store.engine import get_engine
 from tasks.crm import CrmSyncSummary
 from tasks.crm_sync import close_crm, connect_crm, crm_settings, pull_from_crm, push_to_crm, summarize
+from tasks.notify import send_due_notifications
 from tasks.outbox import publish_lead_events
-from tasks.routing import load_rules
+from tasks.routing import load_rules, routing_rules, tell_owners
 from tasks.sla import SlaSummary, step_sla_timers
 from tasks.sla_report import publish_sla_summary, sla_measures_markdown
 from tasks.store import check_database
@@ -35,6 +36,7 @@ def sla_check(now: datetime | None = None) -> SlaSummary:
     check_database()
     now = now or datetime.now(timezone.utc)
     run_id = flow_run.get_id()
+    rules = routing_rules()
     config = crm_settings()
     client = connect_crm(config) if config.enabled else None
     crm = CrmSyncSummary(now=now, run_id=run_id, enabled=config.enabled)
@@ -49,6 +51,8 @@ def sla_check(now: datetime | None = None) -> SlaSummary:
         if client is not None:
             summarize(crm, client)
             close_crm(client)
+    tell_owners(rules, now, client)
+    send_due_notifications(now)
     publish_lead_events(now).log_to(get_run_logger())
     summary.markdown = publish_sla_summary(summary, sla_measures(now))
     return summary

@@ -326,3 +326,11 @@ def timers_of_lead(conn: Connection, lead_id: int) -> dict[int, dict]:
     return {assignment_id: {name: json.loads(timer).get(name) for name in
                             ("policy", "state", "due_at", "first_contact_at", "reason")}
             for assignment_id, timer in rows}
+
+
+def untold_assignments(conn: Connection) -> list[int]:
+    """Current assignments to a person that the CRM holds and whose notifications were never enqueued."""
+    return [row[0] for row in conn.exec_driver_sql(
+        "SELECT a.id FROM assignment a WHERE a.superseded_at IS NULL AND a.written_at IS NOT NULL "
+        "AND a.owner_email IS NOT NULL AND NOT EXISTS (SELECT 1 FROM notification n WHERE n.assignment_id = a.id) "
+        "ORDER BY a.id")]

@@ -215,9 +215,10 @@ PUSH_LEASE = "crm-push"
 LEASE_MINUTES = 15  # a run that died holding the push frees it after this long
 
 
-def push(engine, client: CrmClient, config: CrmConfig, *, now: datetime, lead_ids: Sequence[int] | None = None
-         ) -> PushSummary:
-    """Write what changed since the CRM last took it, one run at a time (two runs planning the same creates would
+def push(engine, client: CrmClient, config: CrmConfig, *, now: datetime, lead_ids: Sequence[int] | None = None,
+         force: bool = False) -> PushSummary:
+    """Write what changed since the CRM last took it (of these leads only, when `lead_ids`; everything Handoff
+    writes, changed or not, when `force`: a resync), one run at a time (two runs planning the same creates would
     make each record twice): a run that finds another pushing writes nothing."""
     holder = uuid.uuid4().hex
     with engine.begin() as conn:
@@ -226,14 +227,14 @@ def push(engine, client: CrmClient, config: CrmConfig, *, now: datetime, lead_id
         log.warning("another run is pushing to the CRM: this run writes nothing")
         return PushSummary(another_run_pushing=True)
     try:
-        return _push(engine, client, config, now=now, lead_ids=lead_ids)
+        return _push(engine, client, config, now=now, lead_ids=lead_ids, force=force)
     finally:
         with engine.begin() as conn:
             store.release_lease(conn, PUSH_LEASE, holder)
 
 
-def _push(engine, client: CrmClient, config: CrmConfig, *, now: datetime, lead_ids: Sequence[int] | None
-          ) -> PushSummary:
+def _push(engine, client: CrmClient, config: CrmConfig, *, now: datetime, lead_ids: Sequence[int] | None,
+          force: bool) -> PushSummary:
     """First settle the writes a run cut short (asking the CRM what it took), then link leads that need a record to
     one the CRM already has, then write, a group at a time, each group noted before it is sent and its answers
     recorded after."""
@@ -260,7 +261,7 @@ def _push(engine, client: CrmClient, config: CrmConfig, *, now: datetime, lead_i
         existing = found.get(candidate.lead_id)
         target = candidate.target_id or (existing.crm_id if existing else None)
         obj = candidate.object if candidate.target_id else (existing.object if existing else CrmObject.LEAD)
-        values = changed_values(desired, candidate.pushed) if candidate.target_id and lead_ids is None else desired
+        values = changed_values(desired, candidate.pushed) if candidate.target_id and not force else desired
         if existing:
             summary.linked += 1
         if target is not None and not values:

@@ -56,8 +56,9 @@ def pull_leads_from_crm(client: CrmClient, config: CrmConfig, lead_ids: list[int
 
 
 @task(cache_policy=NO_CACHE)
-def push_to_crm(client: CrmClient, config: CrmConfig, now: datetime, lead_ids: list[int] | None = None) -> PushSummary:
-    return crm.push(_engine(), client, config, now=now, lead_ids=lead_ids)
+def push_to_crm(client: CrmClient, config: CrmConfig, now: datetime, lead_ids: list[int] | None = None,
+                force: bool = False) -> PushSummary:
+    return crm.push(_engine(), client, config, now=now, lead_ids=lead_ids, force=force)
 
 
 @task(cache_policy=NO_CACHE)

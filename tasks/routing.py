@@ -15,6 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from config.notifications import NotificationConfig
 from config.settings import get_settings
 
 from domain.activity import normalize_email
@@ -27,6 +28,7 @@ from domain.teams import SalesTeams
 from store import routing as store
 from store import scoring
 from store.engine import get_engine
+from tasks.notify import enqueue_routed, notification_config
 
 log = logging.getLogger("handoff.routing")
 
@@ -69,21 +71,36 @@ class Rules:
 QueueIds = Callable[[Sequence[str]], Mapping[str, str]]
 
 
+@dataclass(frozen=True)
+class Telling:
+    """Where notifications go, and the CRM instance their record links point at."""
+
+    config: NotificationConfig
+    instance_url: str | None = None
+
+    def routed(self, conn, assignment_ids: Sequence[int], rules: Rules, now: datetime) -> int:
+        return enqueue_routed(conn, assignment_ids, config=self.config, teams=rules.teams, policies=rules.sla,
+                              instance_url=self.instance_url, now=now)
+
+
 def route_waiting(engine, rules: Rules, *, now: datetime, run_id: str | None, queue_ids: QueueIds | None = None,
                   limit: int = 10_000, lead_ids: Sequence[int] | None = None) -> RoutingSummary:
     """Route the MQLs waiting in the routing queue (or these leads'), oldest first. All in one transaction with
     routing's state: a run that finds the state saved by another meanwhile decides again from it, so two runs
-    never give one lead to two reps nor share the round robin out twice."""
+    never give one lead to two reps nor share the round robin out twice. The owners are told once the CRM holds
+    them (`tell_new_owners`)."""
     for attempt in range(1, STATE_ATTEMPTS + 1):
         summary = RoutingSummary(now=now, run_id=run_id, state_conflicts=attempt - 1)
         try:
             with engine.begin() as conn:
+                # The state before the queue: a run that saved the state since has closed the rows it routed, and
+                # this run's save, over the version it read, then fails (each statement sees the latest commits)
+                state, version = store.routing_state(conn)
                 waiting = store.routing_queue(conn, limit, lead_ids)
                 if not waiting:
                     return summary
                 leads = store.leads_to_route(conn, [w.lead_id for w in waiting])
                 directory = store.directory(conn)
-                state, version = store.routing_state(conn)
                 decisions, state = _decide(waiting, leads, rules, directory, state, now)
                 owners = _owner_ids(decisions, queue_ids)
                 if not store.save_routing_state(conn, state, version, now):
@@ -240,6 +257,18 @@ def routing_rules() -> Rules:
     return load_rules(get_settings())
 
 
+def tell_new_owners(engine, rules: Rules, telling: Telling, now: datetime) -> int:
+    """Enqueue the notifications of every current assignment the CRM holds whose owner was not told yet: after the
+    CRM took the owner, so the message carries the record's link; any run's sweep catches what a run cut short left
+    (each message is keyed by its assignment, so none is enqueued twice)."""
+    with engine.begin() as conn:
+        return telling.routed(conn, store.untold_assignments(conn), rules, now)
+
+
+def telling_for(client) -> Telling:
+    return Telling(notification_config(), getattr(client, "instance_url", None) if client else None)
+
+
 @task(cache_policy=NO_CACHE)
 def route_waiting_leads(rules: Rules, now: datetime, run_id: str | None, client=None) -> RoutingSummary:
     engine = get_engine(get_settings().resolved_database_url())
@@ -251,3 +280,8 @@ def assign_lead_by_hand(email: str, rep: str, reason: str, by: str | None, rules
                         run_id: str | None) -> Routed:
     engine = get_engine(get_settings().resolved_database_url())
     return assign_by_hand(engine, email, rep, reason, rules=rules, by=by, now=now, run_id=run_id)
+
+
+@task(cache_policy=NO_CACHE)
+def tell_owners(rules: Rules, now: datetime, client=None) -> int:
+    return tell_new_owners(get_engine(get_settings().resolved_database_url()), rules, telling_for(client), now)

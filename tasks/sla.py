@@ -9,7 +9,6 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -25,7 +24,8 @@ from store import routing as store
 from store import scoring, stages
 from store.engine import get_engine
 from store.scoring import event_row, event_t
-from tasks.routing import QueueIds, Rules, _owner_ids, load_rules, open_timers
+from tasks.notify import enqueue_sla_steps
+from tasks.routing import QueueIds, Rules, Telling, _owner_ids, load_rules, open_timers, telling_for
 
 log = logging.getLogger("handoff.sla")
 
@@ -56,10 +56,9 @@ class _Scan:
 
 
 def run_sla(engine, rules: Rules, *, now: datetime, run_id: str | None, queue_ids: QueueIds | None = None,
-            notify: Callable | None = None) -> SlaSummary:
+            telling: Telling | None = None) -> SlaSummary:
     """Step every running timer that may have a step now, applying each timer's steps once (a run that finds a
-    timer moved by another run leaves it); `notify(conn, step, timer, lead, now)` enqueues the step's messages in
-    the same transaction."""
+    timer moved by another run leaves it); each step's notifications are enqueued in the same transaction."""
     for attempt in range(1, STATE_ATTEMPTS + 1):
         summary = SlaSummary(now=now, run_id=run_id)
         try:
@@ -68,7 +67,7 @@ def run_sla(engine, rules: Rules, *, now: datetime, run_id: str | None, queue_id
                 summary.looked_at = len(scan.rows)
                 moved = store.apply_timer_steps(conn, scan.moves)
                 summary.moved_by_another_run = len(scan.moves) - len(moved)
-                _effects(conn, scan, moved, rules, now, run_id, queue_ids, notify, summary)
+                _effects(conn, scan, moved, rules, now, run_id, queue_ids, telling, summary)
         except _StateMoved:
             continue
         return summary
@@ -108,9 +107,9 @@ def _plan(conn, rules: Rules, now: datetime) -> _Scan:
 
 
 def _effects(conn, scan: _Scan, moved: set[int], rules: Rules, now: datetime, run_id: str | None,
-             queue_ids: QueueIds | None, notify: Callable | None, summary: SlaSummary) -> None:
+             queue_ids: QueueIds | None, telling: Telling | None, summary: SlaSummary) -> None:
     kinds: Counter = Counter()
-    events, reassign, recycle = [], [], []
+    events, reassign, recycle, told = [], [], [], []
     for timer_id in sorted(moved):
         row, timer = scan.rows[timer_id], scan.before[timer_id]
         for step in scan.steps[timer_id]:
@@ -120,8 +119,7 @@ def _effects(conn, scan: _Scan, moved: set[int], rules: Rules, now: datetime, ru
                 "lead_id": row.lead_id, "timer_id": timer_id, "owner": timer.owner.rep or timer.owner.queue,
                 "policy": timer.policy, "due_at": timer.due_at.isoformat(), "reason": step.reason,
                 "escalated_to": step.escalate_to}) for name in step.events]
-            if notify:
-                notify(conn, step, timer, row, now)
+            told.append((timer_id, timer, step))
             timer = apply_step(timer, step, now)
             if step.kind is StepKind.REASSIGN:
                 reassign.append((row, timer, step))
@@ -133,13 +131,17 @@ def _effects(conn, scan: _Scan, moved: set[int], rules: Rules, now: datetime, ru
     summary.steps = dict(sorted(kinds.items()))
     _reassign(conn, reassign, rules, now, run_id, queue_ids, summary)
     _recycle(conn, recycle, now, run_id, summary)
+    if telling:  # the new owners of reassigned leads are told once the CRM holds them (tell_new_owners)
+        enqueue_sla_steps(conn, told, config=telling.config, teams=rules.teams, policies=rules.sla,
+                          instance_url=telling.instance_url, now=now)
 
 
 def _reassign(conn, lapsed: list, rules: Rules, now: datetime, run_id: str | None, queue_ids: QueueIds | None,
-              summary: SlaSummary) -> None:
-    """Each lapsed lead routed again, never back to a rep who let it lapse; the new owner's timer starts."""
+              summary: SlaSummary) -> list[int]:
+    """Each lapsed lead routed again, never back to a rep who let it lapse; the new owner's timer starts. Returns
+    the new assignments."""
     if not lapsed:
-        return
+        return []
     leads = store.leads_to_route(conn, [row.lead_id for row, _, _ in lapsed])
     directory = store.directory(conn)
     state, version = store.routing_state(conn)
@@ -159,6 +161,7 @@ def _reassign(conn, lapsed: list, rules: Rules, now: datetime, run_id: str | Non
                                            for d in decisions], now, run_id)
     open_timers(conn, decisions, made, rules, directory, now, after=after)
     summary.reassigned_leads = sorted(made)
+    return list(made.values())
 
 
 def _recycle(conn, lapsed: list, now: datetime, run_id: str | None, summary: SlaSummary) -> None:
@@ -187,7 +190,7 @@ def _recycle(conn, lapsed: list, now: datetime, run_id: str | None, summary: Sla
 # ---------------------------------------------------------------- the Prefect task
 
 @task(cache_policy=NO_CACHE)
-def step_sla_timers(now: datetime, run_id: str | None, client=None, notify: Callable | None = None) -> SlaSummary:
+def step_sla_timers(now: datetime, run_id: str | None, client=None) -> SlaSummary:
     settings = get_settings()
     return run_sla(get_engine(settings.resolved_database_url()), load_rules(settings), now=now, run_id=run_id,
-                   queue_ids=client.queue_ids if client else None, notify=notify)
+                   queue_ids=client.queue_ids if client else None, telling=telling_for(client))

@@ -10,8 +10,6 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from config.settings import CONFIG_DIR
-from sandbox.salesforce import SalesforceFaults
 from store.engine import make_engine
 from store.tables import Assignment, HandoffQueue, LeadState, SlaTimerRow
 from tests.crm_support import WORLD, Synced, point_at, scored_world, synced_world  # noqa: F401 - fixtures
@@ -126,3 +124,95 @@ def test_two_routing_runs_at_once_never_give_a_lead_to_two_reps(postgres_templat
         engine.dispose()
     finally:
         drop()
+
+
+@pytest.fixture
+def mailbox():
+    from sandbox.mailbox import Mailbox
+
+    with Mailbox() as box:
+        yield box
+
+
+def smtp(mailbox) -> dict[str, str]:
+    return {"HANDOFF_SMTP_HOST": mailbox.host, "HANDOFF_SMTP_PORT": str(mailbox.port),
+            "HANDOFF_NOTIFY_FROM": "handoff@handoff-demo.example"}
+
+
+def test_each_rep_is_emailed_their_new_lead_once_with_the_crm_link_and_the_sla_due_time(
+        scored_world, tmp_path, sandbox_factory, point_at, prefect_server, mailbox):  # noqa: F811
+    from flows.routing import route_leads
+
+    world = synced_world(scored_world, tmp_path, sandbox_factory)
+    point_at(world, **smtp(mailbox))
+    summary = route_leads(now=world.now)
+    route_leads(now=world.now)  # a second run tells nobody again
+    routed = [a for a in current(world.engine).values() if a["owner_email"] and not a["notify_only"]]
+    assert summary.routed == len(routed) > 0
+    for assignment in routed:
+        mails = [m for m in mailbox.to(assignment["owner_email"]) if m.header("X-Handoff-Notification") ==
+                 f"routed:{assignment['id']}"]
+        assert len(mails) == 1, assignment
+        [mail] = mails
+        assert mail.subject.startswith("New lead: ") and "contact by" in mail.subject
+        assert "/lightning/r/Lead/" in mail.text and "What made the score:" in mail.text
+    world.engine.dispose()
+
+
+class Killed(BaseException):
+    """The routing run's process dies here (nothing of Handoff's catches a BaseException)."""
+
+
+def test_a_routing_run_killed_after_the_crm_took_the_owner_ends_with_that_owner_and_one_email(
+        scored_world, tmp_path, sandbox_factory, point_at, prefect_server, mailbox):  # noqa: F811
+    from config.settings import get_settings
+    from tasks import crm
+    from tasks.notify import notification_config, send_notifications
+    from tasks.routing import Telling, load_rules, route_waiting, tell_new_owners
+
+    world = synced_world(scored_world, tmp_path, sandbox_factory)
+    world.config = world.config.model_copy(update={"push": world.config.push.model_copy(
+        update={"new_leads_owner": "handoff"})})
+    point_at(world, **smtp(mailbox))
+    client = world.client()
+    world.pull(client)
+    rules = load_rules(get_settings())
+    routed = route_waiting(world.engine, rules, now=world.now, run_id="killed", queue_ids=client.queue_ids)
+    leads = [d.lead_id for d in routed.decisions]
+    real_write = client.write
+
+    def dies_once_the_crm_answered(writes):
+        real_write(writes)
+        raise Killed()
+
+    client.write = dies_once_the_crm_answered
+    with pytest.raises(Killed):
+        crm.push(world.engine, client, world.config, now=world.now, lead_ids=leads)
+    telling = Telling(notification_config(), client.instance_url)
+    tell_new_owners(world.engine, rules, telling, world.now)  # a kept owner needs no write: told at once
+    send_notifications(world.engine, notification_config(), now=world.now)
+    kept = len(mailbox.mails)
+    with world.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM run_lease")  # the dead run's lease has run out by the next run
+    requests_before = world.calls()["records"].get("updated", 0) + world.calls()["records"].get("created", 0)
+    finished = crm.push(world.engine, world.client(), world.config, now=world.now, lead_ids=leads)
+    assert finished.reconciled == len([a for a in current(world.engine).values() if a["owner_crm_id"]
+                                       and not a["notify_only"]]) or finished.reconciled > 0
+    after = world.calls()["records"].get("updated", 0) + world.calls()["records"].get("created", 0)
+    assert after == requests_before  # nothing the CRM took was written again
+    assigned = current(world.engine)
+    assert all(a["written_at"] is not None for a in assigned.values() if a["owner_crm_id"])
+    tell_new_owners(world.engine, rules, telling, world.now)
+    tell_new_owners(world.engine, rules, telling, world.now)  # a second sweep enqueues nothing again
+    sent = send_notifications(world.engine, notification_config(), now=world.now)
+    again = send_notifications(world.engine, notification_config(), now=world.now)
+    routed_reps = [a for a in assigned.values() if a["owner_email"] and not a["notify_only"]]
+    assert sent.sent + kept == len(mailbox.mails) and len(mailbox.mails) >= len(routed_reps) > 0 and again.sent == 0
+    for a in routed_reps:
+        assert len([m for m in mailbox.to(a["owner_email"]) if m.header("X-Handoff-Notification") ==
+                    f"routed:{a['id']}"]) == 1
+    owners = {r["Handoff_Id__c"]: r["OwnerId"] for r in world.org(
+        "SELECT Handoff_Id__c, OwnerId FROM Lead WHERE Handoff_Id__c != null")}
+    assert all(owners[f"handoff:{lead_id}"] == a["owner_crm_id"] for lead_id, a in assigned.items()
+               if a["owner_crm_id"] and f"handoff:{lead_id}" in owners)
+    world.engine.dispose()

@@ -83,6 +83,11 @@ class SalesforceClient:
     def calls(self) -> Mapping[str, int]:
         return dict(self._session.calls)
 
+    @property
+    def instance_url(self) -> str | None:
+        """The org's own URL, which record links start with (known once signed in)."""
+        return self._grant.instance_url if self._grant else None
+
     def close(self) -> None:
         self._session.close()
 
