@@ -45,6 +45,7 @@ test-deep: install postgres
 bench: install postgres
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.scoring
+	$(BIN)/python -m bench.crm_sync
 
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
