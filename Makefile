@@ -46,6 +46,7 @@ bench: install postgres
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.scoring
 	$(BIN)/python -m bench.crm_sync
+	$(BIN)/python -m bench.routing_sla
 
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

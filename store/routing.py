@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from sqlalchemy import Connection
 
@@ -14,10 +14,12 @@ from domain.crm_directory import CrmDirectory, DirectoryAccount, DirectoryUser
 from domain.routing import RoutingState
 from domain.routing_decision import RoutingDecision
 from domain.routing_rules import LeadToRoute, RecentActivity
-from store.bulk import db_time, param_mark, select_where_in
+from store.bulk import db_time, in_keys, insert_for, keys_param, param_mark, select_where_in
+from store.tables import Assignment, SlaTimerRow
 from store.types import from_db_time
 
 STATE_KEY = "routing"
+assignment_t, timer_t = Assignment.__table__, SlaTimerRow.__table__
 
 
 # ---------------------------------------------------------------- what waits, and what routing reads of it
@@ -45,11 +47,14 @@ def close_queue_rows(conn: Connection, closed: Sequence[tuple[int, str | None, s
     """Routing rows done: (queue row id, outcome, detail); a routed row has no outcome."""
     if not closed:
         return
-    p = param_mark(conn)
-    conn.exec_driver_sql(f"UPDATE handoff_queue SET done_at = {p}, outcome = {p}, detail = {p} WHERE id = {p} "
-                         "AND done_at IS NULL",
-                         [(db_time(conn)(now), outcome, (detail or None) and detail[:200], queue_id)
-                          for queue_id, outcome, detail in closed])
+    p, at = param_mark(conn), db_time(conn)(now)
+    alike: dict[tuple[str | None, str | None], list[int]] = {}
+    for queue_id, outcome, detail in closed:
+        alike.setdefault((outcome, (detail or None) and detail[:200]), []).append(queue_id)
+    for (outcome, detail), ids in alike.items():  # one statement for the rows closed alike (a run's routed rows)
+        conn.exec_driver_sql(f"UPDATE handoff_queue SET done_at = {p}, outcome = {p}, detail = {p} "
+                             f"WHERE id {in_keys(conn)} AND done_at IS NULL",
+                             (at, outcome, detail, keys_param(conn, sorted(ids))))
 
 
 def leads_to_route(conn: Connection, lead_ids: Sequence[int], activities: int = 10) -> dict[int, LeadToRoute]:
@@ -162,21 +167,20 @@ def record_assignments(conn: Connection, decisions: Sequence[tuple[RoutingDecisi
     A kept owner needs no write to the CRM: it counts as written at once. Returns lead -> assignment id."""
     if not decisions:
         return {}
-    p, stamp = param_mark(conn), db_time(conn)
-    leads = sorted({d.lead_id for d, *_ in decisions})
-    conn.exec_driver_sql(f"UPDATE assignment SET superseded_at = {p} WHERE superseded_at IS NULL AND lead_id = {p}",
-                         [(stamp(now), lead_id) for lead_id in leads])
-    made: dict[int, int] = {}
-    for decision, kind, reason, owner_crm_id in decisions:
-        owner = decision.owner
-        row = conn.exec_driver_sql(
-            "INSERT INTO assignment (lead_id, owner_email, owner_crm_id, owner_name, queue, team, rule, kind, reason, "
-            f"path, notify_only, decided_at, written_at, run_id) VALUES ({', '.join([p] * 14)}) RETURNING id",
-            (decision.lead_id, owner.rep, owner_crm_id, owner.name or owner.queue, owner.queue, decision.team,
-             decision.rule, kind, reason, json.dumps(decision.to_json(), sort_keys=True), decision.notify_only,
-             stamp(now), stamp(now) if decision.notify_only or owner_crm_id is None else None, run_id)).fetchone()
-        made[int(decision.lead_id)] = row[0]
-    return made
+    p = param_mark(conn)
+    leads = sorted({int(d.lead_id) for d, *_ in decisions})
+    conn.exec_driver_sql(f"UPDATE assignment SET superseded_at = {p} WHERE superseded_at IS NULL "
+                         f"AND lead_id {in_keys(conn)}", (db_time(conn)(now), keys_param(conn, leads)))
+    rows = [{"lead_id": int(decision.lead_id), "owner_email": decision.owner.rep, "owner_crm_id": owner_crm_id,
+             "owner_name": decision.owner.name or decision.owner.queue, "queue": decision.owner.queue,
+             "team": decision.team, "rule": decision.rule, "kind": kind, "reason": reason,
+             "path": json.dumps(decision.to_json(), sort_keys=True), "notify_only": decision.notify_only,
+             "decided_at": now, "written_at": now if decision.notify_only or owner_crm_id is None else None,
+             "run_id": run_id} for decision, kind, reason, owner_crm_id in decisions]
+    # In few statements (multi-row INSERT .. RETURNING), not one round trip a lead
+    made = conn.execute(assignment_t.insert().returning(assignment_t.c.lead_id, assignment_t.c.id,
+                                                        sort_by_parameter_order=True), rows)
+    return {lead_id: assignment_id for lead_id, assignment_id in made}
 
 
 def mark_written(conn: Connection, assignment_ids: Sequence[int], now: datetime) -> None:
@@ -204,17 +208,12 @@ def open_timers(conn: Connection, timers: Sequence[tuple[int, int, Any, str]], n
     assignment -> timer id."""
     if not timers:
         return {}
-    p, stamp = param_mark(conn), db_time(conn)
-    made = {}
-    for lead_id, assignment_id, timer, text in timers:
-        row = conn.exec_driver_sql(
-            "INSERT INTO sla_timer (lead_id, assignment_id, owner_email, team, policy, state, opened_at, due_at, "
-            f"next_step_at, timer) VALUES ({', '.join([p] * 10)}) ON CONFLICT (assignment_id) DO NOTHING RETURNING id",
-            (lead_id, assignment_id, timer.owner.rep, timer.team, timer.policy, timer.state.value,
-             stamp(timer.opened_at), stamp(timer.due_at), stamp(next_step_at(timer)), text)).fetchone()
-        if row:
-            made[assignment_id] = row[0]
-    return made
+    rows = [{"lead_id": lead_id, "assignment_id": assignment_id, "owner_email": timer.owner.rep, "team": timer.team,
+             "policy": timer.policy, "state": timer.state.value, "opened_at": timer.opened_at, "due_at": timer.due_at,
+             "next_step_at": next_step_at(timer), "timer": text} for lead_id, assignment_id, timer, text in timers]
+    stmt = insert_for(conn, timer_t).on_conflict_do_nothing(index_elements=["assignment_id"])
+    return {assignment_id: timer_id for assignment_id, timer_id in
+            conn.execute(stmt.returning(timer_t.c.assignment_id, timer_t.c.id), rows)}
 
 
 def next_step_at(timer) -> datetime:
@@ -275,15 +274,28 @@ def contact_facts(conn: Connection, lead_ids: Sequence[int]) -> tuple[dict[int, 
     return activities, statuses
 
 
-def timers_to_look_at(conn: Connection, now: datetime) -> list[TimerRow]:
+def timers_to_look_at(conn: Connection, now: datetime,
+                      counts_status: Callable[[str], bool] | None = None) -> list[TimerRow]:
     """Running timers that may have a step now: one whose next step is due, or whose lead has a contact logged
-    since the timer opened (it may close it). Read by the indexes on both, not by every running timer's facts."""
-    p = param_mark(conn)
+    since the timer opened, or whose CRM record changed since to a status that counts as contact (`counts_status`;
+    any status when None): either may close it. Read by the indexes on these, not by every running timer's facts."""
+    p, stamp = param_mark(conn), db_time(conn)
+    params: list[Any] = [stamp(now)]
+    status: str | None = "r.status IS NOT NULL"
+    if counts_status is not None:
+        # Routing's own write of the owner changes every record after its timer opens, to a status (the open one)
+        # that is no contact: only the statuses that count are looked for, else every running timer is read. The
+        # org's statuses are a handful: which of them count is asked of the rules, exactly as the step asks it
+        statuses = [s for (s,) in conn.exec_driver_sql(
+            "SELECT DISTINCT status FROM crm_record WHERE status IS NOT NULL") if counts_status(s)]
+        status = f"r.status {in_keys(conn)}" if statuses else None
+        params += [keys_param(conn, statuses)] if statuses else []
+    changed = (" OR EXISTS (SELECT 1 FROM crm_record r WHERE r.lead_id = t.lead_id AND r.modified_at >= t.opened_at "
+               f"AND {status})") if status else ""
     sql = ("SELECT t.id, t.lead_id, t.assignment_id, t.state, t.timer FROM sla_timer t WHERE t.closed_at IS NULL AND "
            f"(t.next_step_at <= {p} OR EXISTS (SELECT 1 FROM crm_activity a WHERE a.lead_id = t.lead_id AND "
-           "a.occurred_at >= t.opened_at AND NOT a.deleted) OR EXISTS (SELECT 1 FROM crm_record r WHERE "
-           "r.lead_id = t.lead_id AND r.modified_at >= t.opened_at AND r.status IS NOT NULL)) ORDER BY t.id")
-    rows = conn.exec_driver_sql(sql, (db_time(conn)(now),)).fetchall()
+           f"a.occurred_at >= t.opened_at AND NOT a.deleted){changed}) ORDER BY t.id")
+    rows = conn.exec_driver_sql(sql, tuple(params)).fetchall()
     return [TimerRow(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
 
 

@@ -430,6 +430,9 @@ class Notification(SQLModel, table=True):
     __table_args__ = (
         Index("ix_notification_unsent", "created_at", sqlite_where=text("sent_at IS NULL AND given_up_at IS NULL"),
               postgresql_where=text("sent_at IS NULL AND given_up_at IS NULL")),
+        # Whether an assignment's owner was told (the sweep of untold assignments): without it, a scan of every
+        # notification for each current assignment
+        Index("ix_notification_assignment", "assignment_id"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
@@ -462,6 +465,8 @@ class Assignment(SQLModel, table=True):
         Index("ix_assignment_unwritten", "lead_id", sqlite_where=text("written_at IS NULL AND superseded_at IS NULL"),
               postgresql_where=text("written_at IS NULL AND superseded_at IS NULL")),
         Index("ix_assignment_owner_decided", "owner_email", "decided_at"),
+        # A lead's assignments in order, superseded ones too (the one before a reassignment, a lead's history)
+        Index("ix_assignment_lead", "lead_id", "id"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))

@@ -83,7 +83,7 @@ OWNED_BY_SALES = ("mql", "sql", "opportunity", "customer")
 
 def _plan(conn, rules: Rules, now: datetime) -> _Scan:
     scan = _Scan()
-    rows = store.timers_to_look_at(conn, now)
+    rows = store.timers_to_look_at(conn, now, rules.sla.contacted.counts_status)
     activities, statuses = store.contact_facts(conn, [row.lead_id for row in rows])
     stage_of = {lead_id: state.stage.value for lead_id, state in
                 scoring.load_states(conn, [row.lead_id for row in rows]).items()}

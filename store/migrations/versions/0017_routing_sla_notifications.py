@@ -47,6 +47,7 @@ def upgrade() -> None:
                     sqlite_where=sa.text('written_at IS NULL AND superseded_at IS NULL'),
                     postgresql_where=sa.text('written_at IS NULL AND superseded_at IS NULL'))
     op.create_index('ix_assignment_owner_decided', 'assignment', ['owner_email', 'decided_at'])
+    op.create_index('ix_assignment_lead', 'assignment', ['lead_id', 'id'])
     op.create_table(
         'routing_state',
         sa.Column('key', sa.String(20), primary_key=True),
@@ -93,6 +94,7 @@ def upgrade() -> None:
         _utc('unconfirmed_at'),
     )
     op.create_index('ix_notification_lead_id', 'notification', ['lead_id'])
+    op.create_index('ix_notification_assignment', 'notification', ['assignment_id'])
     op.create_index('ix_notification_unsent', 'notification', ['created_at'],
                     sqlite_where=sa.text('sent_at IS NULL AND given_up_at IS NULL'),
                     postgresql_where=sa.text('sent_at IS NULL AND given_up_at IS NULL'))
