@@ -88,6 +88,11 @@ def run_demo(console: Console, *, people: int, activities: int, seed: int) -> in
     )
     faults = {tool: RequestFaults(**switches) for tool, switches in DEMO_FAULTS.items()}
     box = start_sandbox(world=world, faults=faults, crm=True)
+    from sandbox.mailbox import Mailbox
+
+    mailbox = Mailbox().start()  # the reps' and managers' inboxes
+    os.environ.update({"HANDOFF_SMTP_HOST": mailbox.host, "HANDOFF_SMTP_PORT": str(mailbox.port),
+                       "HANDOFF_NOTIFY_FROM": "handoff@handoff-demo.example"})
     try:
         os.environ.update(box.env)
         export = home / "exports" / "revops-summit-scans.jsonl"
@@ -105,14 +110,15 @@ def run_demo(console: Console, *, people: int, activities: int, seed: int) -> in
             if server_error:
                 raise server_error[0]
             os.environ["PREFECT_API_URL"] = server.api_url
-        return _narrate(console, box, server.api_url if server else os.environ["PREFECT_API_URL"])
+        return _narrate(console, box, mailbox, server.api_url if server else os.environ["PREFECT_API_URL"])
     finally:
+        mailbox.stop()
         box.stop()
         if server is not None:
             server.stop()
 
 
-def _narrate(console: Console, box, api_url: str) -> int:
+def _narrate(console: Console, box, mailbox, api_url: str) -> int:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from config.settings import get_settings
@@ -156,41 +162,15 @@ def _narrate(console: Console, box, api_url: str) -> int:
         console.rule(f"Explained: {why}")
         console.print(Markdown(explanation_markdown(explain_lead(engine, email))))
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        _sync_with_salesforce(console, box, engine)
+        from handoff.demo_handoff import hand_over
+
+        hand_over(console, box, engine, mailbox)
+        _schedules_ran_on(console, box)
         drain_prefect_clients()
     console.rule("Health: what `handoff status` and the health-check flow report")
     facts = gather_facts(box.world.now, get_settings())
     console.print(Markdown(health_markdown(facts, assess(facts, policy_of(get_settings())))))
     return 0 if ok else 1
-
-
-def _sync_with_salesforce(console: Console, box, engine) -> None:
-    """The two-way sync: the MQLs go to Salesforce with score, fit, stage and their last interesting moment; three
-    days later what the reps did there comes back as lifecycle stages."""
-    from config.crm import load_crm_config
-    from config.settings import get_settings
-    from connectors.crm.salesforce import SalesforceClient
-    from flows.crm_sync import crm_sync
-    from handoff.report import crm_leads_overview, funnel_overview, sales_outcome_overview
-    from tasks.secrets import resolve_credentials
-
-    console.rule("Sync with Salesforce: leads out, what sales did back in")
-    synced = crm_sync(now=box.world.now)
-    console.print(Markdown(synced.markdown))
-    config = load_crm_config(get_settings().crm_file)
-    client = SalesforceClient(config, resolve_credentials(config.connection.credentials))
-    try:
-        console.print(Markdown("In the Salesforce stand-in (the org's assignment rule gave each to a rep):\n\n"
-                               + crm_leads_overview(engine, client)))
-    finally:
-        client.close()
-    since = box.world.now
-    box.world.advance(hours=72)
-    console.rule("Three days later: the reps called, e-mailed, converted and recycled; the next sync brings it back")
-    later = crm_sync(now=box.world.now)
-    console.print(Markdown(sales_outcome_overview(engine, since)))
-    console.print(Markdown(f"{later.push.updated} CRM records updated with their new stages.\n\n" + funnel_overview()))
-    _schedules_ran_on(console, box)
 
 
 def _schedules_ran_on(console: Console, box) -> None:

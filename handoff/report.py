@@ -164,3 +164,18 @@ def sales_outcome_overview(engine, since: datetime, examples: int = 6) -> str:
         lines += ["", "| lead | from | to | why |", "|---|---|---|---|"]
         lines += [f"| {cell(email)} | {old} | {new} | {cell(reason)} |" for new, email, old, reason in moves[-examples:]]
     return "\n".join(lines) + "\n"
+
+
+def sla_steps_table(runs) -> str:
+    """One line per SLA run: when, and the steps it took."""
+    kinds = ("met", "contacted_late", "remind", "breach", "reassign", "recycle")
+    lines = ["| SLA run at | contacted in time | contacted late | reminded | breached (escalated) | reassigned | "
+             "recycled |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for run in runs:
+        steps = run.steps
+        if not steps:
+            continue
+        cells = [str(steps.get(kind, 0)) for kind in kinds]
+        cells[3] = f"{steps.get('breach', 0)} ({run.escalated})"
+        lines.append(f"| {run.now:%a %d %b %H:%M} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
