@@ -101,7 +101,8 @@ class CrmAccount:
 
 @dataclass
 class CrmChanges:
-    """One pull: everything changed since each kind's watermark, and the newest change time seen of each kind."""
+    """One pull: everything changed since each kind's watermark, the newest change time seen of each kind, and the
+    org's clock when each kind's query ran."""
 
     people: list[CrmPerson] = field(default_factory=list)
     activities: list[CrmActivity] = field(default_factory=list)
@@ -110,6 +111,14 @@ class CrmChanges:
     accounts: list[CrmAccount] = field(default_factory=list)
     refused: list[tuple[str, str, Any]] = field(default_factory=list)  # (kind, reason, raw record)
     newest: dict[str, datetime] = field(default_factory=dict)
+    queried_at: dict[str, datetime] = field(default_factory=dict)
+
+    def watermarks(self) -> dict[str, datetime]:
+        """Each kind read up to when its query ran (else to its newest change): a quiet org is then not read
+        again from the last change on, run after run; the pull's overlap covers changes committed late."""
+        kinds = self.newest.keys() | self.queried_at.keys()
+        return {kind: max(t for t in (self.newest.get(kind), self.queried_at.get(kind)) if t is not None)
+                for kind in kinds}
 
 
 # ---------------------------------------------------------------- what Handoff writes

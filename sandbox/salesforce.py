@@ -48,6 +48,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Callable
 from urllib.parse import parse_qs, unquote
 
@@ -55,6 +56,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -375,11 +377,32 @@ def create_app(world: World, faults: SalesforceFaults, credentials: dict[str, st
         Route("/_sandbox/salesforce/rates", work_rates, methods=["GET", "POST"]),
         *control_routes(world, faults),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, middleware=[Middleware(OrgDate, org=org)])
     app.state.salesforce = org
     app.state.calls = log
     app.state.bulk = bulk
     return app
+
+
+class OrgDate:
+    """Every answer's Date header on the org's clock, as a real org's is on its own (a client may take it as the
+    time its query ran); the server's wall-clock Date is switched off."""
+
+    def __init__(self, app, org: Org):
+        self.app, self.org = app, org
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def dated(message):
+            if message["type"] == "http.response.start":
+                date = formatdate(self.org.now, usegmt=True).encode()
+                message["headers"] = [*(h for h in message.get("headers", []) if h[0].lower() != b"date"),
+                                      (b"date", date)]
+            await send(message)
+
+        await self.app(scope, receive, dated)
 
 
 def _with(response: Response, headers: dict[str, str]) -> Response:

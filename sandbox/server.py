@@ -15,7 +15,7 @@ class CannotListen(OSError):
 
 
 class BackgroundServer:
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, date_header: bool = True):
         self.app = app
         self.host = host
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only for sockets whose
@@ -31,7 +31,8 @@ class BackgroundServer:
             raise CannotListen(f"{host}:{port} is already in use" if taken else
                                f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self.port = self._socket.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30,
+                                date_header=date_header)  # off for an app that dates its answers by its own clock
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
 

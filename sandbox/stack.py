@@ -65,7 +65,8 @@ def start_sandbox(
             module = tool_module(tool)
             credentials[tool] = module.new_credentials()
             app = module.create_app(world, faults[tool], credentials[tool])
-            servers[tool] = BackgroundServer(app, host=host, port=(ports or {}).get(tool, 0)).start()
+            servers[tool] = BackgroundServer(app, host=host, port=(ports or {}).get(tool, 0),
+                                             date_header=tool != CRM).start()
             env.update(module.source_env(servers[tool].url, credentials[tool]))
     except BaseException:
         for server in servers.values():

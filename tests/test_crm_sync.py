@@ -106,6 +106,22 @@ def test_ten_syncs_with_no_change_make_no_write_call_and_at_most_three_calls_eac
     assert calls["writes"] == 0 and calls["records"].get("updated", 0) == 0
 
 
+def test_a_quiet_org_is_read_from_when_the_last_pull_ran_not_again_from_handoffs_last_write(world):
+    requests.post(world.box.url("salesforce") + "/_sandbox/salesforce/rates", timeout=10,
+                  json={name: 0 for name in requests.get(world.box.url("salesforce") + "/_sandbox/salesforce/rates",
+                                                         timeout=10).json()["rates"]})
+    _, pushed = world.sync()
+    assert pushed.created + pushed.updated > 0  # Handoff's writes: the newest changes in the org
+    world.advance(0.25)  # beyond the pull's overlap
+    again = world.pull()
+    assert sum(again.pulled.values()) > 0  # Handoff's writes read once: a rep's edit may hide behind them
+    with world.engine.connect() as conn:
+        marks = crm_store.watermarks(conn)
+    assert min(marks.values()) == world.now  # the org's clock when the queries ran, though nothing changed
+    quiet = world.pull()
+    assert sum(quiet.pulled.values()) == 0, quiet.pulled
+
+
 def test_a_value_in_a_handoff_field_is_never_blanked_and_a_reps_field_is_never_written(world):
     world.sync()
     client = world.client()

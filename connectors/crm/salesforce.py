@@ -65,6 +65,7 @@ class SalesforceClient:
         self._page_size = max(200, min(PAGE_SIZE, page_size))
         self._streams = {s.kind: s for s in streams(config)}
         self.bulk_poll_seconds, self.bulk_wait_seconds = bulk_poll_seconds, bulk_wait_seconds
+        self.queried_at: dict[str, Any] = {}  # the org's clock when each query's first page was answered
 
     # -- the session ---------------------------------------------------------------------------------------
 
@@ -167,6 +168,8 @@ class SalesforceClient:
         subrequests = [{"method": "GET", "url": f"/services/data/v{version}/{resource}?{urlencode({'q': soql})}",
                         "referenceId": name, **({"httpHeaders": headers} if headers else {})} for name, soql in group]
         answer = sf.restful("composite", method="POST", json={"allOrNone": False, "compositeRequest": subrequests})
+        if self._session.answered_at is not None:
+            self.queried_at.update({name: self._session.answered_at for name, _ in group})
         results = {r.get("referenceId"): r for r in (answer or {}).get("compositeResponse") or [] if isinstance(r, dict)}
         bodies = {}
         for name, _ in group:
@@ -209,6 +212,7 @@ class SalesforceClient:
 
     def pull(self, since: Mapping[str, Any]) -> CrmChanges:
         changes = CrmChanges()
+        self.queried_at = changes.queried_at
         queries = [(kind, self._changed_since(self._streams[kind], since.get(kind))) for kind in PULLED]
         for kind, records in self.pages(queries, deleted=True):
             stream = self._streams[kind]

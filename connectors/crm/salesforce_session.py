@@ -12,6 +12,8 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
@@ -40,6 +42,13 @@ class StopSync(PermanentError):
 
 
 # ---------------------------------------------------------------- where a token may go
+
+def http_date(value: str | None) -> datetime | None:
+    try:
+        return parsedate_to_datetime(value).astimezone(timezone.utc) if value else None
+    except (TypeError, ValueError, IndexError):
+        return None
+
 
 def is_loopback(host: str | None) -> bool:
     if not host:
@@ -106,6 +115,7 @@ class ApiSession(requests.Session):
         self.calls: Counter[str] = Counter()
         self.usage: ApiUsage | None = None
         self.retry_after: float | None = None
+        self.answered_at: datetime | None = None  # the org's clock (its Date header) at the last answer
         self.trust_env = False  # proxies are read once per host (route), not from the environment on every request
         self.headers["User-Agent"] = "handoff/0.1"
 
@@ -119,6 +129,7 @@ class ApiSession(requests.Session):
         if info:
             self.usage = ApiUsage(int(info.group(1)), int(info.group(2)))
         self.retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        self.answered_at = http_date(response.headers.get("Date"))
         return response
 
     def route(self, url: str) -> None:
