@@ -169,8 +169,11 @@ def record_assignments(conn: Connection, decisions: Sequence[tuple[RoutingDecisi
         return {}
     p = param_mark(conn)
     leads = sorted({int(d.lead_id) for d, *_ in decisions})
-    conn.exec_driver_sql(f"UPDATE assignment SET superseded_at = {p} WHERE superseded_at IS NULL "
-                         f"AND lead_id {in_keys(conn)}", (db_time(conn)(now), keys_param(conn, leads)))
+    superseded = [row[0] for row in conn.exec_driver_sql(
+        f"UPDATE assignment SET superseded_at = {p} WHERE superseded_at IS NULL AND lead_id {in_keys(conn)} "
+        "RETURNING id", (db_time(conn)(now), keys_param(conn, leads)))]
+    handed_to = {int(d.lead_id): d.owner.name or d.owner.rep or d.owner.queue for d, *_ in decisions}
+    _withdraw_timers(conn, superseded, handed_to, now)
     rows = [{"lead_id": int(decision.lead_id), "owner_email": decision.owner.rep, "owner_crm_id": owner_crm_id,
              "owner_name": decision.owner.name or decision.owner.queue, "queue": decision.owner.queue,
              "team": decision.team, "rule": decision.rule, "kind": kind, "reason": reason,
@@ -244,15 +247,24 @@ def apply_timer_step(conn: Connection, timer_id: int, from_state: str, timer, te
          stamp(timer.first_contact_at), timer_id, from_state)).rowcount == 1
 
 
-def close_timers_of(conn: Connection, lead_ids: Sequence[int], state: str, reason: str, now: datetime) -> int:
-    """Running timers of leads that left sales' hands some other way (a person moved them, sales took them on):
-    closed with the reason, no step due any more."""
-    if not lead_ids:
-        return 0
-    p, stamp = param_mark(conn), db_time(conn)
-    return conn.exec_driver_sql(
-        f"UPDATE sla_timer SET state = {p}, closed_at = {p} WHERE closed_at IS NULL AND lead_id = {p}",
-        [(state, stamp(now), lead_id) for lead_id in sorted(set(lead_ids))]).rowcount
+def _withdraw_timers(conn: Connection, assignment_ids: Sequence[int], handed_to: dict[int, str],
+                     now: datetime) -> None:
+    """The running timers of assignments a new one replaced: the old owner's clock stops (else two owners'
+    timers run on one lead, and both could breach and reassign it)."""
+    from domain.sla import timer_from_json, timer_to_json, withdrawn
+
+    if not assignment_ids:
+        return
+    stamp, p = db_time(conn), param_mark(conn)
+    moves = []
+    for timer_id, lead_id, text in select_where_in(
+            conn, "SELECT id, lead_id, timer FROM sla_timer WHERE closed_at IS NULL AND assignment_id {keys}",
+            sorted(assignment_ids)):
+        timer = withdrawn(timer_from_json(json.loads(text)), f"handed to {handed_to.get(lead_id)}", now)
+        moves.append((timer.state.value, stamp(now), json.dumps(timer_to_json(timer), sort_keys=True), timer_id))
+    if moves:
+        conn.exec_driver_sql(f"UPDATE sla_timer SET state = {p}, closed_at = {p}, timer = {p} "
+                             f"WHERE id = {p} AND closed_at IS NULL", moves)
 
 
 def contact_facts(conn: Connection, lead_ids: Sequence[int]) -> tuple[dict[int, list], dict[int, list]]:

@@ -13,7 +13,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from store.tables import Assignment, LeadEvent, SlaTimerRow, StageChange
+from store.tables import Assignment, Lead, LeadEvent, SlaTimerRow, StageChange
 from tests.crm_support import Synced, point_at, scored_world, synced_world  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
@@ -142,3 +142,30 @@ def test_two_sla_runs_at_once_step_each_timer_once(postgres_template, prefect_se
         engine.dispose()
     finally:
         drop()
+
+
+def test_a_lead_handed_to_someone_else_stops_the_old_owners_clock_and_the_sla_runs_on(world):
+    from flows.routing import assign_lead, route_leads
+    from flows.sla import sla_check
+
+    route_leads(now=world.now)
+    with world.engine.connect() as conn:
+        first = conn.execute(select(Assignment.__table__).where(Assignment.__table__.c.superseded_at.is_(None),
+                                                                 Assignment.__table__.c.owner_email.is_not(None))
+                             ).mappings().first()
+        email = conn.execute(select(Lead.__table__.c.email).where(Lead.__table__.c.id == first["lead_id"])).scalar_one()
+    others = [rep for rep in ("priya.nair@handoff-demo.example", "sam.carter@handoff-demo.example")
+              if rep != first["owner_email"]]
+    for rep in others:
+        assign_lead(email=email, to=rep, reason="knows the account", now=world.now)
+    running = [t for t in timers(world.engine) if t["lead_id"] == first["lead_id"] and t["closed_at"] is None]
+    assert [t["owner_email"] for t in running] == [others[-1]]
+    withdrawn = [t for t in timers(world.engine) if t["lead_id"] == first["lead_id"] and t["state"] == "withdrawn"]
+    assert len(withdrawn) == 2 and all(json.loads(t["timer"])["reason"].startswith("handed to ") for t in withdrawn)
+    world.advance(24 * 5)  # nobody called: the lead's one running timer goes through its steps, once
+    run = sla_check(now=world.now)
+    assert run.steps.get("reassign", 0) + run.steps.get("recycle", 0) > 0
+    with world.engine.connect() as conn:
+        current = conn.execute(select(Assignment.__table__.c.lead_id).where(
+            Assignment.__table__.c.superseded_at.is_(None))).scalars().all()
+    assert max(Counter(current).values()) == 1
