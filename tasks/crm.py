@@ -132,7 +132,7 @@ def take_in(engine, changes: CrmChanges, config: CrmConfig, *, now: datetime, ru
         _apply_moves(conn, moves, rulebook, now, run_id, summary)
         rejections = [Rejection(SOURCE, None, f"{kind}: {reason}", dump_raw(raw)) for kind, reason, raw in changes.refused]
         summary.quarantined = quarantine(conn, rejections, SOURCE, now, run_id)
-        store.advance_watermarks(conn, changes.newest, now, run_id)
+        store.advance_watermarks(conn, changes.watermarks(), now, run_id)
     return summary
 
 
@@ -262,6 +262,8 @@ def _push(engine, client: CrmClient, config: CrmConfig, *, now: datetime, lead_i
         target = candidate.target_id or (existing.crm_id if existing else None)
         obj = candidate.object if candidate.target_id else (existing.object if existing else CrmObject.LEAD)
         values = changed_values(desired, candidate.pushed) if candidate.target_id and not force else desired
+        if candidate.assignment_id and candidate.owner_id:  # a new assignment is written even to the owner last
+            values = {**values, OWNER_FIELD: candidate.owner_id}  # pushed: a person may have moved the record since
         if existing:
             summary.linked += 1
         if target is not None and not values:

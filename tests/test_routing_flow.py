@@ -84,6 +84,27 @@ def test_a_lead_whose_crm_owner_is_a_rep_stays_with_them_and_the_path_says_why(w
     assert all(team and team.split("-")[0] in ("americas", "emea") for team in teams)
 
 
+def test_a_lead_given_back_to_the_owner_last_written_is_written_again_after_a_person_moved_it(world):
+    from flows.routing import assign_lead, route_leads
+
+    route_leads(now=world.now)
+    lead_id, chosen = next((lead_id, a) for lead_id, a in sorted(current(world.engine).items())
+                           if a["owner_email"] and a["written_at"])
+    with world.engine.connect() as conn:
+        email, record = conn.exec_driver_sql("SELECT l.email, r.crm_id FROM lead l JOIN crm_record r ON "
+                                             "r.lead_id = l.id WHERE l.id = ?", (lead_id,)).fetchone()
+    someone = world.org("SELECT Id FROM User WHERE Username LIKE 'sophie.martin%'")[0]["Id"]
+    someone = someone if someone != chosen["owner_crm_id"] else \
+        world.org("SELECT Id FROM User WHERE Username LIKE 'priya.nair%'")[0]["Id"]
+    world.client().call("a manager moves the lead", lambda sf: sf.Lead.update(
+        record, {"OwnerId": someone}, headers={"Sforce-Auto-Assign": "FALSE"}))
+    assign_lead(email=email, to=chosen["owner_email"], reason="back to the rep who owns the account", now=world.now)
+    again = current(world.engine)[lead_id]
+    assert again["id"] != chosen["id"] and again["owner_crm_id"] == chosen["owner_crm_id"]
+    assert again["written_at"] is not None  # the CRM holds it: the rep is told, the SLA runs for them
+    assert world.org(f"SELECT OwnerId FROM Lead WHERE Id = '{record}'")[0]["OwnerId"] == chosen["owner_crm_id"]
+
+
 @pytest.mark.postgres
 def test_two_routing_runs_at_once_never_give_a_lead_to_two_reps(postgres_template, prefect_server, handoff_env,
                                                                   sandbox_factory):
