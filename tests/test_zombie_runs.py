@@ -163,7 +163,7 @@ def test_a_killed_run_is_crashed_after_the_window_and_its_deployment_runs_again_
 
         crashed = wait_for("the killed run marked Crashed",
                            lambda: (state := client.read_flow_run(killed.id).state).is_crashed() and state,
-                           timeout=FAST.zombie_after_seconds + 60)
+                           timeout=FAST.zombie_after_seconds + 150)  # the automation runs late on a busy machine
         assert crashed.message == FAST.crashed_message
         last_heartbeat = heartbeats(api_url, killed.id)[-1]
         assert (crashed.timestamp - last_heartbeat).total_seconds() >= FAST.zombie_after_seconds - 1
