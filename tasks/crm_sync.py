@@ -29,7 +29,20 @@ def crm_settings() -> CrmConfig:
     return load_crm_config(get_settings().crm_file)
 
 
-@task(retries=2, retry_delay_seconds=[10, 60], cache_policy=NO_CACHE)
+def _transient(task, task_run, state) -> bool:
+    """Retry a sign-in that failed on the way (network, 5xx), not one the org refused: a retry cannot fix it."""
+    from connectors.http import PermanentError
+
+    try:
+        state.result()
+    except PermanentError:
+        return False
+    except Exception:  # noqa: BLE001 - anything else may pass
+        return True
+    return True
+
+
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def connect_crm(config: CrmConfig) -> CrmClient:
     """A signed-in client (a transient failure to sign in is retried; refused credentials are not)."""
     from connectors.crm.salesforce import SalesforceClient

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from config.crm import load_crm_config
@@ -407,3 +408,24 @@ def test_the_crm_sync_flow_publishes_what_it_did_and_raises_an_event_for_failed_
     world.faults.update(validation_error_every=0)
     again = crm_sync(now=world.now)
     assert (again.push.created, again.push.updated, again.push.failed) == (0, 0, {})  # dead letters wait for a person
+
+
+def test_credentials_the_org_refuses_fail_the_run_at_once_without_retries(world, prefect_server, point_at):
+    from prefect import flow
+
+    from connectors.http import PermanentError
+    from tasks.crm_sync import connect_crm
+
+    @flow
+    def signs_in():
+        return connect_crm(world.config)
+
+    point_at(world)
+    creds = world.config.connection.credentials
+    refused = world.config.model_copy(update={"connection": world.config.connection.model_copy(update={
+        "credentials": {**creds, "client_secret": SecretStr("not-the-secret")}})})
+    world.config = refused
+    requests.delete(world.box.url("salesforce") + "/_sandbox/salesforce/calls", timeout=10)
+    with pytest.raises(PermanentError):
+        signs_in()
+    assert world.calls()["calls"]["token"] == 1  # refused once; a retry could not have fixed it
