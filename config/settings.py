@@ -98,6 +98,15 @@ class Settings(BaseSettings):
         default=[10.0, 60.0], description="Task-level retries of a source (JSON list of seconds), after HTTP retries"
     )
 
+    webhook_host: str = Field(default="127.0.0.1", description="Where `handoff serve` listens for webhooks")
+    webhook_port: int = Field(default=8765, ge=0, le=65535, description="The webhook receiver's port (0: any free one)")
+    webhook_max_bytes: int = Field(default=1024 * 1024, ge=1024, description="The largest webhook body taken")
+    webhook_public_url: str | None = Field(
+        default=None,
+        description="The receiver's address as the marketing tools post to it, when a proxy stands between (HubSpot "
+                    "signs the URL it posted to), e.g. https://handoff.example.com",
+    )
+
     def resolved_score_workers(self) -> int:
         """As set, else 2 on PostgreSQL (concurrent writers) and 1 on SQLite (one writer)."""
         if self.score_workers is not None:

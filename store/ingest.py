@@ -40,6 +40,7 @@ class BatchCounts:
     new: int
     quarantined: int
     leads_created: int = 0
+    leads: frozenset[int] = frozenset()  # the leads marked for scoring: new activities or changed details
 
 
 def get_watermark(engine: Engine, source: str) -> datetime | None:
@@ -65,21 +66,25 @@ def write_batch(
     now: datetime,
     run_id: str | None = None,
     raw_cap: int = RAW_CAP,
+    durable: bool = False,
 ) -> BatchCounts:
     """One transaction: a crash before commit leaves nothing of the batch, after commit all of it and its watermark.
     A transaction that lost a deadlock to a concurrent batch is run again. When the database refuses a record
     (a value it cannot hold), the batch is written apart (`_write_apart`) and that record quarantined.
 
     Whatever does not depend on what is stored is prepared before the transaction begins: on SQLite the
-    transaction holds the database's one write lock, which every other source's batch is waiting for."""
+    transaction holds the database's one write lock, which every other source's batch is waiting for.
+
+    `durable`: the commit waits for the disk even on PostgreSQL, for records nobody sends again (a webhook's)."""
     dialect = engine.dialect.name
     quarantine = _quarantine_rows(rejections, source, now, run_id, raw_cap)
     try:
-        return _write(engine, _prepare(dialect, activities, people, quarantine, now), source, checkpoint, now, run_id)
+        return _write(engine, _prepare(dialect, activities, people, quarantine, now, durable), source, checkpoint, now,
+                      run_id)
     except Exception as exc:  # noqa: BLE001 - sorted below: a refused record is quarantined, anything else raised
         if not refused_by_database(exc):
             raise
-    return _write_apart(engine, source, activities, people, quarantine, checkpoint, now, run_id, raw_cap)
+    return _write_apart(engine, source, activities, people, quarantine, checkpoint, now, run_id, raw_cap, durable)
 
 
 def refused_by_database(exc: BaseException) -> bool:
@@ -108,7 +113,7 @@ def _write(engine: Engine, prepared: "_Prepared", source: str, checkpoint, now, 
 
 
 def _write_apart(engine: Engine, source: str, activities, people, quarantine: list[dict], checkpoint, now, run_id,
-                 raw_cap: int) -> BatchCounts:
+                 raw_cap: int, durable: bool) -> BatchCounts:
     """Write the batch's records in halves, and halves of the half that is refused, until the records the
     database refuses stand alone: each is quarantined with the database's reason, every other one stored. The
     batch's rejections and its watermark go last, once every record is stored or quarantined."""
@@ -120,7 +125,8 @@ def _write_apart(engine: Engine, source: str, activities, people, quarantine: li
         part_activities = [r for r in records if isinstance(r, ActivityRecord)]
         part_people = [r for r in records if not isinstance(r, ActivityRecord)]
         try:
-            parts.append(_write(engine, _prepare(dialect, part_activities, part_people, [], now), source, None, now, run_id))
+            parts.append(_write(engine, _prepare(dialect, part_activities, part_people, [], now, durable), source, None,
+                                now, run_id))
         except Exception as exc:  # noqa: BLE001 - as in write_batch
             if not refused_by_database(exc):
                 raise
@@ -133,9 +139,10 @@ def _write_apart(engine: Engine, source: str, activities, people, quarantine: li
 
     write([*activities, *people])
     quarantine = quarantine + _quarantine_rows(refused, source, now, run_id, raw_cap)
-    last = _write(engine, _prepare(dialect, [], [], quarantine, now), source, checkpoint, now, run_id)
+    last = _write(engine, _prepare(dialect, [], [], quarantine, now, durable), source, checkpoint, now, run_id)
     return BatchCounts(new=sum(p.new for p in parts), quarantined=last.quarantined,
-                       leads_created=sum(p.leads_created for p in parts))
+                       leads_created=sum(p.leads_created for p in parts),
+                       leads=frozenset().union(*(p.leads for p in parts)))
 
 
 def _refusal(record: ActivityRecord | PersonRecord, exc: BaseException) -> Rejection:
@@ -162,9 +169,11 @@ class _Prepared:
     identities: list[Identity]
     named: list[tuple[Identity, tuple, ActivityRecord]]
     quarantine: list[dict]
+    durable: bool = False
 
 
-def _prepare(dialect: str, activities, people, quarantine: list[dict], now: datetime) -> _Prepared:
+def _prepare(dialect: str, activities, people, quarantine: list[dict], now: datetime, durable: bool = False
+             ) -> _Prepared:
     to_db = bulk_time_for(dialect)
     ingested_at = to_db(now)
     unique: dict[tuple[str, str], ActivityRecord] = {}
@@ -177,12 +186,12 @@ def _prepare(dialect: str, activities, people, quarantine: list[dict], now: date
     # Resolve each distinct way a person is named once, not once per activity.
     identities = list(dict.fromkeys([*(Identity(p.source, p.source_contact_id, p.email) for p in people),
                                      *(key for key, _, _ in named)]))
-    return _Prepared(people, identities, named, quarantine)
+    return _Prepared(people, identities, named, quarantine, durable)
 
 
 def _write_batch(engine, prepared: _Prepared, source, checkpoint, now, run_id) -> BatchCounts:
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
+        if conn.dialect.name == "postgresql" and not prepared.durable:
             # Commit without waiting for the WAL flush: a crash can lose only whole batches, data and watermark
             # together, and the next run fetches them again; nothing outside the database saw them.
             conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
@@ -199,13 +208,14 @@ def _write_batch(engine, prepared: _Prepared, source, checkpoint, now, run_id) -
         # leads with new activities or changed details need scoring again, not those merely re-read.
         new_leads = _insert_activities(conn, rows)
         new = len(new_leads)
-        mark_dirty(conn, set(resolution.touched).union(new_leads), now)
+        marked = set(resolution.touched).union(new_leads)
+        mark_dirty(conn, marked, now)
         hold_merged_states(conn, resolution.merged_away)
         quarantine = prepared.quarantine + _quarantine_rows(unresolved, source, now, run_id, RAW_CAP)
         quarantined = _quarantine(conn, quarantine)
         if checkpoint is not None:
             _advance_watermark(conn, source, checkpoint, now, run_id)
-    return BatchCounts(new=new, quarantined=quarantined, leads_created=resolution.created)
+    return BatchCounts(new=new, quarantined=quarantined, leads_created=resolution.created, leads=frozenset(marked))
 
 
 ACTIVITY_COLUMNS = ("source", "external_id", "lead_id", "type", "asset", "asset_key", "campaign", "occurred_at",

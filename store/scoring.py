@@ -115,10 +115,13 @@ def mark_dirty(conn: Connection, lead_ids: Iterable[int], now: datetime) -> None
                              f"{upsert}", (now, keys))
 
 
-def dirty_leads(conn: Connection, limit: int) -> list[tuple[int, datetime]]:
+def dirty_leads(conn: Connection, limit: int, lead_ids: Sequence[int] | None = None) -> list[tuple[int, datetime]]:
+    """The marks of the leads waiting to be scored (of these leads only, when given)."""
     table = dirty_t
-    rows = conn.execute(select(table.c.lead_id, table.c.marked_at).order_by(table.c.lead_id).limit(limit)).all()
-    return [(row.lead_id, row.marked_at) for row in rows]
+    query = select(table.c.lead_id, table.c.marked_at).order_by(table.c.lead_id).limit(limit)
+    if lead_ids is not None:
+        query = query.where(table.c.lead_id.in_(sorted(set(lead_ids))))
+    return [(row.lead_id, row.marked_at) for row in conn.execute(query).all()]
 
 
 def lock_marks(conn: Connection, taken: Sequence[tuple[int, datetime]]) -> None:

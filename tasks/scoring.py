@@ -209,6 +209,24 @@ def all_leads(snapshot: str | None = None) -> list[int]:
 
 
 @task(cache_policy=NO_CACHE)
+def score_leads_now(lead_ids: list[int], now: datetime, run_id: str | None) -> ChunkOutcome | None:
+    """These leads' marks scored at once, with the rulebook in force; None when the configured rulebook is not
+    in force yet: the scheduled run rescores everyone with it first, these leads' marks included."""
+    engine = get_engine(get_settings().resolved_database_url())
+    rulebook = load_rulebook(get_settings().rulebook_dir)
+    with engine.begin() as conn:
+        bookmarks = store.scoring_state(conn)
+        version_id = store.ensure_version(conn, rulebook, now, None)
+        marks = store.dirty_leads(conn, len(lead_ids) or 1, lead_ids)
+    if bookmarks is None or bookmarks[0] != version_id:
+        return None
+    marked = [lead_id for lead_id, _ in marks]
+    if not marked:
+        return ChunkOutcome()
+    return score_chunk(engine, rulebook, version_id, marked, now=now, run_id=run_id, rebuild=marked, dirty=marks)
+
+
+@task(cache_policy=NO_CACHE)
 def take_dirty(limit: int) -> list[tuple[int, datetime]]:
     with get_engine(get_settings().resolved_database_url()).connect() as conn:
         return store.dirty_leads(conn, limit)
