@@ -43,7 +43,7 @@ class Routed(BaseModel):
     rule: str
     kind: str
     team: str | None
-    due: str | None  # the SLA due time in the owner's timezone
+    due: str | None  # the SLA due time, in UTC (the e-mail to the rep gives it in their timezone)
 
 
 class RoutingSummary(BaseModel):
