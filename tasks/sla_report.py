@@ -25,12 +25,14 @@ def _hours(value: float | None) -> str:
 def _row(m: SlaMeasures) -> str:
     share = "—" if m.share_in_time is None else f"{m.share_in_time:.0%}"
     return (f"| {cell(m.who)} | {m.handed_over} | {m.contacted} | {share} | {_hours(m.median_business_hours)} | "
-            f"{_hours(m.p90_business_hours)} | {_hours(m.median_calendar_hours)} | {m.breaches} | {m.reassignments} | "
+            f"{_hours(m.p90_business_hours)} | {_hours(m.median_calendar_hours)} | {_hours(m.p90_calendar_hours)} | "
+            f"{m.breaches} | {m.reassignments} | "
             f"{m.recycled} | {m.running} |")
 
 
 HEAD = ["| | handed over | contacted | in time | median (business) | 90th pct (business) | median (calendar) | "
-        "breaches | reassigned | recycled | running |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "90th pct (calendar) | breaches | reassigned | recycled | running |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
 
 def sla_measures_markdown(engine, teams: SalesTeams, now: datetime, days: int | None = 30) -> str:

@@ -87,6 +87,14 @@ def test_timers_close_on_contact_or_go_through_breach_reassignment_and_recycle_e
     for row in timers(world.engine):
         timer = json.loads(row["timer"])
         assert timer["owner"].get("email") not in timer["lapsed"]
+    # the measures as `handoff report sla` and the sla artifact show them: every handed-over lead counted once
+    from tasks.routing import load_rules
+    from tasks.sla_report import sla_measures_markdown
+    from config.settings import get_settings
+
+    report = sla_measures_markdown(world.engine, load_rules(get_settings()).teams, world.now, None)
+    everyone = next(line for line in report.splitlines() if line.startswith("| everyone |")).split("|")
+    assert "90th pct (calendar)" in report and int(everyone[2]) == len(timers(world.engine))
 
 
 @pytest.mark.postgres
