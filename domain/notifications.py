@@ -1,11 +1,13 @@
 """What Handoff tells reps and managers about their leads, as plain text a person reads on a phone: a new lead with
-the facts a first call needs, the SLA's reminder, breach, escalation, reassignment and recycle."""
+the facts a first call needs, the SLA's reminder, breach, escalation, reassignment and recycle, and an owner's
+alert that their lead engaged or reached the readiness level."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Sequence
 
 from domain.business_hours import zone_of
 from domain.crm import interesting_moment
@@ -66,6 +68,17 @@ class EngagedEmail:
     campaign: str | None
     clicked: bool
     at: datetime
+
+
+@dataclass(frozen=True)
+class Engagement:
+    """A marketing activity as an owner's alert names it: what the person did, with which asset, in which campaign."""
+
+    type: str
+    asset: str | None
+    campaign: str | None
+    occurred_at: datetime
+    activity_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +180,36 @@ def lead_kept(lead: LeadFacts, to: Person, *, due: Due | None, key: str, now: da
              *_profile(lead), "", _due_line(due), "", *_score_story(lead, zone, now), "", _link_line(lead)]
     return _message(key, "kept", to, lead, assignment_id, f"Your lead is sales-ready: {lead.short} "
                     f"(score {lead.score_line})", lines)
+
+
+def owner_alert(lead: LeadFacts, to: Person, *, engaged: Sequence[Engagement], reached: int | None,
+                level: int | None, why_owner: str, quiet_until: datetime | None, key: str, now: datetime,
+                zone: str = "UTC") -> Message:
+    """To the rep who owns a lead: it just engaged (`engaged`, newest first) and/or its score reached the readiness
+    level (`reached`, centipoints); nothing is re-routed."""
+    lines = []
+    if engaged:
+        latest = engaged[0]
+        lines += [f"{lead.name} just engaged: {_moment(latest)}, {_when(latest.occurred_at, zone, now)}.",
+                  f"Campaign: {latest.campaign or 'none named by the marketing tool'}"]
+        if len(engaged) > 1:
+            lines += ["Before that:", *(f"- {_moment(e)}, {_when(e.occurred_at, zone, now)}"
+                                        for e in engaged[1:TOP_CONTRIBUTIONS])]
+            rest = len(engaged) - TOP_CONTRIBUTIONS
+            lines += [f"  and {rest} more"] if rest > 0 else []
+    if reached is not None:
+        lines.append(f"Their score is {whole_points(reached)} points: at or above your alert level of "
+                     f"{whole_points(level or reached)}.")
+    lines += [f"You are told because {why_owner}; nothing was re-routed.", "", *_profile(lead), "",
+              *_score_story(lead, zone, now), "", _link_line(lead)]
+    if engaged and quiet_until:
+        lines.append(f"No other engagement alert for this lead before {local_time(quiet_until, zone)}.")
+    if engaged:
+        subject = f"Your lead {lead.short} engaged: {_moment(engaged[0])}"
+        subject += f", score now {whole_points(reached)}" if reached is not None else ""
+    else:
+        subject = f"Your lead {lead.short} is at {whole_points(reached)} points"
+    return _message(key, "owner_alert", to, lead, None, subject, lines)
 
 
 # ---------------------------------------------------------------------------------------------- the SLA
@@ -293,6 +336,10 @@ def _score_story(lead: LeadFacts, zone: str, now: datetime) -> list[str]:
         lines += ["", f"Last marketing e-mail they engaged with: {what}{campaign}, {verb} "
                       f"{_when(engaged.at, zone, now)}. If it went out in your name, their reply lands in your inbox."]
     return lines
+
+
+def _moment(engagement: Engagement) -> str:
+    return interesting_moment(engagement.type, engagement.asset, engagement.campaign)
 
 
 def _link_line(lead: LeadFacts) -> str:

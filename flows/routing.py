@@ -1,5 +1,6 @@
 """The route-leads flow: each MQL waiting for an owner goes to a rep (or a queue) by the routing rules, the CRM gets
-the owner, the rep is told; and the assign-lead flow, for a person who gives a lead to a rep by hand."""
+the owner, the rep is told, and reps who already own leads are alerted of their engagement; and the assign-lead
+flow, for a person who gives a lead to a rep by hand."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
+from tasks.alerts import alert_lead_owners
 from tasks.crm import CrmSyncSummary
 from tasks.crm_sync import close_crm, connect_crm, crm_settings, pull_from_crm, push_to_crm, summarize
 from tasks.notify import send_due_notifications
@@ -42,8 +44,10 @@ def route_leads(now: datetime | None = None) -> RoutingSummary:
         if client is not None:
             summarize(crm, client)
             close_crm(client)
+    # After the pull, so the owners are the CRM's as of now; the activities scored since the last run are looked at
+    alert_lead_owners(now, run_id, rules.teams, client)
     tell_owners(rules, now, client)
-    send_due_notifications(now)  # the owners the CRM now holds are told
+    send_due_notifications(now)  # the owners the CRM now holds are told, and the owners alerted
     publish_lead_events(now).log_to(get_run_logger())
     summary.markdown = publish_routing_summary(summary, crm)
     return summary

@@ -522,3 +522,34 @@ class SlaTimerRow(SQLModel, table=True):
     first_contact_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     closed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     timer: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class AlertCursor(SQLModel, table=True):
+    """How far the owner alerts have looked through the activity log: every activity up to `through_id` was
+    looked at (moved in the transaction that enqueues what the look found)."""
+
+    __tablename__ = "alert_cursor"
+
+    name: str = Field(sa_column=Column(String(40), primary_key=True))
+    through_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    updated_at: datetime = Field(sa_column=utc_column(nullable=False))
+    run_id: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+
+
+class OwnerAlertLead(SQLModel, table=True):
+    """What the owner alerts remember of an owned lead (domain.owner_alerts.AlertState): the last engagement
+    alert (the quiet period runs from it), the newest activity looked at, whether the score stood at the
+    readiness level, and whether that is to be decided again once the lead's activities are scored."""
+
+    __tablename__ = "owner_alert_lead"
+    __table_args__ = (
+        # The few leads a look must come back to, read at every run
+        Index("ix_owner_alert_lead_recheck", "lead_id", sqlite_where=text("recheck"), postgresql_where=text("recheck")),
+    )
+
+    lead_id: int = Field(sa_column=Column(Integer, ForeignKey("lead.id"), primary_key=True))
+    engaged_alert_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    looked_through: int = Field(sa_column=Column(BigInteger, nullable=False))
+    ready: bool = Field(sa_column=Column(Boolean, nullable=False))
+    recheck: bool = Field(sa_column=Column(Boolean, nullable=False))
+    looked_at: datetime = Field(sa_column=utc_column(nullable=False))
