@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     sla_file: Path = Field(default=CONFIG_DIR / "sla.yaml", description="The response SLA's policies")
     notifications_file: Path = Field(default=CONFIG_DIR / "notifications.yaml",
                                      description="Where notifications to reps and managers go (Apprise URLs)")
+    funnel_file: Path = Field(default=CONFIG_DIR / "funnel.yaml", description="The funnel's monthly targets")
     rulebook_dir: Path = Field(default=CONFIG_DIR, description="Where scoring.yaml and scoring.csv live")
     score_chunk_size: int = Field(default=5000, ge=1, description="Leads scored per transaction")
     score_workers: int | None = Field(

@@ -41,8 +41,9 @@ def segment_rows(leads: list[SegmentLead]) -> list[dict[str, str | int]]:
     """The leads as rows of CSV_COLUMNS: times ISO-8601 UTC, scores in points, and text a spreadsheet would
     run as a formula (form fields people typed) quoted with an apostrophe, so that a pasted or imported list
     cannot run one."""
-    return [{"email": _text(lead.email), "first_name": _text(lead.first_name), "last_name": _text(lead.last_name),
-             "company": _text(lead.company), "stage": lead.stage, "score": points_text(lead.score),
+    return [{"email": spreadsheet_text(lead.email), "first_name": spreadsheet_text(lead.first_name),
+             "last_name": spreadsheet_text(lead.last_name), "company": spreadsheet_text(lead.company),
+             "stage": lead.stage, "score": points_text(lead.score),
              "fit_grade": lead.fit_grade, "cold": "true" if lead.cold else "false",
              "stage_changed_at": lead.stage_changed_at.isoformat(),
              "handed_over_at": lead.qualified_at.isoformat() if lead.qualified_at else "", "lead_id": lead.lead_id}
@@ -50,13 +51,17 @@ def segment_rows(leads: list[SegmentLead]) -> list[dict[str, str | int]]:
 
 
 def segment_csv(leads: list[SegmentLead], for_terminal: bool = False) -> str:
-    """The leads as CSV with a header (segment_rows), for a list import into the marketing tool: rows end in CRLF
-    (RFC 4180), so that a carriage return inside a field is quoted, not read as the end of a row. For a terminal,
-    the fields' control characters are written out (tasks.markdown.shown)."""
+    """The leads as CSV with a header (segment_rows), for a list import into the marketing tool (csv_text)."""
+    return csv_text(segment_rows(leads), CSV_COLUMNS, for_terminal)
+
+
+def csv_text(rows: list[dict], columns: tuple[str, ...], for_terminal: bool = False) -> str:
+    """Rows as CSV with a header: rows end in CRLF (RFC 4180), so that a carriage return inside a field is quoted,
+    not read as the end of a row. For a terminal, the fields' control characters are written out
+    (tasks.markdown.shown)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\r\n")
     writer.writeheader()
-    rows = segment_rows(leads)
     writer.writerows([{k: shown(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
                      if for_terminal else rows)
     return out.getvalue()
@@ -70,6 +75,7 @@ def _name(lead: SegmentLead) -> str:
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _text(value: str | None) -> str:
+def spreadsheet_text(value: str | None) -> str:
+    """Text as a spreadsheet cell shows it, never runs it: one that would start a formula is quoted."""
     value = value or ""
     return f"'{value}" if value.startswith(_FORMULA_STARTS) else value

@@ -56,6 +56,7 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
         routing = client.read_deployment_by_name("route-leads/route-leads")
         sla = client.read_deployment_by_name("sla/sla-every-15-minutes")
         assign = client.read_deployment_by_name("assign-lead/assign-lead")
+        funnel = client.read_deployment_by_name("funnel-report/funnel-report-daily")
         automations = client.read_automations_by_name("route-leads__automation_1")
     assert ingest.entrypoint == "flows/ingest.py:ingest"
     for scheduled in (ingest, score, sync):
@@ -90,3 +91,7 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
     [schedule] = sla.schedules
     assert schedule.schedule.interval == timedelta(minutes=15)
     assert assign.schedules == [] and assign.parameter_openapi_schema["required"] == ["email", "to", "reason"]
+    # The funnel every morning; from the UI for any period, by source, channel or campaign (all optional)
+    [schedule] = funnel.schedules
+    assert schedule.schedule.cron == "0 6 * * *" and funnel.parameter_openapi_schema.get("required", []) == []
+    assert set(funnel.parameter_openapi_schema["properties"]) == {"start", "end", "by", "now"}
