@@ -410,6 +410,45 @@ def report_sla(days: int = typer.Option(30, min=0, help="Leads handed over in th
     console.print(Markdown(sla_measures_markdown(_engine(), rules.teams, at, days or None)))
 
 
+@report_app.command("funnel")
+def report_funnel(
+    start: Optional[str] = typer.Option(None, "--from", help="The first month (2026-01) or day (2026-01-15); default: "
+                                        "the months of config/funnel.yaml up to now."),
+    end: Optional[str] = typer.Option(None, "--to", help="The last month or day, included; default: now."),
+    by: Optional[str] = typer.Option(None, "--by", help="Also each source, channel or campaign (of the leads' first "
+                                     "touch), month by month."),
+    as_csv: bool = typer.Option(False, "--csv", help="CSV on standard output instead of the table: a row per month "
+                                "and the period (per group with --by)."),
+    csv_file: Optional[Path] = typer.Option(None, "--csv-file", metavar="FILE", help="Write that CSV into FILE too."),
+    chart: Optional[Path] = typer.Option(None, "--chart", metavar="FILE.png", help="Draw the chart into FILE.png."),
+    now: Optional[str] = typer.Option(None, help="As at this time (ISO-8601); default: now."),
+) -> None:
+    """The funnel both teams agreed on, month by month against the targets (config/funnel.yaml): leads, MQLs, SQLs,
+    opportunities and customers entering each stage, the conversions, lead to customer, time to first contact and
+    SLA compliance. The counting rules: docs/funnel.md."""
+    from domain.funnel import DIMENSIONS, PeriodRefused
+    from handoff.report import funnel_of
+    from tasks.funnel import funnel_csv, funnel_markdown
+    from tasks.funnel_chart import funnel_chart
+
+    if by is not None and by not in DIMENSIONS:
+        raise typer.BadParameter(f"one of {', '.join(DIMENSIONS)}, not {by!r}", param_hint="--by")
+    at = _instant(now, "--now") or datetime.now(timezone.utc)
+    _require_schema()
+    try:
+        report = funnel_of(_engine(), at, start, end, by)
+    except PeriodRefused as refused:
+        raise typer.BadParameter(str(refused), param_hint="--from/--to") from None
+    if chart is not None:
+        chart.write_bytes(funnel_chart(report))
+    if csv_file is not None:
+        csv_file.write_text(funnel_csv(report), newline="")
+    if as_csv:
+        sys.stdout.write(funnel_csv(report, for_terminal=_to_terminal(sys.stdout)))
+        return
+    console.print(Markdown(funnel_markdown(report)))
+
+
 @rules_app.command("check")
 def rules_check() -> None:
     """Validate the rulebook and print the model it defines."""

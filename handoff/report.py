@@ -179,3 +179,22 @@ def sla_steps_table(runs) -> str:
         cells[3] = f"{steps.get('breach', 0)} ({run.escalated})"
         lines.append(f"| {run.now:%a %d %b %H:%M} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def funnel_of(engine, now: datetime, start: str | None = None, end: str | None = None, by: str | None = None):
+    """The funnel report (domain.funnel.FunnelReport) from `start` to `end` (months or days; by default the months of
+    the funnel file up to `now`), by source, channel or campaign when `by` says, with the configured targets."""
+    from config.funnel import load_funnel
+    from config.teams import load_teams
+    from tasks.funnel import read_funnel
+
+    settings = get_settings()
+    return read_funnel(engine, load_funnel(settings.funnel_file), load_teams(settings.teams_file), now, start, end, by)
+
+
+def funnel_against_targets(engine, now: datetime) -> str:
+    """The funnel of the configured months up to `now` against the targets, month by month, as markdown (the
+    funnel-report flow's page without its chart)."""
+    from tasks.funnel import funnel_markdown
+
+    return funnel_markdown(funnel_of(engine, now))

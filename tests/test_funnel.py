@@ -332,6 +332,32 @@ def test_csv_has_a_row_per_month_and_the_period_and_quotes_what_a_spreadsheet_wo
     assert "'=HYPERLINK" in by_campaign and ",=HYPERLINK" not in by_campaign
 
 
+def test_handoff_report_funnel_prints_the_months_against_the_targets_and_writes_csv_and_the_chart(world, handoff_env,
+                                                                                                tmp_path):
+    from typer.testing import CliRunner
+
+    from handoff.cli import app
+
+    def report(*args: str):
+        return CliRunner().invoke(app, ["report", "funnel", "--now", NOW.isoformat(), *args], catch_exceptions=False)
+
+    shown = report("--from", "2026-01", "--to", "2026-03", "--by", "source", "--chart", str(tmp_path / "f.png"),
+                   "--csv-file", str(tmp_path / "f.csv"))
+    assert shown.exit_code == 0, shown.output
+    for text in ("Funnel, 1 Jan 2026 to 20 Mar 2026", "Mar 2026 (to date)", "contacted within the SLA", "hubspot"):
+        assert text in shown.output
+    assert png_size((tmp_path / "f.png").read_bytes()) == (900, 480)
+    assert (tmp_path / "f.csv").read_text().startswith("month,source,to_date,leads,")
+    by_csv = report("--from", "2026-01", "--to", "2026-03", "--csv")
+    assert by_csv.exit_code == 0 and by_csv.output.splitlines() == funnel_csv(report_of(world)).splitlines()
+    default = report("--csv")  # the configured six months up to now: October to March
+    assert [line.split(",")[0] for line in default.output.splitlines()[1:]] == [
+        "2025-10", "2025-11", "2025-12", "2026-01", "2026-02", "2026-03", "all"]
+    wrong = report("--from", "2026-03", "--to", "2026-01")
+    assert wrong.exit_code == 2 and "the start must come before the end" in wrong.output
+    assert report("--by", "country").exit_code == 2
+
+
 # ------------------------------------------------------------------------------------------ the flow
 
 @pytest.mark.slow
