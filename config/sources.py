@@ -11,7 +11,7 @@ from config.loading import ConfigError, interpolate, read_yaml, where
 from domain.activity import ActivityType
 from domain.forms import FormRule, FormTypes
 
-SourceKind = Literal["marketo", "hubspot", "mautic", "jsonl"]
+SourceKind = Literal["marketo", "hubspot", "mautic", "jsonl", "webhook"]  # webhook: records pushed to Handoff only
 
 
 class PrefectSecretRef(BaseModel):
@@ -82,10 +82,13 @@ def load_sources(path: Path, env: dict[str, str] | None = None) -> list[SourceCo
             raise ConfigError(f"{place}: source {entry.get('name')!r}: {detail}") from None
         if source.name in seen:
             raise ConfigError(f"{place}: source name {source.name!r} is used twice")
-        if source.kind != "jsonl" and not source.base_url:
+        if source.kind in ("marketo", "hubspot", "mautic") and not source.base_url:
             raise ConfigError(f"{place}: source {source.name!r}: base_url is required for {source.kind}")
         if source.kind == "jsonl" and not source.path:
             raise ConfigError(f"{place}: source {source.name!r}: path is required for jsonl")
+        token = source.credentials.get("webhook_token")
+        if source.kind == "webhook" and (token is None or isinstance(token, SecretStr) and not token.get_secret_value()):
+            raise ConfigError(f"{place}: source {source.name!r}: credentials.webhook_token is required for webhook")
         seen.add(source.name)
         sources.append(source)
     return sources

@@ -38,6 +38,19 @@ def loads_page(content: bytes, records: str) -> Any:
             raise whole from None
 
 
+def loads_body(content: bytes) -> Any:
+    """A webhook body's JSON. When the whole does not parse, a top-level array is read element by element, and a
+    top-level object member by member (a member that is an array element by element), an element that does not
+    parse becoming an `Unreadable`; if even that cannot be done, the body's own error is raised."""
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError as whole:
+        try:
+            return _body_apart(content)
+        except ValueError:
+            raise whole from None
+
+
 def reject_unreadable(source: str, record: Unreadable, where: str = "") -> Rejection:
     return Rejection(source, None, f"{where}not valid JSON: {record.reason}", record.raw)
 
@@ -149,6 +162,21 @@ def _read_apart(data: bytes, records: str) -> dict:
         page[records] = [value for _, value in elements] if container == 0x5B else \
             {_member_name(key): value for key, value in elements}
     return page
+
+
+def _body_apart(data: bytes) -> list | dict:
+    start = _skip_ws(data, 0)
+    if data[start:start + 1] not in (b"[", b"{"):
+        raise ValueError("the body is not a JSON array or object")
+    if data[_skip_ws(data, _value_end(data, start)):].strip():
+        raise ValueError("more after the body's value")
+    if data[start] == 0x5B:
+        return [_element(data[a:b]) for _, a, b in _items(data, start)]
+    body: dict[str, Any] = {}
+    for name, a, b in _items(data, start):
+        body[_member_name(name)] = [_element(data[x:y]) for _, x, y in _items(data, a)] if data[a] == 0x5B \
+            else _element(data[a:b])
+    return body
 
 
 def _element(raw: bytes) -> Any:

@@ -15,6 +15,7 @@ _CLIENTS = {
     "hubspot": ("connectors.marketing.hubspot", "HubSpotSource"),
     "mautic": ("connectors.marketing.mautic", "MauticSource"),
     "jsonl": ("connectors.marketing.jsonl", "JsonlSource"),
+    "webhook": ("connectors.marketing.pushed", "PushedSource"),
 }
 
 

@@ -280,23 +280,7 @@ class HubSpotSource:
                     self._email_contact[address.lower()] = person.source_contact_id
 
     def _person(self, contact: dict) -> PersonRecord:
-        p = contact.get("properties") or {}
-        source = p.get("hs_analytics_source")
-        return PersonRecord(
-            source=self.name,
-            source_contact_id=str(contact.get("id")),
-            email=normalize_email(p.get("email")),
-            first_name=p.get("firstname") or None,
-            last_name=p.get("lastname") or None,
-            company=p.get("company") or None,
-            title=p.get("jobtitle") or None,
-            industry=p.get("industry") or None,
-            company_size=employee_count(p.get("numberofemployees")),
-            country=p.get("country") or None,
-            product_interest=p.get("product_interest") or None,
-            lead_source_channel=p.get("lead_source") or CHANNELS.get(source, source) or None,
-            raw=_raw(contact),
-        )
+        return contact_person(self.name, contact)
 
     def _new_people(self, contact_ids: list[str]) -> list[PersonRecord]:
         """Each contact's firmographics once per run, on the first page that names them."""
@@ -377,6 +361,27 @@ class HubSpotSource:
         if category == "EXPIRED_AUTHENTICATION" or not self._fresh_token:
             raise TokenExpired(f"{where}: access token refused (401 {category})")
         raise PermanentError(f"{where}: a freshly issued access token was refused (401 {category})")
+
+
+def contact_person(source: str, contact: dict) -> PersonRecord:
+    """A contact as the CRM API gives it ({id, properties}) as a PersonRecord."""
+    p = contact.get("properties") or {}
+    channel = p.get("hs_analytics_source")
+    return PersonRecord(
+        source=source,
+        source_contact_id=str(contact.get("id")),
+        email=normalize_email(p.get("email")),
+        first_name=p.get("firstname") or None,
+        last_name=p.get("lastname") or None,
+        company=p.get("company") or None,
+        title=p.get("jobtitle") or None,
+        industry=p.get("industry") or None,
+        company_size=employee_count(p.get("numberofemployees")),
+        country=p.get("country") or None,
+        product_interest=p.get("product_interest") or None,
+        lead_source_channel=p.get("lead_source") or CHANNELS.get(channel, channel) or None,
+        raw=_raw(contact),
+    )
 
 
 def _body(response: requests.Response) -> dict:

@@ -50,6 +50,47 @@ def _text(raw: bytes) -> str | bytes:
         return raw
 
 
+def read_line(name: str, raw: bytes, where: str = "") -> tuple[ActivityRecord | None, PersonRecord | None,
+                                                                list[Rejection]]:
+    """One line of the format: its activity, the person's details it carries, and what was refused (`where`, e.g.
+    "file:line: ", starts each reason). A person whose details cannot be stored is refused on its own: the
+    activity stands."""
+    try:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return None, None, [Rejection(name, None, f"{where}invalid JSON: {json_problem(raw, exc)}", _text(raw))]
+    text = raw.decode("utf-8")  # orjson read it, so it is UTF-8
+    if not isinstance(line, dict):
+        return None, None, [Rejection(name, None, f"{where}a line must be a JSON object", text)]
+    result = convert_guarded(name, lambda record: _convert(name, record, text), line)
+    if isinstance(result, Rejection):
+        return None, None, [Rejection(result.source, result.external_id, where + result.reason, text)]
+    record, person = result
+    problem = person_problem(person) if person is not None else None
+    if problem:
+        return record, None, [Rejection(name, person.source_contact_id, f"{where}person details refused: {problem}",
+                                        text)]
+    return record, person, []
+
+
+def _convert(name: str, line: dict[str, Any], text: str) -> tuple[ActivityRecord, PersonRecord | None] | Rejection:
+    record = build_activity(
+        source=line.get("source") or name,
+        external_id=line.get("id"),
+        type_name=line.get("type"),
+        occurred_at=line.get("occurred_at"),
+        raw=text,
+        email=line.get("email"),
+        source_contact_id=line.get("contact_id"),
+        asset=line.get("asset"),
+        campaign=line.get("campaign"),
+        properties=line.get("properties") if isinstance(line.get("properties"), dict) else None,
+    )
+    if isinstance(record, Rejection):
+        return record
+    return record, _person(record.source, line, text)
+
+
 class JsonlSource:
     """Every file is read whole, whatever the watermark (files carry old and late activities alike, so a late
     export is never lost); the store drops what it has. A file read to the end before and unchanged since
@@ -99,46 +140,12 @@ class JsonlSource:
 
     def _read_line(self, page: Page, file_name: str, number: int, raw: bytes) -> None:
         page.fetched += 1
-        where = f"{file_name}:{number}: "
-        try:
-            line = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            page.rejected.append(Rejection(self.name, None, f"{where}invalid JSON: {json_problem(raw, exc)}", _text(raw)))
-            return
-        text = raw.decode("utf-8")  # orjson read it, so it is UTF-8
-        if not isinstance(line, dict):
-            page.rejected.append(Rejection(self.name, None, f"{where}a line must be a JSON object", text))
-            return
-        result = convert_guarded(self.name, lambda record: self._convert(record, text), line)
-        if isinstance(result, Rejection):
-            page.rejected.append(Rejection(result.source, result.external_id, where + result.reason, text))
-            return
-        record, person = result
-        page.activities.append(record)
-        problem = person_problem(person) if person is not None else None
-        if problem:  # the activity stands on its own; the person's details wait in the quarantine
-            page.rejected.append(Rejection(self.name, person.source_contact_id, f"{where}person details refused: {problem}",
-                                           text))
-        elif person is not None:
+        activity, person, rejections = read_line(self.name, raw, f"{file_name}:{number}: ")
+        if activity is not None:
+            page.activities.append(activity)
+        if person is not None:
             page.people.append(person)
-
-    def _convert(self, line: dict[str, Any], text: str) -> tuple[ActivityRecord, PersonRecord | None] | Rejection:
-        source = line.get("source") or self.name
-        record = build_activity(
-            source=source,
-            external_id=line.get("id"),
-            type_name=line.get("type"),
-            occurred_at=line.get("occurred_at"),
-            raw=text,
-            email=line.get("email"),
-            source_contact_id=line.get("contact_id"),
-            asset=line.get("asset"),
-            campaign=line.get("campaign"),
-            properties=line.get("properties") if isinstance(line.get("properties"), dict) else None,
-        )
-        if isinstance(record, Rejection):
-            return record
-        return record, _person(record.source, line, text)
+        page.rejected += rejections
 
     def close(self) -> None:
         pass

@@ -268,31 +268,7 @@ class MauticSource:
         return found, refused
 
     def _person(self, contact: Any) -> PersonRecord | None:
-        if not isinstance(contact, dict) or contact.get("id") in (None, ""):
-            return None
-        fields = _dict(contact.get("fields"))
-        values: dict[str, Any] = dict(_dict(fields.get("all")))
-        for group, entries in fields.items():
-            if group == "all" or not isinstance(entries, dict):
-                continue
-            for alias, entry in entries.items():
-                if isinstance(entry, dict):  # a select's label rather than its stored value
-                    shown = entry.get("normalizedValue")
-                    values[alias] = shown if shown not in (None, "") else entry.get("value")
-        picked = {}
-        for name, alias in self._fields.items():
-            value = values.get(alias)
-            if value in (None, ""):
-                continue
-            if name == "company_size":
-                value = employee_count(value)
-            elif name == "country":
-                value = COUNTRY_CODES.get(str(value), str(value))
-            else:
-                value = str(value)
-            picked[name] = value
-        return PersonRecord(self.name, str(contact["id"]), normalize_email(values.get("email")), **picked,
-                            raw=_dumps(contact))
+        return contact_person(self.name, contact, self._fields)
 
     def _lookup_emails(self, ids: Iterable[str]) -> None:
         """E-mail name and campaign (utmTags.utmCampaign, else its category) for e-mails not seen yet."""
@@ -329,6 +305,36 @@ class MauticSource:
 
 
 # ---------------------------------------------------------------- helpers
+
+def contact_person(source: str, contact: Any, fields: dict[str, str]) -> PersonRecord | None:
+    """A Mautic contact as the API and webhooks serialize it (grouped fields, and `all` when the API adds it) as a
+    PersonRecord; `fields` maps PersonRecord fields to contact field aliases."""
+    if not isinstance(contact, dict) or contact.get("id") in (None, ""):
+        return None
+    grouped = _dict(contact.get("fields"))
+    values: dict[str, Any] = dict(_dict(grouped.get("all")))
+    for group, entries in grouped.items():
+        if group == "all" or not isinstance(entries, dict):
+            continue
+        for alias, entry in entries.items():
+            if isinstance(entry, dict):  # a select's label rather than its stored value
+                shown = entry.get("normalizedValue")
+                values[alias] = shown if shown not in (None, "") else entry.get("value")
+    picked = {}
+    for name, alias in fields.items():
+        value = values.get(alias)
+        if value in (None, ""):
+            continue
+        if name == "company_size":
+            value = employee_count(value)
+        elif name == "country":
+            value = COUNTRY_CODES.get(str(value), str(value))
+        else:
+            value = str(value)
+        picked[name] = value
+    return PersonRecord(source, str(contact["id"]), normalize_email(values.get("email")), **picked,
+                        raw=_dumps(contact))
+
 
 def _refusals(service: str, response: requests.Response) -> None:
     """What the generic status mapping would misread on Mautic: a 401 is bad basic-auth credentials (permanent,
