@@ -803,6 +803,9 @@ def sandbox(
     end: Optional[str] = typer.Option(None, help="The world's last moment (ISO-8601); default: this hour."),
     crm: bool = typer.Option(True, "--crm/--no-crm", help="Also serve the Salesforce stand-in (on the port after "
                                                           "Mautic's), with the world's reps at work in it."),
+    webhooks: Optional[str] = typer.Option(None, "--webhooks", metavar="URL",
+                                           help="Post Mautic's and HubSpot's webhooks to URL/<tool>, signed as the "
+                                                "tools sign them, e.g. http://127.0.0.1:8765/webhooks."),
 ) -> None:
     """Start the Marketo, HubSpot and Mautic stand-ins (and Salesforce's) and print how to point Handoff at them,
     until stopped."""
@@ -821,7 +824,8 @@ def sandbox(
     world = generate(spec)
     ports = {name: (port + TOOLS.index(name) if port else 0) for name in tools}
     ports["salesforce"] = port + len(TOOLS) if port else 0
-    box = start_sandbox(world=world, faults=_parse_faults(fault), ports=ports, tools=tools, host=host, crm=crm)
+    box = start_sandbox(world=world, faults=_parse_faults(fault), ports=ports, tools=tools, host=host, crm=crm,
+                        webhooks_to=webhooks)
     env = dict(box.env)
     if crm:  # the JWT bearer grant's key pair: the private key goes to a file, as an admin would hand it over
         key_file = _settings().home / "sandbox-salesforce-key.pem"
@@ -842,6 +846,9 @@ def sandbox(
         print(f"export HANDOFF_SALESFORCE_USERNAME={box.credentials['salesforce']['username']}")
         print(f"export HANDOFF_SALESFORCE_PRIVATE_KEY_FILE={key_file.resolve()}")
         print("unset HANDOFF_SALESFORCE_CLIENT_SECRET")
+    if webhooks and box.webhooks:
+        console.print(f"\nWebhooks go to {webhooks.rstrip('/')}/<tool>; hand-raises now: POST "
+                      f"<tool URL>/_sandbox/webhooks/hand-raises (docs/webhooks.md).")
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

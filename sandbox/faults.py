@@ -1,4 +1,5 @@
-"""Request-level fault switches of a stand-in: rate limits, server errors, slow responses, expiring tokens."""
+"""Request-level fault switches of a stand-in: rate limits, server errors, slow responses, expiring tokens; and
+its webhooks' delivery faults (sent twice, held back, signed wrong)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ class RequestFaults:
     expire_token_every: int = 0
     token_ttl_seconds: float = 3600.0
     empty_page_every: int = 0
+    webhook_twice_every: int = 0  # every N-th delivery is posted a second time, as a tool's duplicate
+    webhook_late_every: int = 0  # every N-th delivery is held back webhook_late_seconds before its first post
+    webhook_late_seconds: float = 5.0
+    webhook_bad_signature_every: int = 0  # every N-th delivery is signed with a wrong secret
     _counts: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 

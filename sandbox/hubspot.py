@@ -48,13 +48,28 @@ feed is the one a client reads unfiltered); no identity drops recipient / object
 `created` / `occurredAt`; an oversized record carries a > 100 KB userAgent / hs_referrer; a duplicate is served
 twice (right after itself, on the next page when the page is full). Late events stay hidden until the world's
 clock passes them and then appear in their place, so paging by time returns them.
+
+Webhooks, with a receiver set: HubSpot has no webhook for a form submission as such, but a submission sets the
+contact's recent_conversion_event_name, so the app (subscribed to contact.propertyChange of that property) gets
+{eventId, subscriptionId, portalId, appId, occurredAt, subscriptionType, attemptNumber, objectId, propertyName,
+propertyValue, changeSource, sourceId} events, up to 100 a request, for the submissions that become visible. A
+hand-raise made now can instead come as a workflow's "Send a webhook" (delivery "workflow"): the enrolled contact
+as the v1 contacts API gives it, with its form-submissions. Both are signed v3 (X-HubSpot-Signature-v3 =
+base64(HMAC-SHA256(client secret, "POST" + URL + body + X-HubSpot-Request-Timestamp)), the URL with %3A %2F %3F
+%40 %21 %24 %27 %28 %29 %2A %2C %3B decoded; developers.hubspot.com "Validating requests"), with the v1 header
+beside. A submission is numbered form-submission-<contact id>-<epoch ms> on the events API and in webhooks alike.
+HubSpot retries a delivery that failed (connection, timeout, 5xx, 429) up to 10 times over 24 hours, with
+attemptNumber counting up; here the same 10 retries come within about 4 minutes; another 4xx is not retried.
 """
 
 from __future__ import annotations
 
 import base64
 import bisect
+import hashlib
+import hmac
 import json
+import re
 import secrets
 import threading
 import time
@@ -74,6 +89,7 @@ from sandbox import catalog
 from sandbox import world as w
 from sandbox.control import control_routes, delay
 from sandbox.faults import RequestFaults
+from sandbox.webhooks import Outcome, WebhookControl, WebhookSender
 
 _dumps = orjson.dumps  # renders a 1,000-record page several times faster than json
 
@@ -105,6 +121,14 @@ OVERSIZED = "Mozilla/5.0 " + "x" * 120_000
 BAD_TIME = "2026-02-30T25:61:00Z"
 SUBSCRIPTION_ID = 7_044_512  # the "Marketing Information" subscription type
 CONTACT_ID_BASE = 101
+APP_ID = 3_512_204
+WEBHOOK_SUBSCRIPTION_ID = 1_844_221
+CONVERSION_PROPERTY = "recent_conversion_event_name"
+WEBHOOK_BATCH = 100
+WEBHOOK_RETRIES = (1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0, 89.0)  # 10 retries over 24 h, compressed
+CONTACT_PROPERTIES = ("email", "firstname", "lastname", "company", "jobtitle", "industry", "numberofemployees",
+                      "country", "hs_analytics_source", "lead_source", "product_interest")
+_SIGNED_ESCAPES = re.compile(r"%(3A|2F|3F|40|21|24|27|28|29|2A|2C|3B)", re.IGNORECASE)
 
 _clock: Callable[[], float] = time.monotonic  # token lifetimes; tests may replace it
 
@@ -128,6 +152,23 @@ def source_env(url: str, credentials: dict[str, str]) -> dict[str, str]:
         "HANDOFF_HUBSPOT_CLIENT_ID": credentials["client_id"],
         "HANDOFF_HUBSPOT_CLIENT_SECRET": credentials["client_secret"],
         "HANDOFF_HUBSPOT_REFRESH_TOKEN": credentials["refresh_token"],
+        "HANDOFF_HUBSPOT_WEBHOOK_SECRET": credentials["client_secret"],  # the app's webhooks sign with it
+    }
+
+
+def webhook_signature(body: bytes, secret: str, url: str) -> dict[str, str]:
+    """The headers HubSpot signs a webhook with, timestamped now: v3, and v1 for older receivers."""
+    stamp = str(int(time.time() * 1000))
+    uri = _SIGNED_ESCAPES.sub(lambda match: chr(int(match.group(1), 16)), url)
+    v3 = hmac.new(secret.encode(), b"POST" + uri.encode() + body + stamp.encode(), hashlib.sha256).digest()
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "HubSpot Connect 2.0 (http://dev.hubspot.com/) - WebhooksExecutorDaemon",
+        "X-HubSpot-Signature": hashlib.sha256(secret.encode() + body).hexdigest(),
+        "X-HubSpot-Signature-Version": "v1",
+        "X-HubSpot-Signature-v3": base64.b64encode(v3).decode(),
+        "X-HubSpot-Request-Timestamp": stamp,
+        "X-HubSpot-Timeout-Millis": "10000",
     }
 
 
@@ -138,9 +179,14 @@ def contact_id(person: w.Person) -> str:
 
 
 def native_id(event: w.Event) -> str:
-    """The id HubSpot shows for an event: a UUID for e-mail events, a `leviathan-` id for web events."""
+    """The id HubSpot shows for an event: a UUID for e-mail events, a `leviathan-` id for other web events, and for
+    a form submission its contact and time, as its webhooks name it too."""
     core = f"{event.id:08x}-5b2e-4c1d-9f3a-{event.id * 2654435761 % 2**48:012x}"
-    return core if _in_email_feed(event) else f"leviathan-{core}"
+    if _in_email_feed(event):
+        return core
+    if event.kind in FORM_KINDS:
+        return f"form-submission-{CONTACT_ID_BASE + event.person}-{event.ts * 1000}"
+    return f"leviathan-{core}"
 
 
 def _in_email_feed(event: w.Event) -> bool:
@@ -221,6 +267,12 @@ class Feed:
     def add(self, event: w.Event) -> None:
         self.events.append(event)
         self.times.append(event.ts)
+
+    def insert(self, event: w.Event) -> None:
+        """Add an event in its place by time (after those of the same second)."""
+        at = bisect.bisect_right(self.times, event.ts)
+        self.events.insert(at, event)
+        self.times.insert(at, event.ts)
 
 
 class HubSpot:
@@ -401,6 +453,86 @@ class HubSpot:
         return {"id": ident, "properties": properties, "createdAt": created, "updatedAt": created, "archived": False}
 
 
+    # -- events added now, and their webhooks -------------------------------------------------------------------
+
+    def index(self, event: w.Event) -> None:
+        """Take an event added to the world into the feeds (it shows from the next request on)."""
+        if event.tool != TOOL:
+            return
+        if _in_email_feed(event):
+            self.email_feeds[None].insert(event)
+            self.email_feeds.setdefault(self._email_type(event), Feed()).insert(event)
+            return
+        self.web_feeds[None].insert(event)
+        self.web_feeds.setdefault(self._event_type(event), Feed()).insert(event)
+        self.timelines.setdefault(event.person, Feed()).insert(event)
+        if event.kind in FORM_KINDS:
+            self.forms.setdefault(form_name(event), _guid("form", form_name(event)))
+
+    def webhooked(self, event: w.Event) -> bool:
+        """Whether the event makes a webhook: a form submission (through the contact property it sets)."""
+        return event.tool == TOOL and event.kind in FORM_KINDS and not event.malformed and not _in_email_feed(event)
+
+    def app_event(self, event: w.Event, attempt: int) -> dict:
+        name = form_name(event)
+        return {
+            "eventId": 3_000_000_000 + event.id, "subscriptionId": WEBHOOK_SUBSCRIPTION_ID, "portalId": PORTAL_ID,
+            "appId": APP_ID, "occurredAt": event.ts * 1000, "subscriptionType": "contact.propertyChange",
+            "attemptNumber": attempt, "objectId": CONTACT_ID_BASE + event.person, "propertyName": CONVERSION_PROPERTY,
+            "propertyValue": name, "changeSource": "FORM", "sourceId": self.forms.get(name, _guid("form", name)),
+        }
+
+    def workflow_contact(self, event: w.Event) -> dict:
+        """The enrolled contact as a contact workflow posts it (the v1 contact, property values with history)."""
+        person = self.world.people[event.person]
+        ident, stamp, name = CONTACT_ID_BASE + person.index, event.ts * 1000, form_name(event)
+        current = self.render_contact(person, list(CONTACT_PROPERTIES))["properties"]
+        current.update({CONVERSION_PROPERTY: name, "recent_conversion_date": str(stamp)})
+        properties = {key: {"value": value, "versions": [{"value": value, "source-type": "FORM", "timestamp": stamp}]}
+                      for key, value in current.items()}
+        guid = self.forms.get(name, _guid("form", name))
+        submission = {"conversion-id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"hubspot:conversion:{event.id}")),
+                      "timestamp": stamp, "form-id": guid, "portal-id": PORTAL_ID, "title": name,
+                      "page-url": f"{catalog.SITE}/forms/{guid[:8]}", "form-type": "HUBSPOT", "meta-data": []}
+        identity = {"vid": ident, "saved-at-timestamp": stamp, "deleted-changed-timestamp": 0,
+                    "identities": [{"type": "EMAIL", "value": current["email"], "timestamp": stamp, "is-primary": True}]}
+        return {"vid": ident, "canonical-vid": ident, "merged-vids": [], "portal-id": PORTAL_ID, "is-contact": True,
+                "properties": properties, "form-submissions": [submission], "identity-profiles": [identity]}
+
+
+class HubSpotWebhooks:
+    """The app's webhook subscription, and contact workflows that send a webhook, with the ids their events carry."""
+
+    tool = TOOL
+
+    def __init__(self, hub: HubSpot, sender: WebhookSender | None):
+        self.hub, self.sender = hub, sender
+
+    def deliver(self, events: list[w.Event], on_result: Outcome | None = None, style: str | None = None) -> bool:
+        hooked = [event for event in events if self.hub.webhooked(event)]
+        if self.sender is None or not hooked:
+            return False
+        if style == "workflow":  # one request per enrolled contact
+            for event in hooked:
+                body = _dumps(self.hub.workflow_contact(event))
+                self.sender.post(lambda attempt, body=body: body, on_result)
+            return True
+        for start in range(0, len(hooked), WEBHOOK_BATCH):
+            batch = hooked[start:start + WEBHOOK_BATCH]
+            self.sender.post(lambda attempt, batch=batch: _dumps([self.hub.app_event(e, attempt) for e in batch]),
+                             on_result if start == 0 else None)
+        return True
+
+    def activity_id(self, event: w.Event) -> str:
+        return native_id(event)
+
+    def contact_id(self, person: w.Person) -> str:
+        return contact_id(person)
+
+    def address(self, person: w.Person) -> str:
+        return self.hub.world.email_in(person, TOOL)
+
+
 # --- paging over a feed in O(page) --------------------------------------------------------------------------
 
 def _encode(position: int, repeat: int) -> str:
@@ -479,8 +611,15 @@ def _instant(value: str | None) -> float | None:
     return moment.timestamp()
 
 
-def create_app(world: w.World, faults: RequestFaults, credentials: dict[str, str]) -> Starlette:
+def create_app(world: w.World, faults: RequestFaults, credentials: dict[str, str],
+               webhooks: WebhookSender | None = None) -> Starlette:
+    """The stand-in; with `webhooks`, a sender to the receiver that its webhooks go to."""
     hub = HubSpot(world, faults, credentials)
+    hooks = HubSpotWebhooks(hub, webhooks)
+    world.on_add(hub.index)
+    if webhooks is not None:
+        world.watch(hooks.deliver)
+    control = WebhookControl(world, hooks)
 
     def api(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         """Auth, request faults and the rate-limit headers around one API endpoint."""
@@ -663,9 +802,11 @@ def create_app(world: w.World, faults: RequestFaults, credentials: dict[str, str
         Route("/marketing/v3/forms", api(forms), methods=["GET"]),
         Route("/marketing/v3/forms/", api(forms), methods=["GET"]),
         *control_routes(world, faults),
+        *control.routes(),
     ]
     app = Starlette(routes=routes)
     app.state.hubspot = hub
+    app.state.webhooks = control
     return app
 
 

@@ -45,6 +45,16 @@ Data faults: unknown_type -> a GoToMeeting "meeting.attended" event (a plugin ty
 no_identity -> contactId null and no e-mail anywhere; bad_time -> MySQL's zero date ("-0001-11-30T00:00:00+00:00"),
 which sorts first and falls outside any dateFrom; oversized -> > 100 KB in the record's free-text field (form
 result, bounce diagnostics, e-mail open details, ...); duplicate -> the row is served twice in a row.
+Webhooks (WebhookBundle Http/Client.php and Model/WebhookModel.php; developer docs "Webhooks"): with a receiver
+set, events that become visible are posted as Mautic's webhooks do, grouped by type in one JSON object
+({"mautic.form_on_submit": [{"submission", "timestamp"}], "mautic.page_on_hit": [{"hit", "contact",
+"timestamp"}], "mautic.email_on_open": [{"stat", "timestamp"}], "mautic.lead_points_change": [{"contact",
+"points": {"old_points", "new_points"}, "timestamp"}]}), up to 10 events a request as in queue mode (a hand-raise
+made now goes alone, as in immediate mode), with `Webhook-Signature` = base64(HMAC-SHA256(body, secret)) and
+X-Origin-Base-URL. A submission's, hit's and stat's ids are the activity feed's (form.submitted<id>, page.hit<id>,
+email.read<id>). Asset downloads, do-not-contact and webinar events have no webhook here; malformed events are not
+posted (their damage is the feed's). In queue mode Mautic sends a batch whose request failed again at its next
+cron run: here every 2 s, given up after 30 tries; a 4xx is not sent again.
 Not reproduced: OAuth, search / eventLabel ordering inside the activity feed, per-contact activity, writes.
 """
 
@@ -53,6 +63,8 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import hashlib
+import hmac
 import json
 import math
 import re
@@ -70,6 +82,7 @@ from sandbox import catalog
 from sandbox import world as w
 from sandbox.control import control_routes, delay
 from sandbox.faults import RequestFaults
+from sandbox.webhooks import Outcome, WebhookControl, WebhookSender
 from sandbox.world import World
 
 from orjson import dumps as _dumps  # encodes pages several times faster than the standard library
@@ -133,10 +146,17 @@ RATE_LIMITED = (  # noxlogic's rate_response_message as app/config/config.php se
     f'{RATE_LIMIT} API calls per hour.", "details": [] }} ]}}'
 )
 BAD_CREDENTIALS = "Authorization denied, invalid credentials."
+WEBHOOK_BATCH = 10  # webhook_limit: events a queue-mode request carries
+WEBHOOK_RETRIES = (2.0,) * 30  # the next cron runs, compressed to seconds
+FORM_ON_SUBMIT, PAGE_ON_HIT = "mautic.form_on_submit", "mautic.page_on_hit"
+EMAIL_ON_OPEN, POINTS_CHANGE = "mautic.email_on_open", "mautic.lead_points_change"
+POINTS = {FORM: 10, PAGE_HIT: 1, EMAIL_READ: 1}  # the instance's point actions, per event type
+HAND_RAISE_POINTS = 50
 
 
 def new_credentials() -> dict[str, str]:
-    return {"username": f"api-{secrets.token_hex(4)}", "password": secrets.token_urlsafe(24)}
+    return {"username": f"api-{secrets.token_hex(4)}", "password": secrets.token_urlsafe(24),
+            "webhook_secret": secrets.token_urlsafe(24)}
 
 
 def source_env(url: str, credentials: dict[str, str]) -> dict[str, str]:
@@ -145,17 +165,28 @@ def source_env(url: str, credentials: dict[str, str]) -> dict[str, str]:
         "HANDOFF_MAUTIC_BASE_URL": url,
         "HANDOFF_MAUTIC_USERNAME": credentials["username"],
         "HANDOFF_MAUTIC_PASSWORD": credentials["password"],
+        "HANDOFF_MAUTIC_WEBHOOK_SECRET": credentials["webhook_secret"],
     }
+
+
+def webhook_signature(body: bytes, secret: str, url: str) -> dict[str, str]:
+    """The headers Mautic's webhook client sends: the body's HMAC-SHA256 under the webhook's secret, base64."""
+    signature = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+    return {"Content-Type": "application/json", "X-Origin-Base-URL": SITE_URL, "Webhook-Signature": signature}
 
 
 # ---------------------------------------------------------------- wire helpers
 
-def _json(payload, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def php_json(payload) -> bytes:
     """JSON as PHP's json_encode writes it by default: \\uXXXX escapes and escaped slashes."""
     body = _dumps(payload)
     if not body.isascii():
         body = json.dumps(payload, separators=(",", ":")).encode()
-    return Response(body.replace(b"/", b"\\/"), status_code=status, media_type="application/json", headers=headers)
+    return body.replace(b"/", b"\\/")
+
+
+def _json(payload, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(php_json(payload), status_code=status, media_type="application/json", headers=headers)
 
 
 def _error(message: str, code: int, kind: str | None = None) -> Response:
@@ -276,6 +307,7 @@ class Instance:
         self._addresses: dict[int, str] = {}
         self.contact_order = sorted(self.people, key=lambda cid: (-last.get(cid - 1, 0), cid))  # last_active DESC
         self.contact_position = {cid: n for n, cid in enumerate(self.contact_order)}
+        self._points: dict[int, int] = {}
 
     def _form_name(self, event: w.Event) -> str:
         if event.kind == w.WEBINAR_REGISTERED:
@@ -320,6 +352,18 @@ class Instance:
         if email is None:
             email = self._addresses[person.index] = self.world.email_in(person, "mautic")
         return email
+
+    def index(self, event: w.Event) -> None:
+        """Take an event added to the world into the timeline (it shows from the next request on)."""
+        if event.tool != "mautic":
+            return
+        kind = KIND_TYPE[event.kind]
+        bisect.insort(self._rows[kind], (event.ts, event.id, event), key=lambda row: (row[0], row[1]))
+        if event.kind == w.WEBINAR_REGISTERED or event.kind == w.FORM_FILLED:
+            self._form(self._form_name(event))
+        self._first.setdefault(event.person, event.ts)
+        self._last[event.person] = max(self._last.get(event.person, event.ts), event.ts)
+        self._clock = None
 
     def visible(self, kind: str) -> tuple[list[int], list[w.Event]]:
         """(sort keys, events) of one type that the instance shows at the world's current clock."""
@@ -469,6 +513,63 @@ class Instance:
         return _event(MEETING, f"meeting.attended{n}", f"Attended meeting - {topic}", "Meeting attendance",
                       stamp or _local(event.ts), contact, details)
 
+    # -------------------------------------------------------- webhooks
+
+    def webhook(self, event: w.Event) -> list[tuple[str, dict]]:
+        """The webhook events an activity makes, (type, payload) each: the activity's own, and the points change
+        it causes. None for a type Mautic has no webhook for, or a malformed event."""
+        kind = KIND_TYPE[event.kind]
+        if event.malformed or kind not in POINTS:
+            return []
+        person = self.world.people[event.person]
+        cid, stamp, n = person.index + 1, _local(event.ts), event.id
+        contact = self._webhook_contact(cid)
+        if kind == FORM:
+            fid, form, _ = self._form(self._form_name(event))
+            results = {"form_id": str(fid), "email": self.address(person), "firstname": person.first_name,
+                       "lastname": person.last_name, "company": person.company}
+            submission = {"id": n, "ipAddress": {"ip": _ip(n), "id": n, "ipDetails": None},
+                          "form": {**form, "category": None}, "lead": contact, "trackingId": f"{n:016x}",
+                          "dateSubmitted": stamp, "referer": REFERER, "page": None, "results": results}
+            own = (FORM_ON_SUBMIT, {"submission": submission, "timestamp": stamp})
+        elif kind == PAGE_HIT:
+            own = (PAGE_ON_HIT, {"hit": self._webhook_hit(event, stamp), "contact": contact, "timestamp": stamp})
+        else:
+            sent = event.ts - 3600 * (1 + n % 7)
+            stat = {"id": n, "emailAddress": self.address(person), "ipAddress": {"ip": _ip(n), "id": n},
+                    "dateSent": _local(sent), "isRead": True, "isFailed": False, "viewedInBrowser": False,
+                    "dateRead": stamp, "trackingHash": f"{n:013x}", "retryCount": 0, "source": "campaign",
+                    "sourceId": 1, "openCount": 1, "lastOpened": stamp, "email": self.email_entity(event.asset),
+                    "lead": contact}
+            own = (EMAIL_ON_OPEN, {"stat": stat, "timestamp": stamp})
+        gained = HAND_RAISE_POINTS if event.kind in w.HAND_RAISES else POINTS[kind] + 2 * (event.kind == w.EMAIL_CLICKED)
+        old = self._points.get(cid, 0)
+        self._points[cid] = old + gained
+        changed = {"contact": {**contact, "points": old + gained},
+                   "points": {"old_points": old, "new_points": old + gained}, "timestamp": stamp}
+        return [own, (POINTS_CHANGE, changed)]
+
+    def _webhook_contact(self, cid: int) -> dict:
+        """The contact as webhooks serialize it: grouped fields, without the API's `all`."""
+        contact = self.contact(cid, False)
+        fields = {group: entries for group, entries in contact["fields"].items() if group != "all"}
+        return {**contact, "fields": fields, "points": self._points.get(cid, 0)}
+
+    def _webhook_hit(self, event: w.Event, stamp: str) -> dict:
+        n = event.id
+        hit = {"id": n, "dateHit": stamp, "dateLeft": None, "page": None, "redirect": None, "email": None,
+               "ipAddress": {"ip": _ip(n), "id": n}, "country": "", "region": "", "city": "", "isp": "",
+               "organization": "", "code": 200, "referer": None, "url": None, "urlTitle": None,
+               "userAgent": USER_AGENTS[n % 3], "remoteHost": None, "pageLanguage": "en", "source": None,
+               "sourceId": None, "trackingId": f"{n:016x}"}
+        if event.kind == w.EMAIL_CLICKED:  # a tracked link's redirect, with the e-mail as its source
+            email = self.email_entity(event.asset)
+            hit.update(url=CLICK_URL, urlTitle="Handoff", source="email", sourceId=email["id"], email=email)
+        else:
+            url, title, _, _ = self._static(PAGE_HIT, event.asset)
+            hit.update(url=url, urlTitle=title)
+        return hit
+
     def _page_hit(self, event: w.Event, contact: str | None, stamp: str, big: bool) -> dict:
         n = event.id
         device, os_name = DEVICES[n % 3]
@@ -554,9 +655,48 @@ FIELD_META = tuple(
 
 # ---------------------------------------------------------------- the app
 
-def create_app(world: World, faults: RequestFaults, credentials: dict[str, str]) -> Starlette:
+class MauticWebhooks:
+    """The instance's webhook (all four event types subscribed) and the ids its events carry."""
+
+    tool = "mautic"
+
+    def __init__(self, instance: Instance, sender: WebhookSender | None):
+        self.instance, self.sender = instance, sender
+
+    def deliver(self, events: list[w.Event], on_result: Outcome | None = None, style: str | None = None) -> bool:
+        items = [item for event in events if event.tool == self.tool for item in self.instance.webhook(event)]
+        if self.sender is None or not items:
+            return False
+        # A hand-raise made now goes on its own (immediate mode); what the clock reveals goes in queue-mode batches.
+        size = len(items) if len(events) == 1 else WEBHOOK_BATCH
+        for start in range(0, len(items), size):
+            batch: dict[str, list] = {}
+            for kind, payload in items[start:start + size]:
+                batch.setdefault(kind, []).append(payload)
+            body = php_json(batch)
+            self.sender.post(lambda attempt, body=body: body, on_result if start == 0 else None)
+        return True
+
+    def activity_id(self, event: w.Event) -> str:
+        return f"{KIND_TYPE[event.kind]}{event.id}"
+
+    def contact_id(self, person: w.Person) -> str:
+        return str(person.index + 1)
+
+    def address(self, person: w.Person) -> str:
+        return self.instance.address(person)
+
+
+def create_app(world: World, faults: RequestFaults, credentials: dict[str, str],
+               webhooks: WebhookSender | None = None) -> Starlette:
+    """The stand-in; with `webhooks`, a sender to the receiver that its webhooks go to."""
     instance = Instance(world)
     expected = f"{credentials['username']}:{credentials['password']}"
+    hooks = MauticWebhooks(instance, webhooks)
+    world.on_add(instance.index)
+    if webhooks is not None:
+        world.watch(hooks.deliver)
+    control = WebhookControl(world, hooks)
 
     def guard(request: Request) -> Response | None:
         """Authentication, then Mautic's rate limiter, then the server-error switch."""
@@ -676,9 +816,12 @@ def create_app(world: World, faults: RequestFaults, credentials: dict[str, str])
         Route("/api/contacts", api(contacts), methods=["GET"]),
         Route("/api/emails", api(emails), methods=["GET"]),
         *control_routes(world, faults),
+        *control.routes(),
         Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    app.state.webhooks = control
+    return app
 
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import bisect
 import random
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
+from typing import Callable
 
 from sandbox import catalog
 
@@ -104,6 +106,9 @@ class World:
     events: list[Event]
     clock: int = 0
     _by_tool: dict[str, list[Event]] = field(default_factory=dict, repr=False)
+    _indexers: list[Callable[[Event], None]] = field(default_factory=list, repr=False)
+    _watchers: list[Callable[[list[Event]], None]] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if not self.clock:
@@ -116,8 +121,39 @@ class World:
         return datetime.fromtimestamp(self.clock, tz=timezone.utc)
 
     def advance(self, hours: float) -> None:
-        """Move the stand-ins' clock: late activities whose time has come become visible."""
+        """Move the stand-ins' clock: late activities whose time has come become visible (and are told to the
+        watchers, as a tool's webhooks would tell them)."""
+        before = self.clock
         self.clock += int(hours * 3600)
+        appeared = [e for e in self.events if before < e.available_ts <= self.clock]
+        if appeared:
+            for watch in list(self._watchers):
+                watch(sorted(appeared, key=lambda e: (e.available_ts, e.id)))
+
+    def on_add(self, index: Callable[[Event], None]) -> None:
+        """Call `index` with every event added from now on (a stand-in keeps its feeds with it)."""
+        self._indexers.append(index)
+
+    def watch(self, told: Callable[[list[Event]], None]) -> None:
+        """Call `told` with the events that become visible from now on, added or revealed by the clock."""
+        self._watchers.append(told)
+
+    def add_event(self, person: Person, tool: str, kind: str, asset: str | None, campaign: str | None = None,
+                  ts: int | None = None, tell: bool = True) -> Event:
+        """A new activity of a person at the world's clock (or `ts`), visible at once to the tool's feeds and, with
+        `tell`, told to the watchers (without, the caller tells what it wants to whom it wants)."""
+        with self._lock:
+            event = Event(self.events[-1].id + 1 if self.events else 1, person.index, tool, kind, asset, campaign,
+                          self.clock if ts is None else ts, self.clock)
+            self.events.append(event)
+            bisect.insort(self._by_tool[tool], event, key=lambda e: (e.ts, e.id))
+            if "_person_events" in self.__dict__:
+                self._person_events.setdefault(person.index, []).append(event)
+        for index in list(self._indexers):
+            index(event)
+        for watch in list(self._watchers) if tell else ():
+            watch([event])
+        return event
 
     def timeline(self, tool: str) -> list[Event]:
         """All of a tool's events, visible or not yet, oldest first (the same list every call: bisect it)."""
