@@ -44,12 +44,16 @@ def route_leads(now: datetime | None = None) -> RoutingSummary:
         if client is not None:
             summarize(crm, client)
             close_crm(client)
-    # After the pull, so the owners are the CRM's as of now; the activities scored since the last run are looked at
-    alert_lead_owners(now, run_id, rules.teams, client)
+    # After the pull, so the owners are the CRM's as of now. A failure fails the run only once routing's owners
+    # were told (a broken alert must not keep the new leads' notifications back)
+    alerting = alert_lead_owners(now, run_id, rules.teams, client, return_state=True)
     tell_owners(rules, now, client)
     send_due_notifications(now)  # the owners the CRM now holds are told, and the owners alerted
     publish_lead_events(now).log_to(get_run_logger())
-    summary.markdown = publish_routing_summary(summary, crm)
+    alerts = alerting.result(raise_on_failure=False) if alerting.is_completed() else None
+    summary.markdown = publish_routing_summary(summary, crm, alerts)
+    if alerting.is_failed():
+        alerting.result()  # raises the alert step's error
     return summary
 
 

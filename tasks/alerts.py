@@ -133,6 +133,17 @@ def _logged(summary: AlertSummary) -> AlertSummary:
     return summary
 
 
+def alerts_markdown(summary: AlertSummary | None) -> str:
+    """The owner alerts' paragraph in a run's artifact."""
+    if summary is None or not summary.enabled:
+        return ""
+    waited = " The cursor waits for activity writers still under way: the next run looks." if summary.cursor_waited \
+        else ""
+    return (f"\n**Owner alerts**: {summary.alerts} to the reps who own the leads ({summary.engaged} of engagement, "
+            f"{summary.reached} of the readiness level), {summary.quiet} engagements held back by the quiet period; "
+            f"{summary.activities} new activities of {summary.owned} owned leads looked at.{waited}\n")
+
+
 @task(cache_policy=NO_CACHE)
 def alert_lead_owners(now: datetime, run_id: str | None, teams: SalesTeams | None = None, client=None,
                       lead_ids: list[int] | None = None) -> AlertSummary:

@@ -6,6 +6,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks.alerts import AlertSummary, alerts_markdown
 from tasks.crm import CrmSyncSummary
 from tasks.markdown import cell
 from tasks.routing import RoutingSummary
@@ -36,7 +37,8 @@ def routing_markdown(summary: RoutingSummary, crm: CrmSyncSummary | None = None)
 
 
 @task(cache_policy=NO_CACHE)
-def publish_routing_summary(summary: RoutingSummary, crm: CrmSyncSummary | None = None) -> str:
-    markdown = routing_markdown(summary, crm)
+def publish_routing_summary(summary: RoutingSummary, crm: CrmSyncSummary | None = None,
+                            alerts: AlertSummary | None = None) -> str:
+    markdown = routing_markdown(summary, crm) + alerts_markdown(alerts)
     create_markdown_artifact(key="route-leads", markdown=markdown, description="Who got which lead, by which rule")
     return markdown

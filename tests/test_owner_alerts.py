@@ -17,7 +17,7 @@ from config.rulebook import load_rulebook
 from config.settings import CONFIG_DIR
 from config.teams import load_teams
 from domain.activity import PersonRecord, build_activity
-from domain.notifications import Engagement, LeadFacts, Person, owner_alert
+from domain.notifications import Engagement, LeadFacts, Message, Person, owner_alert
 from domain.owner_alerts import AlertRules, AlertState, AssignedOwner, CrmOwner, LeadLook, decide, owner_of
 from sandbox.mailbox import Mailbox
 from store import owner_alerts as alert_store
@@ -28,6 +28,7 @@ from tasks import notify
 from tasks.alerts import alert_owners
 from tasks.notify import send_notifications
 from tasks.scoring import score_chunk
+from tests.crm_support import point_at, scored_world, synced_world  # noqa: F401 - fixtures
 from tests.test_notifications import TEAMS
 
 UTC = timezone.utc
@@ -490,3 +491,69 @@ def test_a_wrong_owner_alerts_section_names_the_key(tmp_path, section, problem):
     path.write_text(f'person: "mailto://localhost?to={{email}}"\nowner_alerts:\n  {section}\n')
     with pytest.raises(ConfigError, match=problem):
         load_notifications(path, env={})
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+@pytest.mark.slow
+def test_route_leads_alerts_the_rep_who_owns_a_lead_in_salesforce_of_its_click_by_email_and_nobody_for_a_queue(
+        scored_world, tmp_path, sandbox_factory, point_at, prefect_server):
+    from flows.routing import route_leads
+    from flows.score import score_and_qualify
+    from tests.test_routing_flow import smtp
+
+    world = synced_world(scored_world, tmp_path, sandbox_factory)
+    with Mailbox() as mailbox:
+        point_at(world, **smtp(mailbox))
+        with world.engine.connect() as conn:  # two people with nothing new for a day, and no handoff
+            quiet = conn.exec_driver_sql(
+                "SELECT l.id, l.email FROM lead l JOIN lead_state s ON s.lead_id = l.id WHERE s.stage IN "
+                "('subscriber', 'lead') AND l.email IS NOT NULL AND NOT EXISTS (SELECT 1 FROM activity a WHERE "
+                "a.lead_id = l.id AND a.occurred_at >= ?) ORDER BY l.id LIMIT 2",
+                (world.now - timedelta(days=1),)).fetchall()
+        (owned, owned_email), (queued, queued_email) = quiet
+        client = world.client()
+        jordan = world.org("SELECT Id FROM User WHERE Username LIKE 'jordan.blake%'")[0]["Id"]
+        [queue] = client.queue_ids(["Inbound Leads"]).values()
+        for email, owner in ((owned_email, jordan), (queued_email, queue)):  # sales knew them already
+            client.call("a rep's own lead", lambda sf, email=email, owner=owner: sf.Lead.create(
+                {"LastName": "Known", "Company": "Known Co", "Email": email, "OwnerId": owner},
+                headers={"Sforce-Auto-Assign": "FALSE"}))
+        route_leads(now=world.now)  # the pull links them, with their owners
+        before = len(mailbox.mails)
+
+        later = world.now + timedelta(minutes=10)
+        for n, email in enumerate((owned_email, queued_email)):
+            write_batch(world.engine, source="mautic", rejections=[], checkpoint=None, now=later, people=[],
+                        activities=[build_activity(source="mautic", external_id=f"click-{n}", type_name="email_click",
+                                                   occurred_at=(later - timedelta(minutes=2)).isoformat(), raw={},
+                                                   email=email, asset="November product update",
+                                                   campaign="Q4 nurture")])
+        score_and_qualify(now=later)
+        summary = route_leads(now=later)
+        route_leads(now=later + timedelta(minutes=5))  # the next run tells nobody again
+        alerts_and_more = mailbox.mails[before:]
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("an owner alert bug")
+
+        with world.engine.begin() as conn:  # something routing's run has to send
+            notify.enqueue_messages(conn, [Message("test:1", "test", REP, "Note", "Body\n")], alerting(), later)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("tasks.alerts.alert_owners", broken)
+            with pytest.raises(RuntimeError, match="an owner alert bug"):
+                route_leads(now=later + timedelta(minutes=10))
+        assert [m.subject for m in mailbox.to(REP)] == ["Note"]  # sent all the same, then the run failed
+
+    alerts = [m for m in alerts_and_more if (m.header("X-Handoff-Notification") or "").startswith("owner-")]
+    [alert] = alerts
+    assert alert.recipients == ("jordan.blake@handoff-demo.example",)
+    assert alert.header("X-Handoff-Notification").startswith(f"owner-engaged:{owned}:")
+    assert alert.subject.endswith("engaged: Clicked in e-mail 'November product update' (campaign Q4 nurture)")
+    assert "You are told because you own it in the CRM; nothing was re-routed." in alert.text
+    assert "/lightning/r/Lead/" in alert.text
+    assert "**Owner alerts**: 1 to the reps who own the leads (1 of engagement" in summary.markdown
+    with world.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM notification WHERE kind = 'owner_alert' AND lead_id = ?",
+                                    (queued,)).scalar_one() == 0
+    world.engine.dispose()
