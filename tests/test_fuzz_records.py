@@ -9,6 +9,9 @@ the wire, and how its connector reads that page back.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 from dataclasses import dataclass
@@ -251,19 +254,28 @@ def test_a_page_of_hostile_and_good_records_is_read_record_by_record_and_stored_
     people, refused = screen_people(page.people)
     write_batch(engine, source=feed.name, activities=accepted, people=people, rejections=page.rejected + late + refused,
                 checkpoint=None, now=NOW, raw_cap=CAP)
+    assert_each_accounted(engine, mix, items, feed.key)
+
+
+def assert_each_accounted(engine, mix: list, items: list[bytes], key: Callable[[dict], Any],
+                          passed_over: Callable[[dict], bool] = lambda record: False) -> None:
+    """Each raw item is quarantined as it came, each good record stored under its key, each bad one stored,
+    quarantined (parsed, its payload is the record as the reader writes it; unparsed, the bytes as they came) or,
+    when the reader may pass it over as no activity, passed over."""
     activities, quarantined = stored(engine)
     for (kind, record), item in zip(mix, items):
         if kind == "raw":
             assert quarantined_as_it_came(quarantined, item), item[:200]
         elif kind == "good":
-            assert feed.key(record) in activities, record
-        else:  # parsed, its payload is the record as the connector writes it; unparsed, the bytes as they came
+            assert key(record) in activities, record
+        else:
             payloads = [item]
             try:
                 payloads.append(dump_raw(orjson.loads(item)))
             except orjson.JSONDecodeError:
                 pass
-            assert feed.key(record) in activities or any(quarantined_as_it_came(quarantined, p) for p in payloads), record
+            assert key(record) in activities or any(quarantined_as_it_came(quarantined, p) for p in payloads) or \
+                passed_over(record), record
 
 
 # ---------------------------------------------------------------- records pulled from the CRM
@@ -381,3 +393,137 @@ def test_a_pulled_page_of_hostile_crm_records_is_refused_or_read_faithfully_reco
             continue
         assert kind != "raw"
         feed.faithful(raw, next(taken))
+
+
+# ---------------------------------------------------------------- webhook bodies
+
+WEBHOOK_SECRET = "fuzz-webhook-secret"
+
+
+def _signed(kind: str, url: str) -> Callable[[bytes], dict[str, str]]:
+    """Each tool's signature, by its documented scheme (computed here, not by the code under test)."""
+    def sign(body: bytes) -> dict[str, str]:
+        if kind == "mautic":
+            return {"Webhook-Signature": base64.b64encode(hmac.new(WEBHOOK_SECRET.encode(), body,
+                                                                   hashlib.sha256).digest()).decode()}
+        if kind == "hubspot":
+            stamp = str(int(NOW.timestamp() * 1000))
+            digest = hmac.new(WEBHOOK_SECRET.encode(), b"POST" + url.encode() + body + stamp.encode(), hashlib.sha256)
+            return {"X-HubSpot-Signature-v3": base64.b64encode(digest.digest()).decode(),
+                    "X-HubSpot-Request-Timestamp": stamp}
+        if kind == "marketo":
+            return {"X-Handoff-Webhook-Secret": WEBHOOK_SECRET}
+        return {"Authorization": f"Bearer {WEBHOOK_SECRET}"}
+    return sign
+
+
+def webhook_read(kind: str, name: str, body: bytes, headers: dict[str, str] | None = None):
+    from connectors.webhooks import webhook_reader
+
+    config = SourceConfig(name=name, kind=kind, base_url=None if kind == "webhook" else "http://127.0.0.1:9",
+                          form_types={"Demo Request*": "demo_request"})
+    reader = webhook_reader(config, {"webhook_token" if kind == "webhook" else "webhook_secret": WEBHOOK_SECRET})
+    url = f"https://handoff.example.com/webhooks/{name}"
+    return reader.read("POST", url, _signed(kind, url)(body) if headers is None else headers, body, NOW)
+
+
+def _ms(value: Any) -> int | None:
+    moment = parse_instant(value)
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+@dataclass
+class Hook:
+    """A webhook body of many records: a good record, the fields a hostile one replaces, how records make a body,
+    and the key a record is stored by."""
+
+    kind: str
+    name: str
+    good: Callable[[int], dict]
+    fields: list[str]
+    body: Callable[[list[bytes]], bytes]
+    key: Callable[[dict], tuple[str, str] | None]
+
+
+def _mautic_key(record: dict) -> tuple[str, str] | None:
+    submission = record.get("submission")
+    number = submission.get("id") if isinstance(submission, dict) else None
+    return ("mautic", f"form.submitted{number}") if number not in (None, "") else None
+
+
+HOOKS = [
+    Hook("mautic", "mautic",
+         lambda n: {"submission": {"id": n, "form": {"id": 2, "name": "Demo Request"}, "results": {},
+                                   "lead": {"id": 5 + n % 2, "fields": {"core": {"email": {"value": f"p{n}@acme.example"}}}},
+                                   "dateSubmitted": (NOW - timedelta(hours=n)).isoformat()},
+                    "timestamp": (NOW - timedelta(hours=n)).isoformat()},
+         ["submission", "timestamp"],
+         lambda items: b'{"mautic.form_on_submit": [' + b",".join(items) + b'], "mautic.lead_post_save_update": []}',
+         _mautic_key),
+    Hook("hubspot", "hubspot",
+         lambda n: {"eventId": n, "subscriptionId": 7, "portalId": 62515, "appId": 54321, "attemptNumber": 0,
+                    "subscriptionType": "contact.propertyChange", "propertyName": "recent_conversion_event_name",
+                    "propertyValue": "Demo Request", "objectId": 100 + n, "changeSource": "FORM",
+                    "occurredAt": int((NOW - timedelta(hours=n)).timestamp() * 1000)},
+         ["eventId", "propertyValue", "objectId", "occurredAt", "attemptNumber", "changeSource"],
+         lambda items: b"[" + b",".join(items) + b"]",
+         lambda r: ("hubspot", f"form-submission-{r.get('objectId')}-{_ms(r.get('occurredAt'))}")),
+    Hook("webhook", "inbound", jsonl_good, JSONL_FIELDS, lambda items: b"\n".join(items),
+         lambda r: (str(r.get("source") or "inbound"), str(r.get("id")))),
+]
+
+
+@pytest.mark.parametrize("hook", HOOKS, ids=lambda hook: hook.name)
+@FUZZ
+@given(data=st.data())
+def test_a_webhook_body_of_hostile_and_good_records_is_read_record_by_record_and_stored_or_quarantined(engine, hook,
+                                                                                                       data):
+    reset(engine)
+    mix = data.draw(record_mix(hook.good, hook.fields, broken_lines if hook.kind == "webhook" else broken_records))
+    items = [dumps(r) if kind != "raw" else r for kind, r in mix]
+    delivery = webhook_read(hook.kind, hook.name, hook.body(items))  # a good record in it: never refused
+    write_batch(engine, source=hook.name, activities=delivery.activities, people=delivery.people,
+                rejections=delivery.rejections, checkpoint=None, now=NOW, raw_cap=CAP)
+    assert_each_accounted(engine, mix, items, hook.key, lambda record: _passed_over(hook, record))
+
+
+def _passed_over(hook: Hook, record: dict) -> bool:
+    """A record the reader need not account for: a HubSpot event of another property is no activity."""
+    return hook.kind == "hubspot" and record.get("propertyName") != "recent_conversion_event_name"
+
+
+bodies = st.one_of(
+    st.binary(max_size=300),
+    anything.map(lambda value: json.dumps(value, allow_nan=True).encode()),
+    st.dictionaries(st.sampled_from(["mautic.form_on_submit", "mautic.page_on_hit", "mautic.email_on_open",
+                                     "mautic.lead_points_change", "timestamp"]),
+                    st.lists(anything, max_size=3) | anything, max_size=3).map(lambda v: json.dumps(v, allow_nan=True).encode()),
+    st.lists(st.dictionaries(st.sampled_from(["subscriptionType", "propertyName", "propertyValue", "objectId",
+                                              "occurredAt", "vid", "properties", "form-submissions"]),
+                             anything, max_size=6), max_size=3).map(lambda v: json.dumps(v, allow_nan=True).encode()),
+    st.lists(st.one_of(broken_lines, anything.map(lambda v: json.dumps(v, allow_nan=True).encode())), max_size=4)
+    .map(b"\n".join),
+)
+header_values = st.one_of(st.none(), texts, st.sampled_from(["Bearer ", "Bearer fuzz-webhook-secret", "0", "1" * 30]))
+
+
+@pytest.mark.parametrize("kind", ["mautic", "hubspot", "marketo", "webhook"])
+@FUZZ
+@given(body=bodies, signed=st.booleans(), forged=st.dictionaries(
+    st.sampled_from(["Webhook-Signature", "X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp",
+                     "X-Handoff-Webhook-Secret", "Authorization"]), header_values, max_size=3))
+def test_any_webhook_body_and_headers_are_read_or_refused_and_nothing_else(kind, body, signed, forged):
+    from connectors.webhooks import Delivery, Refused
+
+    headers = None if signed else {k: v for k, v in forged.items() if v is not None}
+    try:
+        delivery = webhook_read(kind, "inbound" if kind == "webhook" else kind, body, headers)
+    except Refused as refused:
+        assert refused.status in (400, 401, 413) and "\n" not in refused.reason
+        assert WEBHOOK_SECRET not in refused.reason
+        # unsigned, only the 401 of verification, which comes before any reading (unless the forgery is the secret)
+        assert signed or refused.status == 401 or any(v and WEBHOOK_SECRET in v for v in forged.values())
+        return
+    assert isinstance(delivery, Delivery)
+    for record in delivery.rejections:
+        assert record.reason and record.raw is not None

@@ -72,7 +72,7 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
 
 def same(given: str, expected: str) -> bool:
     """Constant-time comparison of a signature or secret."""
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape"))
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
 def hmac_base64(key: bytes, message: bytes) -> str:
