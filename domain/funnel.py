@@ -13,7 +13,7 @@ from typing import Iterable, Mapping, Sequence
 
 from domain.lifecycle import Stage
 from domain.sla import SlaTimer
-from domain.sla_measures import SlaMeasures, sla_report
+from domain.sla_measures import SlaMeasures, measures, owner_calendars
 from domain.teams import SalesTeams
 
 FUNNEL_STAGES = (Stage.LEAD, Stage.MQL, Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER)
@@ -95,7 +95,7 @@ class Period:
 
     def month_of(self, moment: datetime) -> str | None:
         """'2026-01': the month `moment` falls in, when it is within the period."""
-        return moment.astimezone(self.zone).strftime("%Y-%m") if self.start <= moment < self.end else None
+        return _month(moment, self.zone) if self.start <= moment < self.end else None
 
     @property
     def months(self) -> list[str]:
@@ -125,13 +125,15 @@ class PeriodRefused(ValueError):
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 
-def reporting_period(start: str | None, end: str | None, now: datetime, zone: tzinfo, months: int) -> Period:
+def reporting_period(start: str | None, end: str | None, now: datetime, zone: tzinfo, months: int,
+                     earliest: datetime | None = None) -> Period:
     """The period from `start` to `end`, each a month ('2026-01': from its first day, to its last) or a day
-    ('2026-01-15'); by default the `months` calendar months up to `now`. It never runs past `now`: what has not
-    happened is not counted."""
-    today = now.astimezone(zone)
-    this_month = f"{today.year:04d}-{today.month:02d}"
-    begins = _bound(start, zone, "start") if start else _month_start(_months_back(this_month, months - 1), zone)
+    ('2026-01-15'); by default the `months` calendar months up to `now`, from the month of `earliest` (the first
+    stage change recorded) if that is later: months before Handoff's records would only show zeros. It never runs
+    past `now`: what has not happened is not counted."""
+    begins = _bound(start, zone, "start") if start else _month_start(_months_back(_month(now, zone), months - 1), zone)
+    if not start and earliest is not None and earliest < now:
+        begins = max(begins, _month_start(_month(earliest, zone), zone))
     ends = _bound(end, zone, "end", upper=True) if end else now
     ends = min(ends, now)
     if begins >= ends:
@@ -151,6 +153,11 @@ def _bound(text: str, zone: tzinfo, what: str, upper: bool = False) -> datetime:
         raise PeriodRefused(f"the {what} {text!r} is neither a month (2026-01) nor a day (2026-01-15)") from None
     day += timedelta(days=1) if upper else timedelta()
     return datetime(day.year, day.month, day.day, tzinfo=zone)
+
+
+def _month(moment: datetime, zone: tzinfo) -> str:
+    local = moment.astimezone(zone)
+    return f"{local.year:04d}-{local.month:02d}"
 
 
 def _month_start(month: str, zone: tzinfo) -> datetime:
@@ -256,26 +263,27 @@ def funnel_report(moves: Iterable[Move], attribution: Mapping[int, Attribution],
     after `now` are not known yet."""
     if by is not None and by not in DIMENSIONS:
         raise ValueError(f"by must be one of {', '.join(DIMENSIONS)}, not {by!r}")
-    entries = stage_entries(m for m in moves if m.at <= now)
+    counted = _Counter(stage_entries(m for m in moves if m.at <= now), handed_over, teams, period, now)
     everyone = lambda person: None  # noqa: E731
-    whole_period = lambda at: WHOLE_PERIOD if period.month_of(at) else None  # noqa: E731
-    counted = _Counter(entries, handed_over, teams, period, now)
-    monthly, whole = counted.by(period.month_of, everyone), counted.by(whole_period, everyone)
+    monthly, whole = counted.by(everyone, whole=False), counted.by(everyone, whole=True)
     groups: list[FunnelRow] = []
     if by is not None:
         group_of = lambda person: attribution.get(person, Attribution()).of(by)  # noqa: E731
-        for buckets in (counted.by(period.month_of, group_of), counted.by(whole_period, group_of)):
+        for buckets in (counted.by(group_of, whole=False), counted.by(group_of, whole=True)):
             groups += [counted.row(buckets, bucket, group) for bucket, group in sorted(buckets.keys())]
     return FunnelReport(period, now, targets, tuple(counted.row(monthly, m, None) for m in period.months),
                         counted.row(whole, WHOLE_PERIOD, None), by, tuple(groups),
-                        sum(e.skipped for e in entries if period.month_of(e.at)))
+                        sum(e.skipped for _, e in counted.entries))
+
+
+_Dated = tuple[str, Entry]  # an entry with its month
 
 
 @dataclass
 class _Buckets:
     """Entries and timers by (bucket, group): a bucket is a month, or the whole period."""
 
-    entries: dict[tuple[str, str | None], list[Entry]] = field(default_factory=dict)
+    entries: dict[tuple[str, str | None], list[_Dated]] = field(default_factory=dict)
     timers: dict[tuple[str, str | None], list[SlaTimer]] = field(default_factory=dict)
 
     def keys(self) -> set[tuple[str, str | None]]:
@@ -283,25 +291,25 @@ class _Buckets:
 
 
 class _Counter:
-    """A report's stage entries and timers, with each person's passes through each stage."""
+    """A report's stage entries and timers in the period, each with its month (worked out once), and each person's
+    passes through each stage, the period's or not."""
 
     def __init__(self, entries: list[Entry], handed_over: Sequence[tuple[int, SlaTimer]], teams: SalesTeams,
                  period: Period, now: datetime) -> None:
-        self.all_entries, self.handed_over = entries, handed_over
-        self.teams, self.period, self.now = teams, period, now
+        self.calendar_of, self.period, self.now = owner_calendars(teams), period, now
+        self.entries = [(month, e) for e in entries if (month := period.month_of(e.at))]
+        self.timers = [(month, person, t) for person, t in handed_over if (month := period.month_of(t.opened_at))]
         self.passes: dict[tuple[int, Stage], list[datetime]] = {}  # each person's entries of each stage, in order
         for e in entries:
             self.passes.setdefault((e.person, e.stage), []).append(e.at)
         self.lead_at = {person: times[0] for (person, stage), times in self.passes.items() if stage is Stage.LEAD}
 
-    def by(self, bucket_of, group_of) -> _Buckets:
+    def by(self, group_of, whole: bool) -> _Buckets:
         buckets = _Buckets()
-        for e in self.all_entries:
-            if (bucket := bucket_of(e.at)) is not None:
-                buckets.entries.setdefault((bucket, group_of(e.person)), []).append(e)
-        for person, timer in self.handed_over:
-            if (bucket := bucket_of(timer.opened_at)) is not None:
-                buckets.timers.setdefault((bucket, group_of(person)), []).append(timer)
+        for month, e in self.entries:
+            buckets.entries.setdefault((WHOLE_PERIOD if whole else month, group_of(e.person)), []).append((month, e))
+        for month, person, timer in self.timers:
+            buckets.timers.setdefault((WHOLE_PERIOD if whole else month, group_of(person)), []).append(timer)
         return buckets
 
     def row(self, buckets: _Buckets, bucket: str, group: str | None) -> FunnelRow:
@@ -309,25 +317,26 @@ class _Counter:
         # A lead counts once per stage and month: the period's figures are the sum of its months'
         passes = {s: self._passes(here, s) for s in FUNNEL_STAGES}
         entered = {s: len(passes[s]) for s in FUNNEL_STAGES}
-        skipped = {s: len({(e.person, self.period.month_of(e.at)) for e in here if e.stage is s and e.skipped})
-                   for s in FUNNEL_STAGES}
+        skipped = {s: len({(e.person, month) for month, e in here if e.stage is s and e.skipped}) for s in FUNNEL_STAGES}
         converted = {s: self._converted(passes[s], s) for s in FUNNEL_STAGES}
-        days = tuple((e.at - self.lead_at[e.person]).total_seconds() / _DAY for e in here if e.stage is Stage.CUSTOMER)
+        days = tuple((e.at - self.lead_at[e.person]).total_seconds() / _DAY for _, e in here
+                     if e.stage is Stage.CUSTOMER)
         timers = buckets.timers.get((bucket, group), [])
-        sla = sla_report(timers, self.teams, self.now).overall if timers else None
+        sla = measures(group or "everyone", timers, self.calendar_of, self.now) if timers else None
         partial = bucket != WHOLE_PERIOD and self.period.partial(bucket)
         return FunnelRow(bucket, group, entered, skipped, converted, days, sla, partial)
 
-    def _passes(self, here: list[Entry], stage: Stage) -> dict[tuple[int, str | None], tuple[datetime, datetime]]:
+    @staticmethod
+    def _passes(here: list[_Dated], stage: Stage) -> dict[tuple[int, str], tuple[datetime, datetime]]:
         """(person, month) -> the first and last time the person entered `stage` in that month."""
-        found: dict[tuple[int, str | None], tuple[datetime, datetime]] = {}
-        for e in here:
+        found: dict[tuple[int, str], tuple[datetime, datetime]] = {}
+        for month, e in here:
             if e.stage is stage:
-                key = (e.person, self.period.month_of(e.at))
+                key = (e.person, month)
                 found[key] = (found[key][0] if key in found else e.at, e.at)
         return found
 
-    def _converted(self, passes: dict[tuple[int, str | None], tuple[datetime, datetime]], stage: Stage) -> int:
+    def _converted(self, passes: dict[tuple[int, str], tuple[datetime, datetime]], stage: Stage) -> int:
         """Of the leads that entered `stage` in a month, those that reached the next stage from then until they
         entered `stage` again after that month (a lead recycled and back starts a new pass: its progress is that
         pass's)."""

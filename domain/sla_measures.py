@@ -52,7 +52,7 @@ def sla_report(timers: Iterable[SlaTimer], teams: SalesTeams, now: datetime) -> 
     """The measures of every timer (each one owner's turn with a lead), grouped by rep and by team; a lead
     handed to a queue counts under its team only."""
     timers = list(timers)
-    calendar = _calendars(teams)
+    calendar = owner_calendars(teams)
     by_rep: dict[str, list[SlaTimer]] = {}
     by_team: dict[str, list[SlaTimer]] = {}
     for timer in timers:
@@ -93,6 +93,6 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _calendars(teams: SalesTeams) -> Callable[[SlaTimer], SlaClock]:
+def owner_calendars(teams: SalesTeams) -> Callable[[SlaTimer], SlaClock]:
     """Business hours are the owner's working calendar whatever clock the policy counted on."""
     return lambda timer: working_calendar(teams, timer.owner.rep, timer.team)

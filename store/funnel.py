@@ -67,5 +67,10 @@ def funnel_facts(conn: Connection, start: datetime, end: datetime) -> FunnelFact
     return FunnelFacts(moves, attribution, timers)
 
 
+def first_stage_change(conn: Connection) -> datetime | None:
+    """When the first stage change was recorded (by the index on its time)."""
+    return from_db_time(conn.exec_driver_sql("SELECT MIN(changed_at) FROM stage_change").scalar())
+
+
 def _blank(text: str | None) -> str | None:
     return text.strip() or None if text else None

@@ -15,7 +15,7 @@ from domain.funnel import (FUNNEL_STAGES, STAGE_NAMES, STEPS, FunnelReport, Funn
                            funnel_report, reporting_period)
 from domain.sla import timer_from_json
 from domain.teams import SalesTeams
-from store.funnel import funnel_facts
+from store.funnel import first_stage_change, funnel_facts
 from tasks.funnel_chart import funnel_chart, month_name
 from tasks.markdown import cell
 from tasks.segments import csv_text, spreadsheet_text
@@ -23,10 +23,10 @@ from tasks.segments import csv_text, spreadsheet_text
 
 def read_funnel(engine, config: FunnelConfig, teams: SalesTeams, now: datetime, start: str | None = None,
                 end: str | None = None, by: str | None = None) -> FunnelReport:
-    """The funnel from `start` to `end` (months or days; by default the configured months up to `now`), per
-    group of `by` (source, channel or campaign) too when given."""
-    period = reporting_period(start, end, now, config.zone, config.months)
+    """The funnel from `start` to `end` (months or days; by default the configured months up to `now`, from the
+    first stage change on), per group of `by` (source, channel or campaign) too when given."""
     with engine.connect() as conn:
+        period = reporting_period(start, end, now, config.zone, config.months, first_stage_change(conn))
         facts = funnel_facts(conn, period.start, period.end)
     handed_over = [(person, timer_from_json(timer)) for person, timer in facts.handed_over]
     return funnel_report(facts.moves, facts.attribution, handed_over, teams, period, now, config.targets, by)
@@ -62,17 +62,17 @@ def funnel_markdown(report: FunnelReport, chart: bytes | None = None) -> str:
         lines += [f"![Funnel against targets, {report.period.label()}](data:image/png;base64,"
                   f"{base64.b64encode(chart).decode()})", ""]
     judged = [against_targets(row, targets) for row in months]
-    lines += ["| | target | " + " | ".join(_column(r) for r in months) + " | the period |",
-              "|---|---:|" + "---:|" * (len(months) + 1)]
+    columns = (*months, whole) if len(months) > 1 else months  # one month is its period
+    lines += ["| | target | " + " | ".join(_column(r) for r in columns) + " |", "|---|---:|" + "---:|" * len(columns)]
     for index, overall in enumerate(against_targets(whole, targets)):  # the period: no monthly target to judge by
-        cells = [_judged(row[index]) for row in judged] + [_shown(overall.actual, overall.kind)]
+        cells = [_judged(row[index]) for row in judged] + [_shown(overall.actual, overall.kind)] * (len(months) > 1)
         lines.append(f"| {overall.measure} | {_shown(overall.target, overall.kind)} | " + " | ".join(cells) + " |")
     context = [("handed over to reps", lambda r: _shown(r.sla.handed_over if r.sla else 0, "count")),
                ("time to first contact, median", lambda r: _shown(r.sla.median_business_hours if r.sla else None,
                                                                   "hours")),
                ("lead → customer, median", lambda r: _shown(r.median_days_to_customer, "days"))]
     for name, show in context:
-        lines.append(f"| {name} | | " + " | ".join(show(r) for r in (*months, whole)) + " |")
+        lines.append(f"| {name} | | " + " | ".join(show(r) for r in columns) + " |")
     note = ("Times to first contact are in business hours (the owner's working time, as the SLA counts it); "
             "contacted within the SLA is of the leads whose outcome is known (contacted, or past due).")
     if report.skipped_stages:

@@ -39,7 +39,7 @@ def funnel_chart(report: FunnelReport) -> bytes:
                         hatch="//" if row.partial else None, edgecolor="white" if not row.partial else "#555555",
                         linewidth=0.5)
         if len(months) <= 8:  # the counts stay legible up to eight bars a stage
-            axes.bar_label(bars, labels=[str(row.entered[s]) for s in FUNNEL_STAGES], padding=2,
+            axes.bar_label(bars, labels=[f"{row.entered[s]:,}" for s in FUNNEL_STAGES], padding=2,
                            fontsize=8 if len(months) <= 4 else 7)
     axes.axhline(1.0, color=_TARGET_COLOUR, linestyle="--", linewidth=1.2, label="monthly target")
     axes.set_xticks(range(len(FUNNEL_STAGES)),

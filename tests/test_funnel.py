@@ -266,6 +266,10 @@ def test_a_period_is_months_or_days_never_past_now():
     days = reporting_period("2026-01-15", "2026-02-10", NOW, UTC, 6)
     assert (days.start, days.end, days.months) == (at(1, 15, 0), at(2, 11, 0), ["2026-01", "2026-02"])
     assert days.partial("2026-01") and days.partial("2026-02")
+    # Months before the first stage change recorded are left out of the default period, not of one asked for
+    since_records = reporting_period(None, None, NOW, UTC, 6, earliest=at(2, 10))
+    assert (since_records.start, since_records.months) == (at(2, 1, 0), ["2026-02", "2026-03"])
+    assert reporting_period("2025-12", None, NOW, UTC, 6, earliest=at(2, 10)).start == at(12, 1, 0, year=2025)
     whole = reporting_period("2025-12", "2025-12", NOW, UTC, 6)
     assert (whole.end, whole.partial("2025-12")) == (at(1, 1, 0), False)
     for start, end in (("2026-03", "2026-01"), ("2026-04", None), ("2026-13", None), ("soon", None)):
@@ -350,9 +354,10 @@ def test_handoff_report_funnel_prints_the_months_against_the_targets_and_writes_
     assert (tmp_path / "f.csv").read_text().startswith("month,source,to_date,leads,")
     by_csv = report("--from", "2026-01", "--to", "2026-03", "--csv")
     assert by_csv.exit_code == 0 and by_csv.output.splitlines() == funnel_csv(report_of(world)).splitlines()
-    default = report("--csv")  # the configured six months up to now: October to March
+    # The configured six months up to now, October to March, start with the first stage change: Ivy's in November
+    default = report("--csv")
     assert [line.split(",")[0] for line in default.output.splitlines()[1:]] == [
-        "2025-10", "2025-11", "2025-12", "2026-01", "2026-02", "2026-03", "all"]
+        "2025-11", "2025-12", "2026-01", "2026-02", "2026-03", "all"]
     wrong = report("--from", "2026-03", "--to", "2026-01")
     assert wrong.exit_code == 2 and "the start must come before the end" in wrong.output
     assert report("--by", "country").exit_code == 2
