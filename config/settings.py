@@ -75,6 +75,26 @@ class Settings(BaseSettings):
         description="How long an enabled source may go without a read that finishes (nothing new counts) before "
                     "the health check calls it a problem (the ingest deployment runs every 5 minutes)",
     )
+    health_crm_pull_lag_minutes: float = Field(
+        default=60, gt=0,
+        description="How long the CRM sync, when on, may go without a pull that finishes before the health check "
+                    "calls it a problem (crm-sync runs every 5 minutes, and routing and the SLA pull too)",
+    )
+    health_routing_lag_minutes: float = Field(
+        default=30, gt=0,
+        description="How long a sales-ready lead may wait for an owner before the health check calls it a problem "
+                    "(route-leads runs every 5 minutes and at once on each new MQL)",
+    )
+    health_sla_lag_minutes: float = Field(
+        default=60, gt=0,
+        description="How long a running SLA timer's step (reminder, breach, reassignment) may stay due before the "
+                    "health check calls it a problem (the sla deployment runs every 15 minutes)",
+    )
+    health_notify_lag_minutes: float = Field(
+        default=60, gt=0,
+        description="How long a notification may wait to be sent, retries included, before the health check calls "
+                    "it a problem",
+    )
     batch_size: int = Field(default=5000, ge=1, description="Activities written per database transaction")
     max_payload_bytes: int = Field(default=64 * 1024, ge=1024)
     future_tolerance_minutes: float = Field(default=10, ge=0)

@@ -1,6 +1,7 @@
-"""Is the line moving? What the store and the configuration say about ingest, scoring and the lead events,
-judged against how far behind each may fall before someone should look. Pure: the facts are read elsewhere
-(store/health.py, tasks/health.py), and the same facts at the same `now` always give the same findings."""
+"""Is the line moving? What the store and the configuration say about ingest, scoring, the lead events, the CRM
+sync, routing, the SLA and notifications, judged against how far behind each may fall before someone should look.
+Pure: the facts are read elsewhere (store/health.py, tasks/health.py), and the same facts at the same `now` always
+give the same findings."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 Level = Literal["problem", "note"]
+ROUTING = "routing"  # the queue of sales-ready leads waiting for an owner
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,32 @@ class QueueFacts:
 
 
 @dataclass(frozen=True)
+class CrmFacts:
+    """The CRM sync as the CRM file and the store have it; nothing but `enabled` and `problem` while it is off."""
+
+    enabled: bool = False
+    problem: str | None = None  # why the CRM file does not load
+    pulled_at: datetime | None = None  # when a pull last finished (moved the pulled kinds' watermarks)
+    given_up: int = 0  # writes dead-lettered: each waits for a person
+    oldest_given_up: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SlaFacts:
+    running: dict[str, int] = field(default_factory=dict)  # running timers by state
+    steps_due: int = 0  # running timers with a step due now
+    oldest_step_due: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NotificationFacts:
+    problem: str | None = None  # why the notifications file does not load
+    channels: tuple[str, ...] = ()  # the kinds of channel they go to (URL schemes: the URLs may hold secrets)
+    states: dict[str, int] = field(default_factory=dict)  # notifications by outbox state
+    oldest_unsent: datetime | None = None  # the oldest neither sent, nor given up, nor unconfirmed
+
+
+@dataclass(frozen=True)
 class HealthFacts:
     now: datetime
     schema: str | None  # the database's revision (None: never migrated)
@@ -63,6 +91,9 @@ class HealthFacts:
     events: dict[str, int] = field(default_factory=dict)  # lead events by outbox state
     oldest_unsent: datetime | None = None  # the oldest lead event never sent
     queues: tuple[QueueFacts, ...] = ()
+    crm: CrmFacts = field(default_factory=CrmFacts)
+    sla: SlaFacts = field(default_factory=SlaFacts)
+    notifications: NotificationFacts = field(default_factory=NotificationFacts)
 
 
 @dataclass(frozen=True)
@@ -70,6 +101,10 @@ class HealthPolicy:
     scoring_lag: timedelta  # how long a lead may wait to be scored, or an event to be sent
     decay_every: timedelta  # how often a scoring run re-decays every lead
     ingest_lag: timedelta = timedelta(hours=1)  # how long an enabled source may go without a read that finishes
+    crm_pull_lag: timedelta = timedelta(hours=1)  # how long the sync, when on, may go without a pull that finishes
+    routing_lag: timedelta = timedelta(minutes=30)  # how long a sales-ready lead may wait for an owner
+    sla_lag: timedelta = timedelta(hours=1)  # how long a running SLA timer's step may stay due
+    notify_lag: timedelta = timedelta(hours=1)  # how long a notification may wait to be sent
 
 
 @dataclass(frozen=True)
@@ -145,11 +180,61 @@ def assess(facts: HealthFacts, policy: HealthPolicy) -> list[Finding]:
         problem("events", f"{_plural(unsent, 'lead event')} never sent, the oldest written "
                           f"{ago(now, facts.oldest_unsent)}: the next scoring run or stage move sends them")
 
+    _judge_crm(facts.crm, now, policy.crm_pull_lag, problem, note)
     for queue in facts.queues:
-        if queue.open:
+        if queue.queue == ROUTING and queue.oldest is not None and now - queue.oldest > policy.routing_lag:
+            problem("routing", f"{_plural(queue.open, 'sales-ready lead')} waiting for an owner, the longest queued "
+                               f"{ago(now, queue.oldest)} (is the route-leads deployment running, and do its runs "
+                               "finish?)")
+        elif queue.open:
             since = f", the oldest queued {ago(now, queue.oldest)}" if queue.oldest else ""
             note("queues", f"{queue.queue}: {_plural(queue.open, 'lead')} queued{since}")
+    sla = facts.sla
+    if sla.oldest_step_due is not None and now - sla.oldest_step_due > policy.sla_lag:
+        problem("sla", f"the SLA flow is behind: {_plural(sla.steps_due, 'running timer')} with a step due, the "
+                       f"oldest due {ago(now, sla.oldest_step_due)}, so reminders, escalations and reassignments wait "
+                       "(is the sla deployment running, and do its runs finish?)")
+    _judge_notifications(facts.notifications, now, policy.notify_lag, problem, note)
     return sorted(found, key=lambda f: f.level != "problem")
+
+
+def _judge_crm(crm: CrmFacts, now: datetime, lag: timedelta, problem, note) -> None:
+    """A sync that is on is a problem when no pull has finished for longer than `lag`, and while any write is
+    given up (nothing writes it again until a person has looked)."""
+    if crm.problem:
+        problem("crm", f"the CRM file does not load, so the CRM sync, routing and SLA runs fail: {crm.problem}")
+        return
+    if not crm.enabled:  # not configured: the report says so, and there is nothing to judge
+        return
+    if crm.pulled_at is None:
+        note("crm", "the CRM sync is on and no pull has finished yet")
+    elif now - crm.pulled_at > lag:
+        problem("crm", f"no pull from the CRM has finished for {ago(now, crm.pulled_at).removesuffix(' ago')} (is the "
+                       "crm-sync deployment running, and do its runs finish?)")
+    if crm.given_up:
+        problem("crm", f"{_plural(crm.given_up, 'CRM write')} given up, the oldest {ago(now, crm.oldest_given_up)}: "
+                       "each waits for a person (`handoff crm failures` shows the CRM's errors; fix the cause, then "
+                       "`handoff crm retry`)")
+
+
+def _judge_notifications(notifications: NotificationFacts, now: datetime, lag: timedelta, problem, note) -> None:
+    if notifications.problem:
+        problem("notifications", "the notifications file does not load, so route-leads and SLA runs fail and no one "
+                                 f"is told: {notifications.problem}")
+    states = notifications.states
+    if states.get("given up"):
+        problem("notifications", f"{_plural(states['given up'], 'notification')} given up after the most sends "
+                                 "allowed, so their people were never told: each keeps its error (runbook, "
+                                 "Notifications: fix the cause, then clear them)")
+    unsent = notifications.oldest_unsent
+    if unsent is not None and now - unsent > lag:
+        waiting = states.get("waiting", 0) + states.get("retrying", 0)
+        problem("notifications", f"{_plural(waiting, 'notification')} not sent, the oldest written {ago(now, unsent)}"
+                                 ": route-leads and SLA runs send them, a new owner's once the CRM holds the owner "
+                                 "(are those runs finishing, does the channel answer?)")
+    if states.get("unconfirmed"):
+        note("notifications", f"{_plural(states['unconfirmed'], 'notification')} unconfirmed: a run died while "
+                              "sending them, and they are not sent again by themselves (runbook, Notifications)")
 
 
 def _judge_source(source: SourceFacts, now: datetime, lag: timedelta, problem, note) -> None:

@@ -1,6 +1,7 @@
-"""The health-check flow: is the line moving? Ingest, scoring and the lead events judged against how far behind
-each may fall (domain/health.py), published as the artifact `handoff-health`. A run that finds a problem ends
-Failed, with the problems in its message, so Prefect's notifications and automations can page someone."""
+"""The health-check flow: is the line moving? Ingest, scoring, the lead events, the CRM sync, routing, the SLA and
+notifications judged against how far behind each may fall (domain/health.py), published as the artifact
+`handoff-health`. A run that finds a problem ends Failed, with the problems in its message, so Prefect's
+notifications and automations can page someone."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from prefect.states import Completed, Failed
 from tasks.health import check_health, headline, health_json, publish_health
 
 
-@flow(name="health-check", description="Is the line moving? Ingest, scoring and lead events against their lags.")
+@flow(name="health-check", description="Is the line moving? Ingest to notifications, each against its lag.")
 def health_check(now: datetime | None = None):
     """Reads only. Completed when nothing needs a person; Failed, naming each problem, when something does (the
     run's result holds the whole report either way, as `handoff status --json` prints it)."""

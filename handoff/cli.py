@@ -586,8 +586,10 @@ def status(
     now: Optional[str] = typer.Option(None, help="Judge as at this time (ISO-8601); default: now."),
 ) -> None:
     """Is the line moving? Each source's watermark and quarantine, the rulebook in force, the leads waiting to be
-    scored, the lead events by state, the open queues; and the problems among them (scoring behind, decay
-    overdue, lead events given up or unsent, a rulebook or sources file that does not load, a schema behind)."""
+    scored, the lead events by state, the open queues, the CRM sync, routing, the SLA timers and the notifications;
+    and the problems among them (scoring behind, decay overdue, lead events given up or unsent, no CRM pull
+    finishing, CRM writes given up, leads waiting for an owner, the SLA flow behind, notifications given up or
+    unsent, a config file that does not load, a schema behind)."""
     import json
 
     from domain.health import assess

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, case, func, select
 
-from domain.health import QueueFacts, SourceFacts
-from store.tables import HandoffQueue, LeadDirty, Quarantine, RulebookVersion, ScoringState, SourceWatermark
+from domain.health import CrmFacts, QueueFacts, SlaFacts, SourceFacts
+from store.tables import (
+    CrmRecord, CrmWatermark, HandoffQueue, LeadDirty, Quarantine, RulebookVersion, ScoringState, SlaTimerRow,
+    SourceWatermark,
+)
 
 watermark_t, quarantine_t, dirty_t = SourceWatermark.__table__, Quarantine.__table__, LeadDirty.__table__
 version_t, scoring_t, queue_t = RulebookVersion.__table__, ScoringState.__table__, HandoffQueue.__table__
+crm_mark_t, crm_record_t, timer_t = CrmWatermark.__table__, CrmRecord.__table__, SlaTimerRow.__table__
 
 
 def source_facts(conn: Connection, now: datetime, enabled: list[str]) -> list[SourceFacts]:
@@ -55,3 +59,23 @@ def open_queues(conn: Connection) -> list[QueueFacts]:
                         .where(queue_t.c.done_at.is_(None)).group_by(queue_t.c.queue).order_by(queue_t.c.queue))
     return [QueueFacts(queue=queue, open=n, oldest=oldest) for queue, n, oldest in rows]
 
+
+
+def crm_facts(conn: Connection) -> CrmFacts:
+    """The sync that is on: when a pull last finished, and the writes given up (by the index on `dead_at`)."""
+    # Each pull moves every kind it read to the org's clock; a kind the org never dates may stay behind
+    pulled_at = conn.execute(select(func.max(crm_mark_t.c.updated_at))).scalar_one()
+    given_up, oldest = conn.execute(select(func.count(), func.min(crm_record_t.c.dead_at))
+                                    .where(crm_record_t.c.dead_at.isnot(None))).one()
+    return CrmFacts(enabled=True, pulled_at=pulled_at, given_up=given_up, oldest_given_up=oldest)
+
+
+def sla_facts(conn: Connection, now: datetime) -> SlaFacts:
+    """The running timers by state, how many have a step due at `now`, and the oldest step due."""
+    due = timer_t.c.next_step_at <= now
+    rows = conn.execute(select(timer_t.c.state, func.count(), func.sum(case((due, 1), else_=0)),
+                               func.min(timer_t.c.next_step_at))
+                        .where(timer_t.c.closed_at.is_(None)).group_by(timer_t.c.state)).all()
+    earliest = min((first for *_, first in rows), default=None)
+    return SlaFacts(running={state: n for state, n, _, _ in rows}, steps_due=sum(int(d or 0) for _, _, d, _ in rows),
+                    oldest_step_due=earliest if earliest is not None and earliest <= now else None)

@@ -100,14 +100,20 @@ def record_failure(conn: Connection, notification_id: int, error: str, now: date
     return given_up
 
 
+OUTBOX_STATES = ("waiting", "retrying", "sent", "given up", "unconfirmed")
+
+
 def outbox_counts(conn: Connection) -> dict[str, int]:
-    """Notifications by state: waiting, sent, given up, unconfirmed."""
+    """Notifications by state (OUTBOX_STATES): waiting to be sent (never tried, or under way), retrying (a send
+    failed and it is tried again), sent, given up, unconfirmed."""
+    unsent = "sent_at IS NULL AND given_up_at IS NULL AND unconfirmed_at IS NULL"
     row = conn.exec_driver_sql(
-        "SELECT SUM(CASE WHEN sent_at IS NULL AND given_up_at IS NULL AND unconfirmed_at IS NULL THEN 1 ELSE 0 END), "
+        f"SELECT SUM(CASE WHEN {unsent} AND attempts = 0 THEN 1 ELSE 0 END), "
+        f"SUM(CASE WHEN {unsent} AND attempts > 0 THEN 1 ELSE 0 END), "
         "SUM(CASE WHEN sent_at IS NOT NULL THEN 1 ELSE 0 END), "
         "SUM(CASE WHEN given_up_at IS NOT NULL THEN 1 ELSE 0 END), "
         "SUM(CASE WHEN unconfirmed_at IS NOT NULL THEN 1 ELSE 0 END) FROM notification").fetchone()
-    return {name: int(value or 0) for name, value in zip(("waiting", "sent", "given up", "unconfirmed"), row)}
+    return {name: int(value or 0) for name, value in zip(OUTBOX_STATES, row)}
 
 
 def oldest_waiting(conn: Connection) -> datetime | None:

@@ -204,7 +204,7 @@ def test_a_routed_lead_reaches_its_rep_by_email_once_with_what_a_first_call_need
 
     again = send_notifications(engine, config, now=NOW + timedelta(hours=1))
     assert again.sent == 0 and len(mailbox.mails) == 1
-    assert counts(engine) == {"waiting": 0, "sent": 1, "given up": 0, "unconfirmed": 0}
+    assert counts(engine) == {"waiting": 0, "retrying": 0, "sent": 1, "given up": 0, "unconfirmed": 0}
 
 
 @pytest.mark.slow
@@ -348,7 +348,7 @@ def test_a_webhook_that_keeps_failing_is_given_up_after_max_attempts_and_counted
 
         assert [(s.failed, s.given_up) for s in summaries] == [(1, 0), (1, 0), (0, 1), (0, 0)]  # backoff 2, then 4 min
         assert inbox.refused == 3 and inbox.posts == []
-        assert counts(engine) == {"waiting": 0, "sent": 1, "given up": 1, "unconfirmed": 0}
+        assert counts(engine) == {"waiting": 0, "retrying": 0, "sent": 1, "given up": 1, "unconfirmed": 0}
         [_, webhook] = rows(engine)
         assert webhook["attempts"] == 3 and "error=503" in webhook["error"]
 
@@ -381,7 +381,7 @@ def test_a_run_that_dies_after_sending_never_sends_it_again(engine, mailbox, mon
     assert (after.unconfirmed, after.sent) == (1, 1)  # the one cut short is settled; the third goes now
     assert sorted(m.subject for m in mailbox.mails) == ["Note 0", "Note 1", "Note 2"]  # each once
     assert send_notifications(engine, config, now=NOW + timedelta(hours=1)).sent == 0
-    assert counts(engine) == {"waiting": 0, "sent": 2, "given up": 0, "unconfirmed": 1}
+    assert counts(engine) == {"waiting": 0, "retrying": 0, "sent": 2, "given up": 0, "unconfirmed": 1}
 
 
 @pytest.mark.slow
