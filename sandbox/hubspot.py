@@ -58,8 +58,10 @@ as the v1 contacts API gives it, with its form-submissions. Both are signed v3 (
 base64(HMAC-SHA256(client secret, "POST" + URL + body + X-HubSpot-Request-Timestamp)), the URL with %3A %2F %3F
 %40 %21 %24 %27 %28 %29 %2A %2C %3B decoded; developers.hubspot.com "Validating requests"), with the v1 header
 beside. A submission is numbered form-submission-<contact id>-<epoch ms> on the events API and in webhooks alike.
-HubSpot retries a delivery that failed (connection, timeout, 5xx, 429) up to 10 times over 24 hours, with
-attemptNumber counting up; here the same 10 retries come within about 4 minutes; another 4xx is not retried.
+HubSpot retries an app's delivery that failed (no connection, no answer in 5 s, any 4xx or 5xx) up to 10 times over
+24 hours, attemptNumber counting up; here the same 10 retries come within about 4 minutes. A workflow's webhook is
+not retried after a 4xx other than 429 (developers.hubspot.com, "Webhooks" > Retries, and workflows' webhook
+information).
 """
 
 from __future__ import annotations
@@ -520,7 +522,7 @@ class HubSpotWebhooks:
         for start in range(0, len(hooked), WEBHOOK_BATCH):
             batch = hooked[start:start + WEBHOOK_BATCH]
             self.sender.post(lambda attempt, batch=batch: _dumps([self.hub.app_event(e, attempt) for e in batch]),
-                             on_result if start == 0 else None)
+                             on_result if start == 0 else None, retry_refusals=True)
         return True
 
     def activity_id(self, event: w.Event) -> str:

@@ -1,7 +1,8 @@
 """The stand-ins' webhooks: a sender that posts a tool's deliveries from threads of its own (the API handlers only
-queue them), retrying like the tool on a 5xx, a 429 or a connection error with the tool's schedule compressed to
-seconds, never on another 4xx; the delivery fault switches (twice, late, wrong signature); and the control routes
-that make hand-raises and single activities happen now, for the latency benchmark and the demo.
+queue them), retrying like the tool with its schedule compressed to seconds: on a connection error, a 5xx or a
+429, and on another 4xx only where the tool does (HubSpot's app webhooks); the delivery fault switches (twice,
+late, wrong signature: one attempt signed wrong); and the control routes that make hand-raises and single
+activities happen now, for the latency benchmark and the demo.
 
 A stand-in plugs in with a `ToolHooks`: how it renders and posts its events, and the id both of its paths (webhook
 and API) give an event.
@@ -53,6 +54,7 @@ class _Posting:
     render: Callable[[int], bytes] = field(compare=False)  # attempt (0 first) -> body
     wrong_signature: bool = field(compare=False, default=False)
     on_result: Outcome | None = field(compare=False, default=None)
+    retry_refusals: bool = field(compare=False, default=False)  # a 4xx is retried too
     attempt: int = field(compare=False, default=0)
 
 
@@ -75,7 +77,8 @@ class WebhookSender:
         for thread in self._threads:
             thread.start()
 
-    def post(self, render: Callable[[int], bytes], on_result: Outcome | None = None) -> None:
+    def post(self, render: Callable[[int], bytes], on_result: Outcome | None = None, *,
+             retry_refusals: bool = False) -> None:
         """Queue one delivery; the fault switches decide whether it goes late, twice or signed wrong."""
         faults = self._faults
         due = time.monotonic() + (faults.webhook_late_seconds if faults.hit("webhook_late") else 0.0)
@@ -83,7 +86,8 @@ class WebhookSender:
         copies = 2 if faults.hit("webhook_twice") else 1
         with self._wake:
             for copy in range(copies):
-                heapq.heappush(self._queue, _Posting(due, next(self._seq), render, wrong, on_result if not copy else None))
+                heapq.heappush(self._queue, _Posting(due, next(self._seq), render, wrong, on_result if not copy else None,
+                                                     retry_refusals))
             self._wake.notify_all()
 
     def drain(self, timeout: float = 10.0) -> bool:
@@ -145,7 +149,8 @@ class WebhookSender:
                 self.answers[status] = self.answers.get(status, 0) + 1
         if posting.on_result is not None:
             posting.on_result(sent_at, status, posting.attempt)
-        if status is not None and status < 500 and status != 429:
+        refused = status is not None and 400 <= status < 500 and status != 429
+        if status is not None and (status < 400 or refused and not posting.retry_refusals):
             return  # delivered, or refused for good
         if posting.attempt >= len(self.retry_delays):
             with self._wake:
@@ -153,6 +158,7 @@ class WebhookSender:
             return
         posting.due = time.monotonic() + self.retry_delays[posting.attempt]
         posting.attempt += 1
+        posting.wrong_signature = False  # the fault spoilt that attempt's signature; a retry is signed afresh
         with self._wake:
             self.stats["retried"] += 1
             heapq.heappush(self._queue, posting)
