@@ -49,8 +49,9 @@ class OwnerAlertConfig(BaseModel):
     def rules(self) -> AlertRules:
         level = None if self.readiness_points is None else round(self.readiness_points * 100)
         return AlertRules(enabled=self.enabled, activity_types=frozenset(self.activity_types),
-                          pages=tuple(p.lower().rstrip("/") or "/" for p in self.pages), quiet_period=timedelta(hours=self.quiet_hours),
-                          readiness_level=level, max_age=timedelta(hours=self.max_activity_age_hours))
+                          pages=tuple(p.lower().rstrip("/") or "/" for p in self.pages),
+                          quiet_period=timedelta(hours=self.quiet_hours), readiness_level=level,
+                          max_age=timedelta(hours=self.max_activity_age_hours))
 
 
 class NotificationConfig(BaseModel):

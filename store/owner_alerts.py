@@ -57,7 +57,8 @@ def move_cursor(conn: Connection, through_id: int, now: datetime, run_id: str | 
 _ACTIVITY = "SELECT a.lead_id, a.id, a.type, a.asset, a.campaign, a.occurred_at FROM activity a "
 
 
-def activities_between(conn: Connection, after_id: int, through_id: int, since: datetime) -> dict[int, list[Engagement]]:
+def activities_between(conn: Connection, after_id: int, through_id: int, since: datetime
+                       ) -> dict[int, list[Engagement]]:
     """The activities after `after_id` up to `through_id` that happened at `since` or later, by lead, oldest first
     (a range of the primary key)."""
     p = param_mark(conn)
@@ -95,8 +96,8 @@ def owners(conn: Connection, lead_ids: Sequence[int]) -> dict[int, tuple[CrmOwne
     found = {}
     for lead_id, owner_id, email, name, active, pulled_at, assignment, a_email, a_name, written_at, a_active in rows:
         record = CrmOwner(owner_id, email, name, bool(active), from_db_time(pulled_at)) if owner_id else None
-        assigned = (AssignedOwner(a_email, a_name, from_db_time(written_at), None if a_active is None else bool(a_active))
-                    if assignment else None)
+        active = None if a_active is None else bool(a_active)
+        assigned = AssignedOwner(a_email, a_name, from_db_time(written_at), active) if assignment else None
         found[lead_id] = (record, assigned)
     return found
 
