@@ -148,7 +148,8 @@ rules_app = typer.Typer(help="The scoring rulebook (config/scoring.yaml and conf
 app.add_typer(run_app, name="run")
 app.add_typer(db_app, name="db")
 app.add_typer(rules_app, name="rules")
-lead_app = typer.Typer(help="Leads, one person at a time: move a stage by hand.", no_args_is_help=True)
+lead_app = typer.Typer(help="Leads, one person at a time: move a stage, or give one to a rep, by hand.",
+                       no_args_is_help=True)
 app.add_typer(lead_app, name="lead")
 events_app = typer.Typer(help="The lead events sent to Prefect (handoff.lead.mql, ...): what the outbox holds.")
 app.add_typer(events_app, name="events")
@@ -783,6 +784,25 @@ def _parse_faults(values: list[str]):
         except ValueError as exc:
             raise typer.BadParameter(f"{value!r}: expected TOOL.SWITCH=VALUE ({exc})", param_hint="--fault") from None
     return faults
+
+
+@app.command()
+def serve(
+    port: Optional[int] = typer.Option(None, help="The webhook receiver's port; default HANDOFF_WEBHOOK_PORT."),
+    schedules: bool = typer.Option(True, "--schedules/--no-schedules",
+                                   help="--no-schedules: only the webhook receiver, when the deployments run on a "
+                                        "work pool's workers."),
+) -> None:
+    """Run every deployment of deployments.yaml on its schedule and triggers, and the webhook receiver
+    (POST /webhooks/SOURCE) whose leads are scored, routed and synced at once, in this one process, until
+    Ctrl-C."""
+    from handoff.serve import serve as serve_all
+
+    settings = _settings()
+    if port is not None:
+        settings = settings.model_copy(update={"webhook_port": port})
+    with _prefect():
+        serve_all(settings, schedules=schedules)
 
 
 @app.command()
