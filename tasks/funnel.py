@@ -11,8 +11,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from config.funnel import FunnelConfig
-from domain.funnel import (FUNNEL_STAGES, STAGE_NAMES, STEPS, FunnelReport, FunnelRow, Judged, against_targets,
-                           funnel_report, reporting_period)
+from domain.funnel import (FUNNEL_STAGES, STAGE_NAMES, STEPS, WHOLE_PERIOD, FunnelReport, FunnelRow, Judged,
+                           against_targets, funnel_report, reporting_period)
 from domain.sla import timer_from_json
 from domain.teams import SalesTeams
 from store.funnel import first_stage_change, funnel_facts
@@ -35,7 +35,7 @@ def read_funnel(engine, config: FunnelConfig, teams: SalesTeams, now: datetime, 
 # ------------------------------------------------------------------------------------------ the page
 
 def _column(row: FunnelRow) -> str:
-    return "the period" if row.month == "all" else month_name(row.month) + (" (to date)" if row.partial else "")
+    return "the period" if row.month == WHOLE_PERIOD else month_name(row.month) + (" (to date)" if row.partial else "")
 
 
 def _shown(value: float | None, kind: str) -> str:
@@ -119,7 +119,7 @@ def funnel_rows(report: FunnelReport) -> list[dict]:
 
 def _row(row: FunnelRow, by: str | None) -> dict:
     sla = row.sla
-    values = [row.month, *((spreadsheet_text(row.group),) if by else ()), row.partial,
+    values = [row.month, *((spreadsheet_text(row.group),) if by else ()), "true" if row.partial else "false",
               *(row.entered[s] for s in FUNNEL_STAGES), *(_percent(row.conversion(a)) for a, _ in STEPS),
               _round(row.average_days_to_customer), _round(row.median_days_to_customer),
               sla.handed_over if sla else 0, _round(sla.median_business_hours if sla else None),

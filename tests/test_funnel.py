@@ -327,8 +327,8 @@ def test_csv_has_a_row_per_month_and_the_period_and_quotes_what_a_spreadsheet_wo
     lines = funnel_csv(report_of(world)).splitlines()
     assert lines[0].startswith("month,to_date,leads,mqls,sqls,opportunities,customers,lead_to_mql_pct,")
     assert [line.split(",")[:7] for line in lines[1:]] == [
-        ["2026-01", "False", "3", "3", "2", "0", "0"], ["2026-02", "False", "3", "3", "1", "2", "0"],
-        ["2026-03", "True", "1", "2", "1", "0", "2"], ["all", "False", "7", "8", "4", "2", "2"]]
+        ["2026-01", "false", "3", "3", "2", "0", "0"], ["2026-02", "false", "3", "3", "1", "2", "0"],
+        ["2026-03", "true", "1", "2", "1", "0", "2"], ["all", "false", "7", "8", "4", "2", "2"]]
     with world.begin() as conn:
         conn.execute(Activity.__table__.update().where(Activity.__table__.c.campaign == "Trade Show")
                      .values(campaign="=HYPERLINK(\"x\")"))
