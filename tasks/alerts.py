@@ -102,6 +102,8 @@ def _look(conn, leads: set[int], found: Mapping[int, list[Engagement]], alerting
                                  lead_id in unscored, states.get(lead_id, AlertState()))
                         for lead_id, (owner, why) in owned.items()], alerting.rules, now)
     alerted = [d for d in decisions if d.alerted]
+    for d in decisions:
+        log.debug("lead %s, owner %s (%s): %s", d.lead_id, d.owner.email, d.why_owner, d.why)
     summary.enqueued += enqueue_messages(conn, _messages(conn, alerted, alerting, now), alerting.config, now)
     store.save_states(conn, [(d.lead_id, d.state) for d in decisions if d.state != states.get(d.lead_id)], now)
     summary.owned += len(decisions)
