@@ -792,6 +792,8 @@ def serve(
     schedules: bool = typer.Option(True, "--schedules/--no-schedules",
                                    help="--no-schedules: only the webhook receiver, when the deployments run on a "
                                         "work pool's workers."),
+    deployments: Optional[Path] = typer.Option(None, help="Another deployments file (default: the project's "
+                                                          "deployments.yaml)."),
 ) -> None:
     """Run every deployment of deployments.yaml on its schedule and triggers, and the webhook receiver
     (POST /webhooks/SOURCE) whose leads are scored, routed and synced at once, in this one process, until
@@ -802,7 +804,10 @@ def serve(
     if port is not None:
         settings = settings.model_copy(update={"webhook_port": port})
     with _prefect():
-        serve_all(settings, schedules=schedules)
+        if deployments:
+            serve_all(settings, deployments.resolve(), schedules=schedules)
+        else:
+            serve_all(settings, schedules=schedules)
 
 
 @app.command()

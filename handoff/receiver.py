@@ -104,6 +104,7 @@ class Receiver:
         self.engine, self.readers, self.max_bytes = engine, dict(readers), max_bytes
         self.public_url = public_url.rstrip("/") if public_url else None
         self.clock, self.touched = clock, touched
+        self.wall: Clock = utc_now  # a signature's freshness is judged on this machine's clock, whatever `clock` says
         self.answers: Counter[tuple[str, int]] = Counter()  # (source, status) -> requests
 
     def app(self) -> Starlette:
@@ -126,7 +127,7 @@ class Receiver:
             return self._refuse(name, 413, f"body over {self.max_bytes} bytes")
         now = self.clock()
         try:
-            delivery = reader.read(request.method, self._url(request), request.headers, body, now)
+            delivery = reader.read(request.method, self._url(request), request.headers, body, self.wall())
         except Refused as refused:
             return self._refuse(name, refused.status, refused.reason)
         try:

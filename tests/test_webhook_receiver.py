@@ -82,8 +82,8 @@ def receiving(handoff_env, sandbox_factory, database_url):
                 HANDOFF_INBOUND_WEBHOOK_TOKEN=INBOUND_TOKEN)
     handed: list[list[int]] = []
     shift = [timedelta(0)]
-    started = start_receiving(get_settings(), port=port, run=handed.append,
-                              clock=lambda: datetime.now(timezone.utc) + shift[0])
+    started = start_receiving(get_settings(), port=port, run=handed.append)
+    started.server.receiver.wall = lambda: datetime.now(timezone.utc) + shift[0]
     engine = make_engine(database_url)
     yield Receiving(box, started, engine, handed, shift)
     started.stop()
