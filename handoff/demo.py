@@ -87,7 +87,9 @@ def run_demo(console: Console, *, people: int, activities: int, seed: int) -> in
                   malformed_rate=0.004, duplicate_rate=0.01, late_rate=0.2, late_by_hours=2)
     )
     faults = {tool: RequestFaults(**switches) for tool, switches in DEMO_FAULTS.items()}
-    box = start_sandbox(world=world, faults=faults, crm=True)
+    receiver_port = _free_port()  # the stand-ins post their webhooks there once the last act starts the receiver
+    box = start_sandbox(world=world, faults=faults, crm=True,
+                        webhooks_to=f"http://127.0.0.1:{receiver_port}/webhooks")
     from sandbox.mailbox import Mailbox
 
     mailbox = Mailbox().start()  # the reps' and managers' inboxes
@@ -110,7 +112,8 @@ def run_demo(console: Console, *, people: int, activities: int, seed: int) -> in
             if server_error:
                 raise server_error[0]
             os.environ["PREFECT_API_URL"] = server.api_url
-        return _narrate(console, box, mailbox, server.api_url if server else os.environ["PREFECT_API_URL"])
+        return _narrate(console, box, mailbox, server.api_url if server else os.environ["PREFECT_API_URL"],
+                        receiver_port)
     finally:
         mailbox.stop()
         box.stop()
@@ -118,7 +121,7 @@ def run_demo(console: Console, *, people: int, activities: int, seed: int) -> in
             server.stop()
 
 
-def _narrate(console: Console, box, mailbox, api_url: str) -> int:
+def _narrate(console: Console, box, mailbox, api_url: str, receiver_port: int) -> int:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from config.settings import get_settings
@@ -158,7 +161,7 @@ def _narrate(console: Console, box, mailbox, api_url: str) -> int:
     console.rule("The funnel")
     console.print(Markdown(funnel_overview()))
     engine = get_engine(os.environ["HANDOFF_DATABASE_URL"])
-    for why, email in example_leads(engine):
+    for why, email in example_leads(engine)[:1]:  # one explained in full; `handoff explain EMAIL` for any other
         console.rule(f"Explained: {why}")
         console.print(Markdown(explanation_markdown(explain_lead(engine, email))))
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
@@ -166,11 +169,23 @@ def _narrate(console: Console, box, mailbox, api_url: str) -> int:
 
         hand_over(console, box, engine, mailbox)
         _schedules_ran_on(console, box)
+        from handoff.demo_realtime import funnel_against_targets, in_real_time
+
+        in_real_time(console, box, engine, mailbox, receiver_port)
+        funnel_against_targets(console, engine, box.world.now, get_settings().home / "funnel.png")
         drain_prefect_clients()
     console.rule("Health: what `handoff status` and the health-check flow report")
     facts = gather_facts(box.world.now, get_settings())
     console.print(Markdown(health_markdown(facts, assess(facts, policy_of(get_settings())))))
     return 0 if ok else 1
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _schedules_ran_on(console: Console, box) -> None:

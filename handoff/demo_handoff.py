@@ -25,7 +25,7 @@ def hand_over(console: Console, box, engine, mailbox) -> None:
     requests.post(box.url("salesforce") + "/_sandbox/salesforce/rates", json=DEMO_REP_RATES, timeout=10)
     console.rule("Routing: each sales-ready lead to its rep, the owner written to Salesforce, the rep e-mailed")
     routed = route_leads(now=box.world.now)
-    console.print(Markdown(_shortened(routed.markdown, 24)))
+    console.print(Markdown(_shortened(routed.markdown, 10)))
     _inbox(console, mailbox, routed)
     console.rule("Sync with Salesforce: score, fit, stage and the last interesting moment on every record")
     synced = crm_sync(now=box.world.now)

@@ -127,7 +127,8 @@ class Receiver:
             return self._refuse(name, 413, f"body over {self.max_bytes} bytes")
         now = self.clock()
         try:
-            delivery = reader.read(request.method, self._url(request), request.headers, body, self.wall())
+            delivery = reader.read(request.method, self._url(request), request.headers, body, now,
+                                   received_at=self.wall())
         except Refused as refused:
             return self._refuse(name, refused.status, refused.reason)
         try:

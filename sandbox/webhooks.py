@@ -294,8 +294,13 @@ class WebhookControl:
             return JSONResponse({"error": str(exc)}, status_code=400)
         campaign = body.get("campaign")
         asset = body.get("asset") or asset
-        if kind in w.EMAIL_KINDS and not campaign:
-            campaign = next((c for c, name in catalog.EMAILS if name == asset), catalog.EMAILS[0][0])
+        if kind in w.EMAIL_KINDS:
+            if asset not in {name for _, name in catalog.EMAILS}:
+                return JSONResponse({"error": f"asset must be one of the e-mails: {[n for _, n in catalog.EMAILS]}"},
+                                    status_code=400)
+            campaign = campaign or next(c for c, name in catalog.EMAILS if name == asset)
+        elif kind == w.PAGE_VISITED and not str(asset).startswith("/"):
+            return JSONResponse({"error": "a page_view's asset is a path, e.g. /pricing"}, status_code=400)
         event = self.world.add_event(person, self.hooks.tool, kind, asset, campaign, tell=False)
         posted = self.hooks.deliver([event], style=body.get("delivery"))
         answer = {"event_id": event.id, "activity_id": self.hooks.activity_id(event), "email": self.hooks.address(person),

@@ -220,6 +220,20 @@ def test_a_hubspot_webhook_older_than_five_minutes_is_refused_even_when_its_sign
     assert reader("hubspot").read("POST", url, v3(b"[]", url=url, stamp=fresh), b"[]", NOW) == Delivery()
 
 
+def test_a_hubspot_signature_is_judged_on_the_machine_s_clock_and_its_records_on_the_business_clock(world):
+    """A world (the demo's, a backfill's) whose clock runs a week ahead of this machine's: the signature, stamped
+    now by the machine, holds; the submission, made at the world's time, is not "in the future"."""
+    hub = hubspot_standin.HubSpot(world, RequestFaults(), hubspot_standin.new_credentials())
+    [event] = events_of(world, "hubspot", (w.DEMO_REQUESTED,), 1)
+    body, url = json.dumps([hub.app_event(event, 0)]).encode(), URL.format("hubspot")
+    machine = NOW - timedelta(days=7)
+    delivery = reader("hubspot").read("POST", url, v3(body, url=url, stamp=ms(machine)), body, NOW,
+                                      received_at=machine)
+    assert keys(delivery) == hubspot_polled(hub, [event]) and delivery.rejections == []
+    assert_refused(lambda: reader("hubspot").read("POST", url, v3(body, url=url, stamp=ms(machine)), body, NOW),
+                   401, said="old")  # judged on the business clock, the same signature would be a week stale
+
+
 def test_a_hubspot_signature_holds_only_for_the_url_it_was_posted_to():
     signed = v3(b"[]", url=URL.format("hubspot"), stamp=ms(NOW))
     assert_refused(lambda: reader("hubspot").read("POST", URL.format("hubspot-eu"), signed, b"[]", NOW), 401)

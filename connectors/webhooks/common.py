@@ -40,8 +40,10 @@ class Delivery:
 class WebhookReader(Protocol):
     source: str
 
-    def read(self, method: str, url: str, headers: Mapping[str, str], body: bytes, now: datetime) -> Delivery:
-        """Verifies the request first (raising Refused), then reads it."""
+    def read(self, method: str, url: str, headers: Mapping[str, str], body: bytes, now: datetime,
+             received_at: datetime | None = None) -> Delivery:
+        """Verifies the request first (raising Refused), then reads it: a signature's freshness against
+        `received_at` (this machine's clock; `now` when not given), the records against `now`."""
         ...
 
 

@@ -61,9 +61,10 @@ class HubSpotReader:
         self._forms = source.form_rules()
         self._limits = limits or Limits.from_settings()
 
-    def read(self, method: str, url: str, headers: Mapping[str, str], body: bytes, now: datetime) -> Delivery:
+    def read(self, method: str, url: str, headers: Mapping[str, str], body: bytes, now: datetime,
+             received_at: datetime | None = None) -> Delivery:
         check_size(body, self._limits)
-        self._verify(method, url, headers, body, now)
+        self._verify(method, url, headers, body, received_at or now)
         data = parse_json(body, "an array of events or a contact")
         activities: list[ActivityRecord] = []
         people: list[PersonRecord] = []

@@ -20,7 +20,8 @@ class JsonLinesReader:
         self._token = token
         self._limits = limits or Limits.from_settings()
 
-    def read(self, method: str, url: str, headers: Mapping[str, str], body: bytes, now: datetime) -> Delivery:
+    def read(self, method: str, url: str, headers: Mapping[str, str], body: bytes, now: datetime,
+             received_at: datetime | None = None) -> Delivery:
         check_size(body, self._limits)
         scheme, _, token = (header(headers, "Authorization") or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

@@ -34,7 +34,8 @@ class MarketoReader:
         self._zone = ZoneInfo(str(source.options.get("webhook_timezone", "UTC")))
         self._limits = limits or Limits.from_settings()
 
-    def read(self, method: str, url: str, headers: Mapping[str, str], body: bytes, now: datetime) -> Delivery:
+    def read(self, method: str, url: str, headers: Mapping[str, str], body: bytes, now: datetime,
+             received_at: datetime | None = None) -> Delivery:
         check_size(body, self._limits)
         given = header(headers, SECRET_HEADER)
         if not given:

@@ -43,7 +43,8 @@ class MauticReader:
             POINTS_CHANGED: self._points_changed,
         }
 
-    def read(self, method: str, url: str, headers: Mapping[str, str], body: bytes, now: datetime) -> Delivery:
+    def read(self, method: str, url: str, headers: Mapping[str, str], body: bytes, now: datetime,
+             received_at: datetime | None = None) -> Delivery:
         check_size(body, self._limits)
         given = header(headers, SIGNATURE)
         if not given:
