@@ -223,28 +223,33 @@ def sla_reminder(lead: LeadFacts, to: Person, *, due: Due, key: str, now: dateti
 
 
 def sla_breached(lead: LeadFacts, to: Person, *, due: Due, manager: Person | None, reassign_at: datetime | None,
-                 key: str, now: datetime) -> Message:
+                 key: str, now: datetime, recycles: bool = False) -> Message:
     """To the rep: the due time passed without a first contact."""
     told = f"Your manager {manager} has been told." if manager else "No manager was found to tell."
     lines = [f"{lead.name} was due a first contact by {due.local}: {_span(now - due.at)} ago, none logged.", told]
     if reassign_at:
-        lines.append(f"Contact them before {local_time(reassign_at, due.zone)}, or the lead goes to another rep.")
+        lines.append(f"Contact them before {local_time(reassign_at, due.zone)}, or the lead {_next_step(recycles)}.")
     lines += ["", *_profile(lead), "", _link_line(lead)]
     return _message(key, "sla_breached", to, lead, None, f"SLA missed: {lead.short}, due {due.local}", lines)
 
 
 def sla_escalated(lead: LeadFacts, to: Person, *, owner: Person, due: Due, reassign_at: datetime | None, key: str,
-                  now: datetime) -> Message:
+                  now: datetime, recycles: bool = False) -> Message:
     """To the rep's manager: who let which lead lapse, and since when."""
     zone = due.zone
     lines = [f"{owner} has not contacted {lead.name} ({lead.company or 'no company given'}).",
              f"First contact was due by {due.local}, {_span(now - due.at)} ago"
              + (f" ({due.window}, policy {due.policy})" if due.window and due.policy else "") + "."]
     if reassign_at:
-        lines.append(f"Unless contacted by {local_time(reassign_at, zone)}, it goes to another rep.")
+        lines.append(f"Unless contacted by {local_time(reassign_at, zone)}, it {_next_step(recycles)}.")
     lines += ["", *_profile(lead), "", _link_line(lead)]
     return _message(key, "sla_escalated", to, lead, None,
                     f"Escalation: {owner.called} has not contacted {lead.short} (due {due.local})", lines)
+
+
+def _next_step(recycles: bool) -> str:
+    """What the grace period's end brings: the last reassignment allowed is spent, or not."""
+    return "goes back to marketing nurture" if recycles else "goes to another rep"
 
 
 def lead_reassigned(lead: LeadFacts, to: Person, *, lost_by: Person, new_owner: Person, reason: str, key: str,

@@ -280,13 +280,16 @@ def enqueue_sla_steps(conn, steps: Sequence[tuple[int, SlaTimer, SlaStep]], *, c
                                          now=now))
         elif step.kind is StepKind.BREACH:
             manager = _person(step.escalate_to, None, people, teams) if step.escalate_to else None
+            recycles = timer.reassignments >= timer.max_reassignments
             if owner:
                 messages.append(sla_breached(lead, owner, due=due, manager=manager, reassign_at=timer.reassign_at,
-                                             key=notification_key("sla-breached", timer_id), now=now))
+                                             key=notification_key("sla-breached", timer_id), now=now,
+                                             recycles=recycles))
             if manager and owner:
                 messages.append(sla_escalated(lead, manager, owner=owner, due=_due(
                     timer.due_at, timer.policy, zone_for(manager.email, timer.team, teams, people), policies),
-                    reassign_at=timer.reassign_at, key=notification_key("sla-escalated", timer_id), now=now))
+                    reassign_at=timer.reassign_at, key=notification_key("sla-escalated", timer_id), now=now,
+                    recycles=recycles))
         elif step.kind is StepKind.RECYCLE:
             for email in step.notify:
                 role = "owner" if owner and email == owner.email else "manager"

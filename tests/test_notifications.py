@@ -20,7 +20,8 @@ from config.sla import load_sla
 from config.teams import load_teams
 from domain.activity import PersonRecord, build_activity
 from domain.notifications import (
-    Contribution, Due, EngagedEmail, LeadFacts, Message, Person, lead_routed, notification_key, sla_escalated,
+    Contribution, Due, EngagedEmail, LeadFacts, Message, Person, lead_routed, notification_key, sla_breached,
+    sla_escalated,
 )
 from domain.routing_decision import Owner
 from domain.sla import SlaStep, SlaTimer, StepKind, TimerState
@@ -488,6 +489,19 @@ def test_an_escalation_says_who_let_which_lead_lapse_and_since_when():
     assert "Jonas Weber <jonas.weber@sales.example> has not contacted Ana Example" in message.body
     assert "First contact was due by Thu 5 Nov 13:00 Europe/Berlin, 1 d 2 h ago" in message.body
     assert "Unless contacted by Thu 5 Nov 17:00 Europe/Berlin, it goes to another rep." in message.body
+
+
+def test_when_the_last_reassignment_is_spent_the_breach_and_its_escalation_say_the_lead_goes_back_to_nurture():
+    due = Due(DUE, "Europe/Berlin", Decimal(24), True, "standard")
+    late = DUE + timedelta(hours=26, minutes=5)
+    breached = sla_breached(FACTS, Person(REP, "Jonas Weber"), due=due, manager=Person(MANAGER, "Lena Vogel"),
+                            reassign_at=REASSIGN, key="sla-breached:7", now=late, recycles=True)
+    escalated = sla_escalated(FACTS, Person(MANAGER, "Lena Vogel"), owner=Person(REP, "Jonas Weber"), due=due,
+                              reassign_at=REASSIGN, key="sla-escalated:7", now=late, recycles=True)
+
+    assert "before Thu 5 Nov 17:00 Europe/Berlin, or the lead goes back to marketing nurture." in breached.body
+    assert "Unless contacted by Thu 5 Nov 17:00 Europe/Berlin, it goes back to marketing nurture." in escalated.body
+    assert "another rep" not in breached.body + escalated.body
 
 
 def test_a_key_names_its_cause_and_cannot_be_mistaken_for_a_channel_copy():
