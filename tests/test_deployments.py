@@ -88,6 +88,8 @@ def test_prefect_deploys_the_file_with_five_minute_schedules_one_run_at_a_time_a
     assert routing.concurrency_options.collision_strategy == "CANCEL_NEW"
     [trigger] = [a.trigger for a in automations]
     assert trigger.expect == {"handoff.lead.mql"}
+    # one run for a scoring run's MQLs, not one per MQL that the slot would cancel
+    assert (trigger.posture, trigger.threshold, trigger.within) == ("Reactive", 1, timedelta(seconds=60))
     [schedule] = sla.schedules
     assert schedule.schedule.interval == timedelta(minutes=15)
     assert assign.schedules == [] and assign.parameter_openapi_schema["required"] == ["email", "to", "reason"]
