@@ -47,6 +47,7 @@ bench: install postgres
 	$(BIN)/python -m bench.scoring
 	$(BIN)/python -m bench.crm_sync
 	$(BIN)/python -m bench.routing_sla
+	$(BIN)/python -m bench.handoff_latency
 
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
