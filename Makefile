@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# `make test` runs the suite on this many pytest-xdist workers (each its own Prefect server and PostgreSQL
+# template); WORKERS=0 runs it in one process.
+WORKERS ?= 2
 
 .PHONY: install demo test test-fast test-deep postgres bench lock clean
 
@@ -29,7 +32,7 @@ postgres:
 	  echo "PostgreSQL is not available: its tests will skip (and fail under CI=true)"
 
 test: install postgres
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The fast tests only: no servers, no subprocesses.
 test-fast: install

@@ -139,6 +139,7 @@ def test_an_unknown_source_lists_the_enabled_ones_before_any_server_starts(home,
     sources.write_text("sources:\n  - name: scans\n    kind: jsonl\n    path: scans.jsonl\n"
                        "  - name: booth\n    kind: jsonl\n    path: booth.jsonl\n")
     monkeypatch.setenv("HANDOFF_SOURCES_FILE", str(sources))
+    monkeypatch.setenv("COLUMNS", "400")  # the error panel would fold a long temporary path inside a word
     result = handoff("run", "ingest", "--source", "scans", "--source", "marketo")
     assert result.exit_code == 2
     assert f"'marketo' is not an enabled source of {sources}; enabled: scans, booth" in told(result)
