@@ -8,6 +8,7 @@ nowhere: one log line, counted. A database that cannot take the records gets a 5
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections import Counter
@@ -54,12 +55,16 @@ class HandOffNow:
         self._waiting: set[int] = set()
         self._wake = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="hand-off-now", daemon=True)
+        self._thread: threading.Thread | None = None
         self._running = False
         self.runs = 0
         self.failures = 0
 
     def start(self) -> "HandOffNow":
+        # The runs see the starter's context: Prefect's settings set there (its API URL) rather than a
+        # throwaway server of their own.
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop,),
+                                        name="hand-off-now", daemon=True)
         self._thread.start()
         return self
 
@@ -72,7 +77,8 @@ class HandOffNow:
         with self._wake:
             self._stopping = True
             self._wake.notify()
-        self._thread.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     @property
     def busy(self) -> bool:

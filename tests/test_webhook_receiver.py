@@ -227,3 +227,20 @@ def test_a_receiver_killed_right_after_it_answered_loses_nothing(handoff_env, sa
         assert len(stored) == 5 and set(stored) <= marked | scored
     finally:
         engine.dispose()
+
+
+def test_hand_off_now_runs_see_the_prefect_settings_of_the_process_that_started_them():
+    """Set with temporary_settings (the demo's and tests' way), the API URL reaches the runs' thread: without
+    it, each run started a throwaway Prefect server of its own, 12 s before the first hand-off."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from handoff.receiver import HandOffNow
+
+    seen: list[str | None] = []
+    done = threading.Event()
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        runs = HandOffNow(lambda leads: (seen.append(PREFECT_API_URL.value()), done.set())).start()
+    runs.add([1])
+    assert done.wait(10)
+    runs.stop(timeout=10)
+    assert seen == ["http://127.0.0.1:9/api"]
