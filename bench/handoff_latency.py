@@ -1,7 +1,8 @@
 """Handoff latency benchmark: from a hand-raise posted by a marketing tool's webhook to the lead owned by a rep in
 Salesforce and that rep's e-mail in the inbox, with the scheduled flows running as usual beside it.
 
-    python -m bench.handoff_latency [--count 100] [--every 2] [--database sqlite|postgresql] [--parts paced,burst,polling]
+    python -m bench.handoff_latency [--count 100] [--every 2] [--database sqlite|postgresql]
+                                    [--parts paced,burst,polling]
 
 Everything runs as in production, each in a process of its own: the stand-ins (`handoff sandbox --webhooks`,
 Marketo, HubSpot, Mautic and Salesforce over one world, its reps at work), `handoff serve` (every deployment on
@@ -12,8 +13,8 @@ The reps' daily capacity is lifted (a copy of config/teams.yaml) so every lead c
 The people who raise their hands are good-fit people (fit grade A) Handoff knows from HubSpot or Mautic and who
 are not sales-ready yet, so a demo request makes each an MQL that routing gives to a rep. Each is timed from the
 request that makes the person ask for a demo in the tool (which posts its webhook at once, and shows the activity
-on its API) to the later of: the lead owned by a user in Salesforce, and the e-mail telling its owner (a new lead, or their
-own lead now sales-ready).
+on its API) to the later of: the lead (or the contact sales already has) owned by a user in Salesforce, and the
+e-mail telling its owner (a new lead, or their own lead now sales-ready).
 - paced: `count` hand-raises, HubSpot's and Mautic's in turn, one every `every` seconds. Target: 95th
   percentile under 10 seconds.
 - burst: `count` hand-raises at once. No target.
@@ -174,7 +175,7 @@ class Lead:
 
 @dataclass
 class Watch:
-    """Salesforce's leads and the inbox, looked at every POLL seconds."""
+    """Salesforce's leads and contacts and the inbox, looked at every POLL seconds."""
 
     crm: object  # a signed-in connectors.crm.salesforce.SalesforceClient
     mailbox: object
@@ -185,8 +186,10 @@ class Watch:
         waiting = [lead for lead in leads.values() if lead.owned_at is None]
         for start in range(0, len(waiting), 100):
             emails = ", ".join("'" + lead.email.replace("'", "\\'") + "'" for lead in waiting[start:start + 100])
-            found = self.crm.call("watch", lambda sf: sf.query_all(
-                f"SELECT Email, OwnerId FROM Lead WHERE Email IN ({emails}) AND Handoff_Id__c != null"))["records"]
+            # A person sales already has as a contact stays with the contact's owner, who is told
+            found = [record for kind in ("Lead", "Contact") for record in self.crm.call(
+                "watch", lambda sf: sf.query_all(f"SELECT Email, OwnerId FROM {kind} WHERE Email IN ({emails}) "
+                                                 "AND Handoff_Id__c != null"))["records"]]
             for record in found:
                 lead = leads.get((record["Email"] or "").lower())
                 if lead and lead.owned_at is None and (record["OwnerId"] or "").startswith("005"):
