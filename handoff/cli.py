@@ -572,12 +572,12 @@ def list_leads(
 
 
 @app.command()
-def funnel() -> None:
-    """Leads per lifecycle stage, each funnel stage with its share of the stage before."""
-    from handoff.report import funnel_overview
+def stages() -> None:
+    """Leads now at each lifecycle stage (conversions between stages: `handoff report funnel`)."""
+    from handoff.report import stage_overview
 
     _require_schema()
-    console.print(Markdown(funnel_overview()))
+    console.print(Markdown(stage_overview()))
 
 
 @app.command()

@@ -129,7 +129,7 @@ def _narrate(console: Console, box, mailbox, api_url: str, receiver_port: int) -
     from flows.ingest import IngestFailed, ingest
     from flows.score import score_and_qualify
     from handoff.prefect_server import drain_prefect_clients
-    from handoff.report import funnel_overview, lead_overview
+    from handoff.report import stage_overview, lead_overview
     from store.engine import get_engine
     from store.reports import example_leads
     from tasks.reporting import score_markdown
@@ -158,8 +158,8 @@ def _narrate(console: Console, box, mailbox, api_url: str, receiver_port: int) -
         drain_prefect_clients()
     console.rule("The leads")
     console.print(Markdown(lead_overview()))
-    console.rule("The funnel")
-    console.print(Markdown(funnel_overview()))
+    console.rule("Lifecycle stages")
+    console.print(Markdown(stage_overview()))
     engine = get_engine(os.environ["HANDOFF_DATABASE_URL"])
     for why, email in example_leads(engine)[:1]:  # one explained in full; `handoff explain EMAIL` for any other
         console.rule(f"Explained: {why}")

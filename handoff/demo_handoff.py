@@ -34,9 +34,9 @@ def hand_over(console: Console, box, engine, mailbox) -> None:
     since = box.world.now
     _sla_days(console, box, engine, mailbox)
     console.rule(f"What sales did in those {SLA_DAYS} days, back in Handoff")
-    from handoff.report import funnel_overview, sales_outcome_overview
+    from handoff.report import stage_overview, sales_outcome_overview
 
-    console.print(Markdown(sales_outcome_overview(engine, since) + "\n" + funnel_overview()))
+    console.print(Markdown(sales_outcome_overview(engine, since) + "\n" + stage_overview()))
 
 
 def _shortened(markdown: str, rows: int) -> str:

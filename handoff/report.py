@@ -33,23 +33,17 @@ def lead_overview() -> str:
 STAGE_ORDER = ("subscriber", "lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified")
 
 
-def funnel_overview() -> str:
-    """Leads per lifecycle stage, with each funnel stage's share of the one before."""
+def stage_overview() -> str:
+    """Leads now at each lifecycle stage. Shares between today's counts would mislead (an MQL worked by sales is an
+    SQL now), so conversions are left to the funnel report, which counts who entered each stage."""
     from store.scoring import stage_counts
 
     engine = get_engine(get_settings().resolved_database_url())
     with engine.connect() as conn:
         counts = stage_counts(conn)
-    lines = ["| stage | leads | of the stage before |", "|---|---:|---:|"]
-    previous = None
-    for stage in STAGE_ORDER:
-        n = counts.get(stage, 0)
-        funnel = stage in STAGE_ORDER[:6]
-        share = f"{100 * n / previous:.0f}%" if funnel and previous else ""
-        lines.append(f"| {stage} | {n} | {share} |")
-        if funnel:
-            previous = n or previous
-    return "\n".join(lines) + "\n"
+    lines = ["| stage | leads now |", "|---|---:|"]
+    lines += [f"| {stage} | {counts.get(stage, 0)} |" for stage in STAGE_ORDER]
+    return "\n".join(lines) + "\n\nConversions between stages, month by month: `handoff report funnel`.\n"
 
 
 _EVENT_MEANINGS = {"waiting": "never sent yet", "sent": "sent, not yet seen on the Prefect server",

@@ -126,7 +126,7 @@ def test_a_stage_a_person_cannot_move_a_lead_to_is_refused_before_anything_runs(
 
 @pytest.mark.parametrize("command", [["run", "ingest"], ["run", "score"], ["run", "rescore", "--reason", "new sheet"],
                                      ["lead", "move", "ana@acme.example", "--to", "recycled", "--reason", "not now"],
-                                     ["rules", "impact"], ["leads"], ["funnel"], ["events"], ["events", "retry"],
+                                     ["rules", "impact"], ["leads"], ["stages"], ["events"], ["events", "retry"],
                                      ["quarantine"], ["quarantine", "show", "1"]])
 def test_a_database_never_migrated_is_refused_with_the_fix_before_any_server_starts(home, command):
     result = handoff(*command)
@@ -181,7 +181,7 @@ def test_leads_lists_a_segment_highest_score_first_and_the_funnel_counts_the_sta
     assert "1 lead scoring at least 50" in handoff("leads", "--min-score", "50").output
     assert "the first 1 shown" in handoff("leads", "--limit", "1").output.replace("\n", "")
     assert "0 leads in stage customer." in handoff("leads", "--stage", "customer").output
-    funnel = handoff("funnel").output
+    funnel = handoff("stages").output
     assert [line.split()[:2] for line in funnel.splitlines() if line.split()[:1] in (["lead"], ["mql"])] == \
         [["lead", "2"], ["mql", "1"]]
 

@@ -125,7 +125,7 @@ def test_a_setting_given_a_value_it_cannot_take_names_the_variable_and_what_it_t
 
 
 def test_a_bad_setting_met_as_the_command_starts_is_told_in_two_lines(tmp_path):
-    done = run("funnel", env={"HANDOFF_HOME": str(tmp_path), "HANDOFF_BATCH_SIZE": "abc"})
+    done = run("stages", env={"HANDOFF_HOME": str(tmp_path), "HANDOFF_BATCH_SIZE": "abc"})
     assert done.returncode == 2 and "Traceback" not in done.stderr + done.stdout
     assert done.stderr.splitlines() == [
         "Error: HANDOFF_BATCH_SIZE is 'abc': it must be a whole number, at least 1 (Activities written per database "

@@ -131,7 +131,7 @@ def test_the_health_report_shows_a_source_error_written_out(hostile):
     assert_shown(result.output)
 
 
-@pytest.mark.parametrize("command", [["events"], ["funnel"], ["status", "--json"], ["leads", "--fit", "A"]])
+@pytest.mark.parametrize("command", [["events"], ["stages"], ["status", "--json"], ["leads", "--fit", "A"]])
 def test_other_views_of_the_store_carry_no_control_character(hostile, command):
     assert not RAW_CONTROL.search(handoff(*command).output)
 
