@@ -111,6 +111,7 @@ class AlertState:
     looked_through: int = 0  # the newest activity looked at
     ready: bool = False  # the score stood at the readiness level at the last look
     recheck: bool = False  # the last look found activities not scored yet: its readiness waits for the next
+    engaged_alert_to: str | None = None  # whom that alert told: a new owner's quiet period is their own
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,9 @@ def _decided(look: LeadLook, rules: AlertRules, now: datetime) -> AlertDecision:
     counted = sorted((a for a in new if a.occurred_at >= rules.fresh_since(now) and rules.counts(a)),
                      key=lambda a: (a.occurred_at, a.activity_id or 0), reverse=True)
     quiet_since = state.engaged_alert_at
+    told = state.engaged_alert_to
+    if told is not None and told.lower() != look.owner.email.lower():
+        quiet_since = None  # the rep told last no longer owns it; its new owner has heard nothing yet
     quiet = quiet_since is not None and now - quiet_since < rules.quiet_period
     engaged = tuple(counted) if counted and not quiet else ()
     reached, ready, recheck = None, state.ready, False
@@ -177,8 +181,9 @@ def _decided(look: LeadLook, rules: AlertRules, now: datetime) -> AlertDecision:
             ready = look.score >= rules.readiness_level
             reached = look.score if ready and not state.ready else None
     why = "; ".join(_reasons(counted, engaged, quiet_since, reached, recheck)) or "nothing new to tell"
-    after = replace(state, engaged_alert_at=now if engaged else state.engaged_alert_at, looked_through=through,
-                    ready=ready, recheck=recheck)
+    after = replace(state, looked_through=through, ready=ready, recheck=recheck)
+    if engaged:
+        after = replace(after, engaged_alert_at=now, engaged_alert_to=look.owner.email)
     quiet_until = after.engaged_alert_at + rules.quiet_period if after.engaged_alert_at else None
     return AlertDecision(look.lead_id, look.owner, look.why_owner, engaged, reached, why, after, quiet_until,
                          held_back=0 if engaged else len(counted))

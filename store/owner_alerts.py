@@ -115,10 +115,10 @@ def unscored(conn: Connection, lead_ids: Sequence[int]) -> set[int]:
 
 
 def states(conn: Connection, lead_ids: Sequence[int]) -> dict[int, AlertState]:
-    rows = select_where_in(conn, "SELECT lead_id, engaged_alert_at, looked_through, ready, recheck FROM "
-                                 "owner_alert_lead WHERE lead_id {keys}", sorted(set(lead_ids)))
-    return {lead_id: AlertState(from_db_time(at), int(through), bool(ready), bool(recheck))
-            for lead_id, at, through, ready, recheck in rows}
+    rows = select_where_in(conn, "SELECT lead_id, engaged_alert_at, looked_through, ready, recheck, engaged_alert_to "
+                                 "FROM owner_alert_lead WHERE lead_id {keys}", sorted(set(lead_ids)))
+    return {lead_id: AlertState(from_db_time(at), int(through), bool(ready), bool(recheck), to)
+            for lead_id, at, through, ready, recheck, to in rows}
 
 
 def to_recheck(conn: Connection, lead_ids: Sequence[int] | None = None) -> list[int]:
@@ -131,9 +131,9 @@ def to_recheck(conn: Connection, lead_ids: Sequence[int] | None = None) -> list[
 
 def save_states(conn: Connection, changed: Sequence[tuple[int, AlertState]], now: datetime) -> None:
     stamp = db_time(conn)
-    rows = sorted((lead_id, stamp(s.engaged_alert_at), s.looked_through, s.ready, s.recheck, stamp(now))
-                  for lead_id, s in changed)
-    columns = ("lead_id", "engaged_alert_at", "looked_through", "ready", "recheck", "looked_at")
+    rows = sorted((lead_id, stamp(s.engaged_alert_at), s.engaged_alert_to, s.looked_through, s.ready, s.recheck,
+                   stamp(now)) for lead_id, s in changed)
+    columns = ("lead_id", "engaged_alert_at", "engaged_alert_to", "looked_through", "ready", "recheck", "looked_at")
     insert_rows(conn, OwnerAlertLead.__table__, columns, rows, conflict=("lead_id",),
                 on_conflict="DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in columns[1:]))
 

@@ -538,8 +538,9 @@ class AlertCursor(SQLModel, table=True):
 
 class OwnerAlertLead(SQLModel, table=True):
     """What the owner alerts remember of an owned lead (domain.owner_alerts.AlertState): the last engagement
-    alert (the quiet period runs from it), the newest activity looked at, whether the score stood at the
-    readiness level, and whether that is to be decided again once the lead's activities are scored."""
+    alert and whom it told (that owner's quiet period runs from it), the newest activity looked at, whether the
+    score stood at the readiness level, and whether that is to be decided again once the lead's activities are
+    scored."""
 
     __tablename__ = "owner_alert_lead"
     __table_args__ = (
@@ -549,6 +550,7 @@ class OwnerAlertLead(SQLModel, table=True):
 
     lead_id: int = Field(sa_column=Column(Integer, ForeignKey("lead.id"), primary_key=True))
     engaged_alert_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    engaged_alert_to: str | None = Field(default=None, sa_column=Column(String(320), nullable=True))
     looked_through: int = Field(sa_column=Column(BigInteger, nullable=False))
     ready: bool = Field(sa_column=Column(Boolean, nullable=False))
     recheck: bool = Field(sa_column=Column(Boolean, nullable=False))

@@ -5,6 +5,7 @@ alerts nobody; each alert is enqueued and sent once, whatever crashes or runs tw
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -157,6 +158,24 @@ def test_an_owned_lead_s_campaign_click_alerts_its_owner_once_within_the_quiet_p
     latest = world.outbox()[-1]
     assert latest["subject"].endswith("Clicked in e-mail 'December offer' (campaign Year-end push)")
     assert "Before that:" not in latest["body"]  # the click held back is not told after all
+
+
+def test_a_lead_moved_to_another_rep_in_the_crm_alerts_its_new_owner_inside_the_former_owner_s_quiet_period(world):
+    lead_id = world.person(ANA, "Ana", "Acme GmbH", owner=JONAS)
+    clicked(world, T0 - timedelta(minutes=10))
+    assert world.alert(T0).alerts == 1
+    with world.engine.begin() as conn:  # the next pull finds Sophie the owner
+        conn.execute(CrmRecord.__table__.update().where(CrmRecord.__table__.c.lead_id == lead_id)
+                     .values(owner_id=SOPHIE))
+
+    clicked(world, T0 + timedelta(hours=1), name="Webinar invitation", campaign="Q4 webinars")
+    moved = world.alert(T0 + timedelta(hours=1, minutes=5))
+
+    assert (moved.alerts, moved.quiet) == (1, 0)
+    assert [(n["recipient"], n["key"].split(":")[0]) for n in world.outbox()] == \
+        [(REP, "owner-engaged"), (OTHER_REP, "owner-engaged")]
+    with world.engine.connect() as conn:
+        assert conn.execute(text("SELECT engaged_alert_to FROM owner_alert_lead")).scalar_one() == OTHER_REP
 
 
 def test_activities_that_do_not_count_alert_nobody_but_a_pricing_page_visit_does(world):
@@ -395,6 +414,24 @@ def test_a_click_inside_the_quiet_period_is_held_back_and_one_after_it_alerts():
     [after] = decide([look(engagement(12, at=T0 + timedelta(hours=24)), state=inside.state)], RULES,
                      T0 + timedelta(hours=24))
     assert after.engaged == (engagement(12, at=T0 + timedelta(hours=24)),)
+
+
+def test_a_new_owner_is_not_kept_quiet_by_the_alert_the_former_owner_had():
+    [first] = decide([look(engagement(10))], RULES, T0)
+    assert first.state.engaged_alert_to == REP
+    sam = Person("sam.carter@handoff-demo.example", "Sam Carter")
+    later = T0 + timedelta(hours=2)
+    moved = LeadLook(1, sam, "you own it in the CRM", (engagement(11, at=later),), 1000, False, first.state)
+    [told] = decide([moved], RULES, later)
+    assert told.owner == sam and told.engaged == (engagement(11, at=later),)
+    assert told.state.engaged_alert_to == sam.email and told.state.engaged_alert_at == later
+    # The same rep under another spelling of the address is the same rep, kept quiet
+    [same] = decide([look(engagement(12, at=later), state=replace(first.state, engaged_alert_to=REP.upper()))],
+                    RULES, later)
+    assert not same.alerted and same.held_back == 1
+    # An alert remembered from before whom it told was kept: the quiet period holds for whoever owns the lead
+    [legacy] = decide([replace(moved, state=replace(first.state, engaged_alert_to=None))], RULES, later)
+    assert not legacy.alerted and legacy.held_back == 1
 
 
 def test_activities_already_looked_at_or_too_old_alert_nobody():
