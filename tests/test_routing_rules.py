@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from datetime import date, datetime, timedelta
 from fractions import Fraction
@@ -503,6 +504,28 @@ def test_skipped_reps_neither_earn_nor_lose_credit():
         state = next_rep(state, team, ["anna"]).state  # ben out of office
     assert state.credit("ben") == Fraction(1, 2)
     assert next_rep(state, team, team).rep == "ben"
+
+
+@PROPERTIES
+@given(WEIGHTS, st.integers(0, 2 ** 32), st.sampled_from([0.1, 0.3, 0.5, 0.7]))
+def test_with_reps_skipped_at_any_time_everyone_stays_within_two_leads_of_what_they_earned_while_available(
+        weights, seed, skip_rate):
+    """Earned: a rep's weight's share of each lead shared out while they could take one (not out of office, not
+    at capacity). Skips break the proof for a fixed team (the module's docstring); searching for the worst case
+    finds about 1.3 leads, so two holds with room, and a rule that lets a skip cost a rep (their credit
+    forgotten while away) strays past three."""
+    team = {f"rep{n}@example.com": w for n, w in enumerate(weights)}
+    skips = random.Random(seed)
+    state, received, earned = RoundRobinState("team"), dict.fromkeys(team, 0), dict.fromkeys(team, Fraction(0))
+    for _ in range(600):
+        present = [rep for rep in team if skips.random() >= skip_rate] or [skips.choice(list(team))]
+        total = sum(team[rep] for rep in present)
+        for rep in present:
+            earned[rep] += team[rep] / total
+        pick = next_rep(state, team, present)
+        received[pick.rep] += 1
+        state = RoundRobinState.from_json(pick.state.to_json())
+        assert all(abs(received[rep] - earned[rep]) < 2 for rep in team), (received, earned)
 
 
 def test_ties_go_to_the_larger_weight_then_the_email_in_alphabetical_order():
