@@ -50,6 +50,10 @@ class Settings(BaseSettings):
                     "preview is pure Python and only reads). Unset: one per core, at most 4",
     )
     decay_every_hours: float = Field(default=24, gt=0, description="How often the score run also re-decays every lead")
+    ooo_feed_refresh_minutes: float = Field(
+        default=60, gt=0,
+        description="How often route-leads reads again each rep's out-of-office calendar feed (ooo_calendar URL)",
+    )
     event_resend_after_minutes: float = Field(
         default=10, gt=0,
         description="A lead event the Prefect server does not hold this long after it was sent is sent again, under "

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import urlsplit
 
 import holidays as public_holidays
 import yaml
@@ -668,7 +669,7 @@ def describe_teams(teams: SalesTeams, at: datetime | None = None) -> str:
                                                                         else "") if own else "team's",
                rep.manager or "", "; ".join(str(a) for a in rep.out_of_office) or "none"]
         if rep.ooo_calendar_url:
-            row[-1] += f" (+ feed {rep.ooo_calendar_url})"
+            row[-1] += f" (+ feed from {urlsplit(rep.ooo_calendar_url).hostname})"  # its path may be its secret
         if at is not None:
             row.append("yes" if teams.is_out_of_office(rep, at) else "no")
         rep_rows.append(row)

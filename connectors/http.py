@@ -3,6 +3,7 @@ re-authentication on an expired token, and error messages that never carry crede
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import random
@@ -51,6 +52,18 @@ class TransientError(ConnectorError):
 
 class TokenExpired(TransientError):
     """The access token is no longer accepted: get a new one and repeat the request."""
+
+
+def is_loopback(host: str | None) -> bool:
+    """This machine (127.0.0.0/8, ::1, localhost): the only place plain http:// may carry a credential."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -59,6 +59,20 @@ class TimeAway:
 Absence = DaysAway | TimeAway
 
 
+def absence_to_json(absence: Absence) -> dict[str, str]:
+    if isinstance(absence, DaysAway):
+        return {"first_day": absence.first_day.isoformat(), "last_day": absence.last_day.isoformat(),
+                "reason": absence.reason}
+    return {"start": absence.start.isoformat(), "end": absence.end.isoformat(), "reason": absence.reason}
+
+
+def absence_from_json(data: dict[str, str]) -> Absence:
+    if "first_day" in data:
+        return DaysAway(date.fromisoformat(data["first_day"]), date.fromisoformat(data["last_day"]),
+                        data.get("reason", ""))
+    return TimeAway(datetime.fromisoformat(data["start"]), datetime.fromisoformat(data["end"]), data.get("reason", ""))
+
+
 # ------------------------------------------------------------------------------------------ iCalendar feeds
 
 # An event is an absence when Outlook marks it out of office, or when its summary or categories say so in words
@@ -427,6 +441,14 @@ class SalesTeams:
             own = days_off.dates if isinstance(days_off, DaysOff) else frozenset()
             days_off = DaysOff(dates=own, holidays=rep.holiday_calendars)
         return WorkingCalendar(rep.timezone or team.timezone, rep.working_hours or team.working_hours, days_off)
+
+    def with_absences(self, extra: Mapping[str, Iterable[Absence]]) -> SalesTeams:
+        """The organisation with more absences for some reps (by e-mail): those read from their calendar feeds."""
+        def more(rep: Rep) -> Rep:
+            absences = set(rep.out_of_office) | set(extra.get(rep.email) or ())
+            return replace(rep, out_of_office=tuple(sorted(absences, key=lambda a: (_start_of(a), str(a)))))
+
+        return replace(self, reps=tuple(more(rep) if extra.get(rep.email) else rep for rep in self.reps))
 
     # ---------------------------------------------------------------------------------- lookups
 

@@ -11,6 +11,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from tasks.alerts import alert_lead_owners
+from tasks.calendar_feeds import read_calendar_feeds
 from tasks.crm import CrmSyncSummary
 from tasks.crm_sync import close_crm, connect_crm, crm_settings, pull_from_crm, push_to_crm, summarize
 from tasks.notify import send_due_notifications
@@ -30,6 +31,7 @@ def route_leads(now: datetime | None = None) -> RoutingSummary:
     check_database()
     now = now or datetime.now(timezone.utc)
     run_id = flow_run.get_id()
+    feeds = read_calendar_feeds(now)
     rules = routing_rules()
     config = crm_settings()
     client = connect_crm(config) if config.enabled else None
@@ -51,7 +53,7 @@ def route_leads(now: datetime | None = None) -> RoutingSummary:
     send_due_notifications(now)  # the owners the CRM now holds are told, and the owners alerted
     publish_lead_events(now).log_to(get_run_logger())
     alerts = alerting.result(raise_on_failure=False) if alerting.is_completed() else None
-    summary.markdown = publish_routing_summary(summary, crm, alerts)
+    summary.markdown = publish_routing_summary(summary, crm, alerts, feeds)
     if alerting.is_failed():
         alerting.result()  # raises the alert step's error
     return summary

@@ -391,10 +391,22 @@ def teams_check(at: Optional[str] = typer.Option(None, "--at", help="Say who is 
     from config.sla import describe_sla
     from config.teams import describe_teams
 
+    from store.migrate import current, head
+    from tasks.calendar_feeds import feeds_markdown, with_feed_absences
+
     moment = _instant(at, "--at")
     rules = _routing_rules()
-    console.print(Markdown(describe_teams(rules.teams, at=moment)))
-    console.print(Markdown(describe_routing(rules.routing, rules.teams)))
+    teams, feeds = rules.teams, ""
+    if any(rep.ooo_calendar_url for rep in teams.reps):
+        if current(_database_url()) == head():
+            teams = with_feed_absences(_engine(), teams)
+            feeds = feeds_markdown(_engine(), teams)
+        else:
+            feeds = "The reps' calendar feeds are shown once the database is set up (`handoff db upgrade`).\n"
+    console.print(Markdown(describe_teams(teams, at=moment)))
+    if feeds:
+        console.print(Markdown(feeds))
+    console.print(Markdown(describe_routing(rules.routing, teams)))
     console.print(Markdown(describe_sla(rules.sla)))
 
 

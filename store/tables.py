@@ -555,3 +555,19 @@ class OwnerAlertLead(SQLModel, table=True):
     ready: bool = Field(sa_column=Column(Boolean, nullable=False))
     recheck: bool = Field(sa_column=Column(Boolean, nullable=False))
     looked_at: datetime = Field(sa_column=utc_column(nullable=False))
+
+
+class OooFeed(SQLModel, table=True):
+    """A rep's out-of-office calendar feed as last read: the absences of its last good read (of the address whose
+    digest is kept: the address itself may hold the calendar's secret), when it was last tried, and since when it
+    fails, with the error."""
+
+    __tablename__ = "ooo_feed"
+
+    rep_email: str = Field(sa_column=Column(String(320), primary_key=True))
+    url_digest: str = Field(sa_column=Column(String(64), nullable=False))
+    absences: str = Field(sa_column=Column(Text, nullable=False))
+    read_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    tried_at: datetime = Field(sa_column=utc_column(nullable=False))
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    failing_since: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))

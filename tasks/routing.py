@@ -241,12 +241,16 @@ def assign_by_hand(engine, email: str, rep: str, reason: str, *, rules: Rules, b
 
 # ---------------------------------------------------------------- the Prefect tasks of the routing flow
 
-def load_rules(settings) -> Rules:
+def load_rules(settings, engine=None) -> Rules:
+    """The teams, routing and SLA files; with `engine`, the reps' absences read from their calendar feeds too."""
     from config.routing import load_routing
     from config.sla import load_sla
     from config.teams import load_teams
+    from tasks.calendar_feeds import with_feed_absences
 
     teams = load_teams(settings.teams_file)
+    if engine is not None:
+        teams = with_feed_absences(engine, teams)
     routing = load_routing(teams, settings.routing_file)
     lines = {line.name for line in routing.product_lines} | {line for team in teams.teams for line in team.product_lines}
     return Rules(teams=teams, routing=routing, sla=load_sla(settings.sla_file, product_lines=lines or None))
@@ -254,7 +258,8 @@ def load_rules(settings) -> Rules:
 
 @task(cache_policy=NO_CACHE)
 def routing_rules() -> Rules:
-    return load_rules(get_settings())
+    settings = get_settings()
+    return load_rules(settings, get_engine(settings.resolved_database_url()))
 
 
 def tell_new_owners(engine, rules: Rules, telling: Telling, now: datetime) -> int:

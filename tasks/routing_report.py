@@ -7,6 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.alerts import AlertSummary, alerts_markdown
+from tasks.calendar_feeds import FeedsSummary
 from tasks.crm import CrmSyncSummary
 from tasks.markdown import cell
 from tasks.routing import RoutingSummary
@@ -36,9 +37,20 @@ def routing_markdown(summary: RoutingSummary, crm: CrmSyncSummary | None = None)
     return "\n".join(lines) + "\n"
 
 
+def feeds_markdown(feeds: FeedsSummary | None) -> str:
+    if feeds is None or not feeds.feeds:
+        return ""
+    lines = ["", f"Out-of-office calendar feeds: {feeds.read} of {feeds.feeds} read this run; {feeds.absences} "
+                 "absences from them count."]
+    if feeds.failing:
+        lines += ["", "| rep | feed not read |", "|---|---|"]
+        lines += [f"| {cell(rep)} | {cell(error)} |" for rep, error in sorted(feeds.failing.items())]
+    return "\n".join(lines) + "\n"
+
+
 @task(cache_policy=NO_CACHE)
 def publish_routing_summary(summary: RoutingSummary, crm: CrmSyncSummary | None = None,
-                            alerts: AlertSummary | None = None) -> str:
-    markdown = routing_markdown(summary, crm) + alerts_markdown(alerts)
+                            alerts: AlertSummary | None = None, feeds: FeedsSummary | None = None) -> str:
+    markdown = routing_markdown(summary, crm) + alerts_markdown(alerts) + feeds_markdown(feeds)
     create_markdown_artifact(key="route-leads", markdown=markdown, description="Who got which lead, by which rule")
     return markdown

@@ -192,5 +192,6 @@ def _recycle(conn, lapsed: list, now: datetime, run_id: str | None, summary: Sla
 @task(cache_policy=NO_CACHE)
 def step_sla_timers(now: datetime, run_id: str | None, client=None) -> SlaSummary:
     settings = get_settings()
-    return run_sla(get_engine(settings.resolved_database_url()), load_rules(settings), now=now, run_id=run_id,
+    engine = get_engine(settings.resolved_database_url())
+    return run_sla(engine, load_rules(settings, engine), now=now, run_id=run_id,
                    queue_ids=client.queue_ids if client else None, telling=telling_for(client))

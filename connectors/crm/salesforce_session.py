@@ -4,7 +4,6 @@ the Salesforce errors sorted into the project's kinds (transient, permanent, exp
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -24,7 +23,9 @@ from requests.adapters import HTTPAdapter
 from simple_salesforce.exceptions import SalesforceError
 
 from config.crm import Connection
-from connectors.http import Backoff, ConnectorError, PermanentError, TokenExpired, TransientError, retry_after_seconds
+from connectors.http import (
+    Backoff, ConnectorError, PermanentError, TokenExpired, TransientError, is_loopback, retry_after_seconds,
+)
 from domain.crm import ApiUsage
 
 log = logging.getLogger("handoff.crm.salesforce")
@@ -48,17 +49,6 @@ def http_date(value: str | None) -> datetime | None:
         return parsedate_to_datetime(value).astimezone(timezone.utc) if value else None
     except (TypeError, ValueError, IndexError):
         return None
-
-
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def checked_url(url: str | None, setting: str) -> str:
