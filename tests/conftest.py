@@ -14,6 +14,7 @@ from sandbox.stack import start_sandbox
 from sandbox.world import WorldSpec
 from store.engine import make_engine
 from store.migrate import upgrade
+from tests.flow_support import prefect_server_at
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_ADMIN_URL = os.environ.get("HANDOFF_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -117,18 +118,9 @@ def pytest_runtest_setup(item):
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
-    """One real local Prefect server for the whole session; flows in this process report to it."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
-
-    from handoff.prefect_server import LocalPrefectServer, drain_prefect_clients
-
-    server = LocalPrefectServer(tmp_path_factory.mktemp("prefect")).start()
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_SERVER_ANALYTICS_ENABLED: False}):
-            yield server
-            drain_prefect_clients()
-    finally:
-        server.stop()
+    """One real local Prefect server for the whole session."""
+    with prefect_server_at(tmp_path_factory.mktemp("prefect")) as server:
+        yield server
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
-"""Helpers for the end-to-end ingest tests: what the store holds versus what the synthetic world says."""
+"""Helpers for the end-to-end tests: a Prefect server of their own, and what the store holds versus what the
+synthetic world says."""
 
 from __future__ import annotations
 
 import shutil
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import select
@@ -13,6 +15,23 @@ from domain.activity import normalize_email
 from sandbox.world import World
 from store.tables import Activity, Lead, Quarantine
 from tests.expectations import expected_activity
+
+
+@contextmanager
+def prefect_server_at(home: Path):
+    """A real local Prefect server with its state in `home`; flows in this process report to it meanwhile."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+
+    from handoff.prefect_server import LocalPrefectServer, drain_prefect_clients
+
+    server = LocalPrefectServer(home).start()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+            yield server
+            drain_prefect_clients()
+    finally:
+        server.stop()
+
 
 def rulebook_copy(target: Path, source: Path = CONFIG_DIR, **edits: list[tuple[str, str]]) -> Path:
     """A copy of a rulebook directory (scoring.yaml and scoring.csv), with text replaced in its files:

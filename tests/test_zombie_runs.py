@@ -23,6 +23,7 @@ from handoff.automations import (
     ensure_zombie_automation,
     ensure_zombie_detection,
 )
+from tests.flow_support import prefect_server_at
 
 # Prefect's shortest heartbeat, and a window 20 s longer: the test waits on it once.
 FAST = ZombieDetection(heartbeat_seconds=30, zombie_after_seconds=50)
@@ -69,17 +70,8 @@ def heartbeats(api_url: str, run_id) -> list[datetime]:
 def zombie_server(tmp_path_factory):
     """A Prefect server of this module's own: the session's has the whole suite's events queued before its
     triggers service, which can hold a heartbeat back past the window (seen in CI) and fail the test for that."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from handoff.prefect_server import LocalPrefectServer, drain_prefect_clients
-
-    server = LocalPrefectServer(tmp_path_factory.mktemp("zombie-prefect")).start()
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield server
-            drain_prefect_clients()
-    finally:
-        server.stop()
+    with prefect_server_at(tmp_path_factory.mktemp("zombie-prefect")) as server:
+        yield server
 
 
 @pytest.fixture
