@@ -11,18 +11,21 @@ POSTGRES_ADMIN = os.environ.get("HANDOFF_BENCH_POSTGRES_URL", "postgresql+psycop
 
 def fresh_database(kind: str, workdir: Path, name: str) -> str:
     """The URL of an empty database named `name`, migrated to the latest schema."""
-    from sqlalchemy import create_engine, text
-
     from store.migrate import upgrade
 
-    if kind == "sqlite":
-        url = f"sqlite:///{workdir / f'{name}.db'}"
-    else:
-        admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            conn.execute(text(f"CREATE DATABASE {name}"))
-        url = admin.url.set(database=name).render_as_string(hide_password=False)
-        admin.dispose()
+    url = f"sqlite:///{workdir / f'{name}.db'}" if kind == "sqlite" else empty_postgres_database(name)
     upgrade(url)
     return url
+
+
+def empty_postgres_database(name: str, driver: str | None = None) -> str:
+    """The URL of an empty PostgreSQL database named `name` (dropped first if it exists), with `driver` if given."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    url = admin.url.set(database=name)
+    admin.dispose()
+    return (url.set(drivername=f"postgresql+{driver}") if driver else url).render_as_string(hide_password=False)

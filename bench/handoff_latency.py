@@ -2,7 +2,7 @@
 Salesforce and that rep's e-mail in the inbox, with the scheduled flows running as usual beside it.
 
     python -m bench.handoff_latency [--count 100] [--every 2] [--database sqlite|postgresql]
-                                    [--parts paced,burst,polling]
+                                    [--prefect-database sqlite|postgresql] [--parts paced,burst,polling]
 
 Everything runs as in production, each in a process of its own: the stand-ins (`handoff sandbox --webhooks`,
 Marketo, HubSpot, Mautic and Salesforce over one world, its reps at work), `handoff serve` (every deployment on
@@ -301,6 +301,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--every", type=float, default=2.0, help="seconds between hand-raises in the paced part")
     parser.add_argument("--database", default="sqlite", choices=("sqlite", "postgresql"))
+    parser.add_argument("--prefect-database", default="sqlite", choices=("sqlite", "postgresql"),
+                        help="the Prefect server's own database (Prefect advises PostgreSQL for production)")
     parser.add_argument("--parts", default="paced,burst,polling")
     parser.add_argument("--interval", type=int, default=60, help="the schedules' interval in the polling part")
     parser.add_argument("--people", type=int, default=3000)
@@ -311,12 +313,14 @@ def main() -> None:
 
     from config.crm import load_crm_config
     from connectors.crm.salesforce import SalesforceClient
+    from bench.databases import empty_postgres_database
     from handoff.prefect_server import LocalPrefectServer
     from sandbox.mailbox import Mailbox
 
     work = Path(tempfile.mkdtemp(prefix="handoff-latency-"))
     print(f"work folder {work}", flush=True)
-    prefect = LocalPrefectServer(work / "prefect").start()
+    prefect = LocalPrefectServer(work / "prefect", database_url=empty_postgres_database(
+        "handoff_latency_prefect", "asyncpg") if args.prefect_database == "postgresql" else None).start()
     mailbox = Mailbox().start()
     receiver_port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")},

@@ -24,8 +24,9 @@ def _free_port() -> int:
 class LocalPrefectServer:
     """`prefect server start` in its own process group, with its state under `home`."""
 
-    def __init__(self, home: Path, port: int | None = None):
+    def __init__(self, home: Path, port: int | None = None, database_url: str | None = None):
         self.home = home
+        self.database_url = database_url  # Prefect's own database; None: a SQLite file in home
         self.port = port or _free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self.process: subprocess.Popen | None = None
@@ -40,6 +41,8 @@ class LocalPrefectServer:
             "PREFECT_API_URL": self.api_url,
             "PREFECT_LOGGING_LEVEL": "WARNING",
         }
+        if self.database_url:
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database_url
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
