@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         description="How long a notification may wait to be sent, retries included, before the health check calls "
                     "it a problem",
     )
+    health_feed_lag_hours: float = Field(
+        default=24, gt=0,
+        description="How long a rep's out-of-office calendar feed may fail to be read before the health check calls "
+                    "it a problem (a note before that)",
+    )
     batch_size: int = Field(default=5000, ge=1, description="Activities written per database transaction")
     max_payload_bytes: int = Field(default=64 * 1024, ge=1024)
     future_tolerance_minutes: float = Field(default=10, ge=0)

@@ -76,6 +76,15 @@ class NotificationFacts:
 
 
 @dataclass(frozen=True)
+class FeedFacts:
+    """A rep's out-of-office calendar feed whose last read failed."""
+
+    rep: str
+    failing_since: datetime
+    error: str
+
+
+@dataclass(frozen=True)
 class HealthFacts:
     now: datetime
     schema: str | None  # the database's revision (None: never migrated)
@@ -94,6 +103,7 @@ class HealthFacts:
     crm: CrmFacts = field(default_factory=CrmFacts)
     sla: SlaFacts = field(default_factory=SlaFacts)
     notifications: NotificationFacts = field(default_factory=NotificationFacts)
+    failing_feeds: tuple[FeedFacts, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,7 @@ class HealthPolicy:
     routing_lag: timedelta = timedelta(minutes=30)  # how long a sales-ready lead may wait for an owner
     sla_lag: timedelta = timedelta(hours=1)  # how long a running SLA timer's step may stay due
     notify_lag: timedelta = timedelta(hours=1)  # how long a notification may wait to be sent
+    feed_lag: timedelta = timedelta(hours=24)  # how long a rep's calendar feed may fail before someone should look
 
 
 @dataclass(frozen=True)
@@ -195,6 +206,11 @@ def assess(facts: HealthFacts, policy: HealthPolicy) -> list[Finding]:
                        f"oldest due {ago(now, sla.oldest_step_due)}, so reminders, escalations and reassignments wait "
                        "(is the sla deployment running, and do its runs finish?)")
     _judge_notifications(facts.notifications, now, policy.notify_lag, problem, note)
+    for feed in facts.failing_feeds:
+        text = (f"{feed.rep}'s out-of-office calendar feed has failed every read for "
+                f"{ago(now, feed.failing_since).removesuffix(' ago')}: {feed.error}; the absences of its last good "
+                "read still count, newer ones are missed")
+        (problem if now - feed.failing_since > policy.feed_lag else note)("routing", text)
     return sorted(found, key=lambda f: f.level != "problem")
 
 

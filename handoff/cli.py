@@ -602,7 +602,7 @@ def status(
     scored, the lead events by state, the open queues, the CRM sync, routing, the SLA timers and the notifications;
     and the problems among them (scoring behind, decay overdue, lead events given up or unsent, no CRM pull
     finishing, CRM writes given up, leads waiting for an owner, the SLA flow behind, notifications given up or
-    unsent, a config file that does not load, a schema behind)."""
+    unsent, a rep's calendar feed failing, a config file that does not load, a schema behind)."""
     import json
 
     from domain.health import assess

@@ -19,7 +19,7 @@ from config.rulebook import load_rulebook
 from config.settings import Settings, get_settings
 from config.sources import load_sources
 from domain.health import (
-    ROUTING, CrmFacts, Finding, HealthFacts, HealthPolicy, NotificationFacts, RulebookFacts, ago, assess,
+    ROUTING, CrmFacts, FeedFacts, Finding, HealthFacts, HealthPolicy, NotificationFacts, RulebookFacts, ago, assess,
 )
 from store import health as store
 from store import notifications as notification_store
@@ -36,7 +36,8 @@ def policy_of(settings: Settings) -> HealthPolicy:
                         crm_pull_lag=timedelta(minutes=settings.health_crm_pull_lag_minutes),
                         routing_lag=timedelta(minutes=settings.health_routing_lag_minutes),
                         sla_lag=timedelta(minutes=settings.health_sla_lag_minutes),
-                        notify_lag=timedelta(minutes=settings.health_notify_lag_minutes))
+                        notify_lag=timedelta(minutes=settings.health_notify_lag_minutes),
+                        feed_lag=timedelta(hours=settings.health_feed_lag_hours))
 
 
 def gather_facts(now: datetime, settings: Settings | None = None) -> HealthFacts:
@@ -72,13 +73,32 @@ def gather_facts(now: datetime, settings: Settings | None = None) -> HealthFacts
         notifications = NotificationFacts(problem=channels[1], channels=channels[0],
                                           states=notification_store.outbox_counts(conn),
                                           oldest_unsent=notification_store.oldest_waiting(conn))
+        feeds = _failing_feeds(conn, settings)
     version_id, digest, since, scored_at, decayed_at = in_force or (None, None, None, None, None)
     return HealthFacts(
         now=now, schema=schema, schema_head=schema_head, sources=tuple(sources), sources_problem=sources_problem,
         leads=leads, rulebook=RulebookFacts(version_id=version_id, digest=digest, since=since,
                                             configured_digest=configured, configured_problem=rulebook_problem),
         scored_at=scored_at, decayed_at=decayed_at, waiting=waiting, oldest_mark=oldest_mark, events=events,
-        oldest_unsent=oldest_unsent, queues=tuple(queues), crm=crm, sla=sla, notifications=notifications)
+        oldest_unsent=oldest_unsent, queues=tuple(queues), crm=crm, sla=sla, notifications=notifications,
+        failing_feeds=feeds)
+
+
+def _failing_feeds(conn, settings: Settings) -> tuple[FeedFacts, ...]:
+    """The reps' calendar feeds, as the teams file gives them now, whose last read failed (none when the teams
+    file does not load: the routing runs fail on it and say so)."""
+    from config.teams import load_teams
+    from store.calendar_feeds import feed_reads
+    from tasks.calendar_feeds import url_digest
+
+    try:
+        digests = {rep.email: url_digest(rep.ooo_calendar_url)
+                   for rep in load_teams(settings.teams_file).reps if rep.ooo_calendar_url}
+    except ConfigError:
+        return ()
+    reads = feed_reads(conn) if digests else {}
+    return tuple(FeedFacts(email, read.failing_since, read.error) for email, read in sorted(reads.items())
+                 if read.error and read.failing_since and digests.get(email) == read.url_digest)
 
 
 def _crm_configured(settings: Settings) -> CrmFacts:

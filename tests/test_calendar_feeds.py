@@ -19,7 +19,9 @@ from config.teams import load_teams
 from connectors.calendar_feed import feed_url, read_feed
 from connectors.http import ConnectorError
 from domain.business_hours import UTC
+from domain.health import FeedFacts
 from tasks.calendar_feeds import refresh_feeds, with_feed_absences
+from tasks.health import gather_facts
 from tasks.routing import load_rules
 from tasks.routing_report import feeds_markdown
 
@@ -121,6 +123,20 @@ def test_a_feed_that_fails_keeps_its_last_good_read_and_names_only_its_host(engi
     calendar.status = 200
     mended = refresh_feeds(engine, teams, now=NOW + 2 * HOUR, every=HOUR)
     assert mended.failing == {}
+
+
+def test_the_health_check_names_a_failing_feed_of_a_rep_in_the_teams_file(engine, database_url, calendar, tmp_path,
+                                                                           handoff_env):
+    path = teams_with_feed(tmp_path, calendar.url)
+    refresh_feeds(engine, load_teams(path), now=NOW, every=HOUR)
+    calendar.status = 500
+    refresh_feeds(engine, load_teams(path), now=NOW + HOUR, every=HOUR)
+    handoff_env(HANDOFF_TEAMS_FILE=str(path))
+
+    assert gather_facts(NOW + 2 * HOUR).failing_feeds == (
+        FeedFacts(REP, NOW + HOUR, "calendar feed at 127.0.0.1: HTTP 500"),)
+    handoff_env(HANDOFF_TEAMS_FILE=str(teams_with_feed(tmp_path / "moved", calendar.url + "?v=2")))
+    assert gather_facts(NOW + 2 * HOUR).failing_feeds == ()  # a new address: the failure was another feed's
 
 
 def test_a_new_address_that_fails_counts_none_of_the_old_address_s_absences(engine, calendar, tmp_path):

@@ -13,7 +13,8 @@ import pytest
 from config.settings import CONFIG_DIR, get_settings
 from domain.activity import Rejection
 from domain.health import (
-    CrmFacts, HealthFacts, HealthPolicy, NotificationFacts, QueueFacts, RulebookFacts, SlaFacts, SourceFacts, assess,
+    CrmFacts, FeedFacts, HealthFacts, HealthPolicy, NotificationFacts, QueueFacts, RulebookFacts, SlaFacts, SourceFacts,
+    assess,
 )
 from store import crm as crm_store
 from store import outbox
@@ -187,6 +188,15 @@ def test_the_sla_flow_is_behind_once_a_running_timers_step_stayed_due_longer_tha
     assert problems(due(150)) == ["the SLA flow is behind: 5 running timers with a step due, the oldest due 2 h ago, "
                                   "so reminders, escalations and reassignments wait (is the sla deployment running, "
                                   "and do its runs finish?)"]
+
+
+def test_a_reps_calendar_feed_that_fails_is_a_note_and_a_problem_once_it_failed_longer_than_the_feed_lag():
+    failing = lambda hours: replace(HEALTHY, failing_feeds=(FeedFacts(  # noqa: E731
+        "jordan.blake@handoff-demo.example", NOW - timedelta(hours=hours), "calendar feed at cal.example: HTTP 503"),))
+    said = ("jordan.blake@handoff-demo.example's out-of-office calendar feed has failed every read for {}: calendar "
+            "feed at cal.example: HTTP 503; the absences of its last good read still count, newer ones are missed")
+    assert problems(failing(24)) == [] and notes(failing(24)) == [said.format("24 h")]
+    assert problems(failing(25)) == [said.format("25 h")] and notes(failing(25)) == []
 
 
 def test_notifications_given_up_or_left_unsent_past_the_lag_are_problems_and_unconfirmed_ones_a_note():
