@@ -390,17 +390,17 @@ def teams_check(at: Optional[str] = typer.Option(None, "--at", help="Say who is 
     from config.routing import describe_routing
     from config.sla import describe_sla
     from config.teams import describe_teams
-
     from store.migrate import current, head
-    from tasks.calendar_feeds import feeds_markdown, with_feed_absences
+    from tasks.calendar_feeds import current_reads, feed_absences, feed_reads_markdown
 
     moment = _instant(at, "--at")
     rules = _routing_rules()
     teams, feeds = rules.teams, ""
     if any(rep.ooo_calendar_url for rep in teams.reps):
         if current(_database_url()) == head():
-            teams = with_feed_absences(_engine(), teams)
-            feeds = feeds_markdown(_engine(), teams)
+            with _engine().connect() as conn:
+                reads = current_reads(conn, teams)
+            teams, feeds = teams.with_absences(feed_absences(reads)), feed_reads_markdown(reads)
         else:
             feeds = "The reps' calendar feeds are shown once the database is set up (`handoff db upgrade`).\n"
     console.print(Markdown(describe_teams(teams, at=moment)))

@@ -13,12 +13,12 @@ from typing import Callable
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from config.settings import get_settings
 from connectors.calendar_feed import feed_host, read_feed
 from connectors.http import ConnectorError
-from domain.teams import Rep, SalesTeams, absence_from_json, absence_to_json, parse_ical_absences
+from domain.teams import Absence, Rep, SalesTeams, absence_from_json, absence_to_json, parse_ical_absences
 from store import calendar_feeds as store
 from store.calendar_feeds import FeedRead
 from store.engine import get_engine
@@ -40,35 +40,33 @@ def url_digest(url: str) -> str:
     return hashlib.sha256(url.strip().encode()).hexdigest()
 
 
+def current_reads(conn: Connection, teams: SalesTeams) -> list[tuple[Rep, FeedRead | None]]:
+    """Each rep with a feed, and the stored read of the address the teams file gives now (None: never read, or
+    read from another address, whose absences no longer count)."""
+    reps = [rep for rep in teams.reps if rep.ooo_calendar_url]
+    stored = store.feed_reads(conn) if reps else {}
+    current = lambda read, rep: read is not None and read.url_digest == url_digest(rep.ooo_calendar_url)  # noqa: E731
+    return [(rep, stored[rep.email] if current(stored.get(rep.email), rep) else None) for rep in reps]
+
+
 def refresh_feeds(engine: Engine, teams: SalesTeams, *, now: datetime, every: timedelta,
                   read: Callable[[str], str] = read_feed) -> FeedsSummary:
     """Read again each feed last tried `every` ago or more, or whose address changed; keep what each read found."""
-    reps = [rep for rep in teams.reps if rep.ooo_calendar_url]
     with engine.connect() as conn:
-        stored = store.feed_reads(conn)
-    summary, reads = FeedsSummary(feeds=len(reps)), []
-    for rep in reps:
-        before, digest = stored.get(rep.email), url_digest(rep.ooo_calendar_url)
-        if before is not None and before.url_digest == digest and now - before.tried_at < every:
-            continue
-        reads.append(_read(rep, teams, before if before and before.url_digest == digest else None, digest, now,
-                           read))
-        summary.read += 1
-    if reads:
+        feeds = current_reads(conn, teams)
+    fresh = {rep.email: _read(rep, teams, before, now, read)
+             for rep, before in feeds if before is None or now - before.tried_at >= every}
+    if fresh:
         with engine.begin() as conn:
-            store.save_feed_reads(conn, reads)
-        stored.update({r.rep_email: r for r in reads})
-    for rep in reps:
-        row = stored.get(rep.email)
-        if row is not None and row.error:
-            summary.failing[rep.email] = row.error
-        if row is not None and row.url_digest == url_digest(rep.ooo_calendar_url):
-            summary.absences += len(json.loads(row.absences))
-    return summary
+            store.save_feed_reads(conn, list(fresh.values()))
+    rows = [fresh.get(rep.email) or before for rep, before in feeds]
+    return FeedsSummary(feeds=len(feeds), read=len(fresh), absences=sum(len(json.loads(r.absences)) for r in rows),
+                        failing={r.rep_email: r.error for r in rows if r.error})
 
 
-def _read(rep: Rep, teams: SalesTeams, before: FeedRead | None, digest: str, now: datetime,
+def _read(rep: Rep, teams: SalesTeams, before: FeedRead | None, now: datetime,
           read: Callable[[str], str]) -> FeedRead:
+    digest = url_digest(rep.ooo_calendar_url)
     try:
         text = read(rep.ooo_calendar_url)
         absences = parse_ical_absences(text, teams.calendar_of(rep).zone, horizon=(now + HORIZON).date())
@@ -84,26 +82,21 @@ def _read(rep: Rep, teams: SalesTeams, before: FeedRead | None, digest: str, now
 
 def with_feed_absences(engine: Engine, teams: SalesTeams) -> SalesTeams:
     """The organisation with each feed's absences (of its last good read of the address in the file) added."""
-    digests = {rep.email: url_digest(rep.ooo_calendar_url) for rep in teams.reps if rep.ooo_calendar_url}
-    if not digests:
+    if not any(rep.ooo_calendar_url for rep in teams.reps):
         return teams
     with engine.connect() as conn:
-        stored = store.feed_reads(conn)
-    extra = {email: [absence_from_json(a) for a in json.loads(stored[email].absences)]
-             for email, digest in digests.items() if email in stored and stored[email].url_digest == digest}
-    return teams.with_absences(extra)
+        return teams.with_absences(feed_absences(current_reads(conn, teams)))
 
 
-def feeds_markdown(engine: Engine, teams: SalesTeams) -> str:
-    """Each feed as last read, for `handoff teams check`."""
-    with engine.connect() as conn:
-        stored = store.feed_reads(conn)
+def feed_absences(feeds: list[tuple[Rep, FeedRead | None]]) -> dict[str, list[Absence]]:
+    return {rep.email: [absence_from_json(a) for a in json.loads(row.absences)] for rep, row in feeds if row}
+
+
+def feed_reads_markdown(feeds: list[tuple[Rep, FeedRead | None]]) -> str:
+    """Each feed as last read (current_reads), for `handoff teams check`."""
     lines = ["## Out-of-office calendar feeds", "", "| rep | from | last good read | absences | failing |",
              "|---|---|---|---:|---|"]
-    for rep in (rep for rep in teams.reps if rep.ooo_calendar_url):
-        row = stored.get(rep.email)
-        if row is not None and row.url_digest != url_digest(rep.ooo_calendar_url):
-            row = None  # read from another address: its absences no longer count
+    for rep, row in feeds:
         read_at = f"{row.read_at:%Y-%m-%d %H:%M} UTC" if row and row.read_at else "never"
         failing = f"since {row.failing_since:%Y-%m-%d %H:%M} UTC: {row.error}" if row and row.error else ""
         absences = len(json.loads(row.absences)) if row else 0

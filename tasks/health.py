@@ -88,17 +88,15 @@ def _failing_feeds(conn, settings: Settings) -> tuple[FeedFacts, ...]:
     """The reps' calendar feeds, as the teams file gives them now, whose last read failed (none when the teams
     file does not load: the routing runs fail on it and say so)."""
     from config.teams import load_teams
-    from store.calendar_feeds import feed_reads
-    from tasks.calendar_feeds import url_digest
+    from tasks.calendar_feeds import current_reads
 
     try:
-        digests = {rep.email: url_digest(rep.ooo_calendar_url)
-                   for rep in load_teams(settings.teams_file).reps if rep.ooo_calendar_url}
+        teams = load_teams(settings.teams_file)
     except ConfigError:
         return ()
-    reads = feed_reads(conn) if digests else {}
-    return tuple(FeedFacts(email, read.failing_since, read.error) for email, read in sorted(reads.items())
-                 if read.error and read.failing_since and digests.get(email) == read.url_digest)
+    return tuple(FeedFacts(rep.email, read.failing_since, read.error)
+                 for rep, read in sorted(current_reads(conn, teams), key=lambda feed: feed[0].email)
+                 if read is not None and read.error and read.failing_since)
 
 
 def _crm_configured(settings: Settings) -> CrmFacts:
